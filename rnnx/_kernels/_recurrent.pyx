@@ -1,0 +1,515 @@
+# Fused LSTM / GRU / RNN layer kernels, forward and backward through time.
+#
+# One call runs one layer, both directions (in parallel on two threads when asked).
+# The sequence is *packed* as in PyTorch's PackedSequence: step t holds the first
+# batch_sizes[t] rows of a length-sorted batch, stored at rows offsets[t] .. offsets[t+1]
+# of the (N, features) arrays, N = sum(batch_sizes). A full-length batch is the special
+# case batch_sizes = [B] * T, whose packed layout is just x.reshape(T * B, -1).
+#
+# Gate conventions are PyTorch's:
+#   LSTM  i, f, g, o:  c' = f*c + i*g,  h' = o*tanh(c')   (h' = W_hr (o*tanh(c')) with proj_size)
+#   GRU   r, z, n:     n = tanh(W_in x + b_in + r*(W_hn h + b_hn)),  h' = (1-z)*n + z*h
+#   RNN   h' = tanh or relu(W_ih x + b_ih + W_hh h + b_hh)
+#
+# Forward per direction: one GEMM projects all N rows of the input, then per step one
+# recurrent GEMM and one fused loop for gates and states. The projected-input buffer is
+# overwritten in place with the activated gates (what backward needs), and backward
+# overwrites them again with the pre-activation gate gradients, which the whole-sequence
+# GEMMs for dW_ih, dW_hh and dX then read.
+cimport numpy as cnp
+from libc.math cimport exp, expf, tanh, tanhf
+from libc.string cimport memcpy
+from cython.parallel cimport prange
+
+from ._blas cimport floating, gemm
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #if defined(__x86_64__) || defined(_M_X64) || defined(__SSE__)
+    #include <xmmintrin.h>
+    /* Flush denormal results to zero and treat denormal inputs as zero (MXCSR FTZ|DAZ). */
+    static inline unsigned int rnnx_flush_denormals(void) {
+        unsigned int old = _mm_getcsr(); _mm_setcsr(old | 0x8040); return old;
+    }
+    static inline void rnnx_restore_fp_mode(unsigned int old) { _mm_setcsr(old); }
+    #else
+    static inline unsigned int rnnx_flush_denormals(void) { return 0; }
+    static inline void rnnx_restore_fp_mode(unsigned int old) { (void)old; }
+    #endif
+    """
+    unsigned int rnnx_flush_denormals() noexcept nogil
+    void rnnx_restore_fp_mode(unsigned int) noexcept nogil
+
+# Cell kinds and their number of gates.
+cpdef enum Cell:
+    RNN_TANH = 0
+    RNN_RELU = 1
+    LSTM = 2
+    GRU = 3
+
+cdef int[4] NUM_GATES = [1, 1, 4, 3]
+
+ctypedef cnp.intp_t intp
+
+
+cdef struct Dir:
+    # Everything one direction of one layer reads and writes; NULL where unused.
+    # Forward: weights, initial state, running state (ends as h_n/c_n), workspaces.
+    void *w_ih       # (G*H, I)
+    void *w_hh       # (G*H, P)
+    void *b_ih       # (G*H,)  zeros when the module has no bias
+    void *b_hh       # (G*H,)
+    void *w_hr       # (P, H) LSTM projection, or NULL
+    void *h          # (B, P) running hidden state: h0 in, h_n out; backward: dh_n in, dh0 out
+    void *c          # (B, H) running cell state (LSTM); backward: dc_n in, dc0 out
+    void *gates      # (N, G*H) projected input -> activated gates -> gate gradients
+    void *hg         # (B, G*H) recurrent GEMM result for one step
+    void *hprev      # (N, P) hidden state entering each step (training)
+    void *cbuf       # (N, H) cell state leaving each step (LSTM training)
+    void *cprev      # (N, H) cell state entering each step (LSTM training)
+    void *hn         # (N, H) W_hn h + b_hn per step (GRU training); backward: its gradient
+    void *m          # (N, H) o*tanh(c) per step (LSTM proj; (B, H) when not training)
+    void *dhtot      # (N, P) hidden-state gradient per step (LSTM proj backward)
+    # Backward gradient accumulators (+=): NULL bias grads when the module has no bias.
+    void *gw_ih
+    void *gw_hh
+    void *gb_ih
+    void *gb_hh
+    void *gw_hr
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    if floating is float:
+        return 1.0 / (1.0 + expf(-x))
+    else:
+        return 1.0 / (1.0 + exp(-x))
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef void _forward_dir(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
+                       const intp *offsets, intp B, intp I, intp H, intp P,
+                       const floating *x, intp ldx, floating *out, intp ldo,
+                       Dir *d) noexcept nogil:
+    """Run one direction over the packed sequence; out columns start at `out`."""
+    cdef unsigned int fp_mode = rnnx_flush_denormals()
+    cdef intp G = NUM_GATES[cell], GH = G * H, N = offsets[T]
+    cdef const floating *w_ih = <floating *> d.w_ih
+    cdef const floating *w_hh = <floating *> d.w_hh
+    cdef const floating *w_hr = <floating *> d.w_hr
+    cdef const floating *b_ih = <floating *> d.b_ih
+    cdef const floating *b_hh = <floating *> d.b_hh
+    cdef floating *h = <floating *> d.h
+    cdef floating *c = <floating *> d.c
+    cdef floating *gates = <floating *> d.gates
+    cdef floating *hg = <floating *> d.hg
+    cdef floating *mrow
+    cdef floating *xg
+    cdef floating *hr
+    cdef floating *mstep
+    cdef intp s, t, n, off, r, j
+    cdef floating gi, gf, gg, go, cn, hv, rr, z, hn
+
+    # gates (N, GH) = x (N, I) @ w_ih.T      -- input projection of every step at once
+    gemm(False, True, N, GH, I, <floating> 1, x, ldx, w_ih, I, <floating> 0, gates, GH)
+
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        n = batch_sizes[t]
+        off = offsets[t]
+        if training:
+            memcpy(<floating *> d.hprev + off * P, h, n * P * sizeof(floating))
+            if cell == LSTM:
+                memcpy(<floating *> d.cprev + off * H, c, n * H * sizeof(floating))
+        # hg[:n] (n, GH) = h[:n] (n, P) @ w_hh.T
+        gemm(False, True, n, GH, P, <floating> 1, h, P, w_hh, P, <floating> 0, hg, GH)
+        if w_hr == NULL:
+            mstep = NULL
+        elif training:
+            mstep = <floating *> d.m + off * H
+        else:
+            mstep = <floating *> d.m
+        for r in range(n):
+            xg = gates + (off + r) * GH
+            hr = hg + r * GH
+            if cell == LSTM:
+                mrow = mstep + r * H if w_hr != NULL else NULL
+                for j in range(H):
+                    gi = _sigmoid(xg[j] + b_ih[j] + hr[j] + b_hh[j])
+                    gf = _sigmoid(xg[H + j] + b_ih[H + j] + hr[H + j] + b_hh[H + j])
+                    gg = _tanh(xg[2 * H + j] + b_ih[2 * H + j] + hr[2 * H + j] + b_hh[2 * H + j])
+                    go = _sigmoid(xg[3 * H + j] + b_ih[3 * H + j] + hr[3 * H + j] + b_hh[3 * H + j])
+                    cn = gf * c[r * H + j] + gi * gg
+                    c[r * H + j] = cn
+                    hv = go * _tanh(cn)
+                    if training:
+                        xg[j] = gi
+                        xg[H + j] = gf
+                        xg[2 * H + j] = gg
+                        xg[3 * H + j] = go
+                        (<floating *> d.cbuf)[(off + r) * H + j] = cn
+                    if mrow != NULL:
+                        mrow[j] = hv
+                    else:
+                        h[r * P + j] = hv
+                        out[(off + r) * ldo + j] = hv
+            elif cell == GRU:
+                for j in range(H):
+                    rr = _sigmoid(xg[j] + b_ih[j] + hr[j] + b_hh[j])
+                    z = _sigmoid(xg[H + j] + b_ih[H + j] + hr[H + j] + b_hh[H + j])
+                    hn = hr[2 * H + j] + b_hh[2 * H + j]
+                    gg = _tanh(xg[2 * H + j] + b_ih[2 * H + j] + rr * hn)
+                    hv = (1 - z) * gg + z * h[r * P + j]
+                    h[r * P + j] = hv
+                    out[(off + r) * ldo + j] = hv
+                    if training:
+                        xg[j] = rr
+                        xg[H + j] = z
+                        xg[2 * H + j] = gg
+                        (<floating *> d.hn)[(off + r) * H + j] = hn
+            else:
+                for j in range(H):
+                    hv = xg[j] + b_ih[j] + hr[j] + b_hh[j]
+                    if cell == RNN_TANH:
+                        hv = _tanh(hv)
+                    elif hv < 0:
+                        hv = 0
+                    h[r * P + j] = hv
+                    out[(off + r) * ldo + j] = hv
+                    if training:
+                        xg[j] = hv
+        if cell == LSTM and w_hr != NULL:
+            # h[:n] (n, P) = m[:n] (n, H) @ w_hr.T
+            gemm(False, True, n, P, H, <floating> 1, mstep, H, w_hr, H, <floating> 0, h, P)
+            for r in range(n):
+                memcpy(out + (off + r) * ldo, h + r * P, P * sizeof(floating))
+    rnnx_restore_fp_mode(fp_mode)
+
+
+cdef void _column_sums(intp rows, intp cols, const floating *a, intp lda, floating *acc) noexcept nogil:
+    """acc (cols,) += a.sum(axis=0), rows summed in order."""
+    cdef intp r, j
+    for r in range(rows):
+        for j in range(cols):
+            acc[j] += a[r * lda + j]
+
+
+cdef void _backward_dir(int cell, bint reverse, intp T, const intp *batch_sizes,
+                        const intp *offsets, intp B, intp I, intp H, intp P,
+                        const floating *x, intp ldx, const floating *dout, intp lddo,
+                        floating *dm, Dir *d) noexcept nogil:
+    """Back-propagate one direction; dout (or NULL) are this direction's output gradients."""
+    cdef unsigned int fp_mode = rnnx_flush_denormals()
+    cdef intp G = NUM_GATES[cell], GH = G * H, N = offsets[T]
+    cdef const floating *w_hh = <floating *> d.w_hh
+    cdef const floating *w_hr = <floating *> d.w_hr
+    cdef floating *dh = <floating *> d.h
+    cdef floating *dc = <floating *> d.c
+    cdef floating *gates = <floating *> d.gates
+    cdef floating *dgh = <floating *> d.hg
+    cdef const floating *hprev = <floating *> d.hprev
+    cdef const floating *cbuf = <floating *> d.cbuf
+    cdef const floating *cprev = <floating *> d.cprev
+    cdef floating *hnb = <floating *> d.hn
+    cdef floating *xg
+    cdef floating *dmrow
+    cdef const floating *dorow
+    cdef intp s, t, n, off, r, j, k
+    cdef floating gi, gf, gg, go, tc, dmv, dct, hv, rr, z, dhv, dnp, dr, dz
+
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        n = batch_sizes[t]
+        off = offsets[t]
+        if dout != NULL:
+            for r in range(n):
+                dorow = dout + (off + r) * lddo
+                for j in range(P):
+                    dh[r * P + j] += dorow[j]
+        if cell == LSTM and w_hr != NULL:
+            memcpy(<floating *> d.dhtot + off * P, dh, n * P * sizeof(floating))
+            # dm[:n] (n, H) = dh[:n] (n, P) @ w_hr (P, H)
+            gemm(False, False, n, H, P, <floating> 1, dh, P, w_hr, H, <floating> 0, dm, H)
+        for r in range(n):
+            xg = gates + (off + r) * GH
+            k = (off + r) * H
+            if cell == LSTM:
+                dmrow = dm + r * H if w_hr != NULL else dh + r * P
+                for j in range(H):
+                    gi = xg[j]
+                    gf = xg[H + j]
+                    gg = xg[2 * H + j]
+                    go = xg[3 * H + j]
+                    tc = _tanh(cbuf[k + j])
+                    dmv = dmrow[j]
+                    dct = dc[r * H + j] + dmv * go * (1 - tc * tc)
+                    dc[r * H + j] = dct * gf
+                    xg[j] = dct * gg * gi * (1 - gi)
+                    xg[H + j] = dct * cprev[k + j] * gf * (1 - gf)
+                    xg[2 * H + j] = dct * gi * (1 - gg * gg)
+                    xg[3 * H + j] = dmv * tc * go * (1 - go)
+            elif cell == GRU:
+                for j in range(H):
+                    rr = xg[j]
+                    z = xg[H + j]
+                    gg = xg[2 * H + j]
+                    dhv = dh[r * P + j]
+                    dnp = dhv * (1 - z) * (1 - gg * gg)
+                    dr = dnp * hnb[k + j] * rr * (1 - rr)
+                    dz = dhv * (hprev[(off + r) * P + j] - gg) * z * (1 - z)
+                    xg[j] = dr
+                    xg[H + j] = dz
+                    xg[2 * H + j] = dnp
+                    hnb[k + j] = dnp * rr
+                    dgh[r * GH + j] = dr
+                    dgh[r * GH + H + j] = dz
+                    dgh[r * GH + 2 * H + j] = dnp * rr
+                    dh[r * P + j] = dhv * z
+            else:
+                for j in range(H):
+                    hv = xg[j]
+                    if cell == RNN_TANH:
+                        xg[j] = dh[r * P + j] * (1 - hv * hv)
+                    else:
+                        xg[j] = dh[r * P + j] if hv > 0 else 0
+        if cell == GRU:
+            # dh[:n] (n, P) += dgh[:n] (n, GH) @ w_hh (GH, P)
+            gemm(False, False, n, P, GH, <floating> 1, dgh, GH, w_hh, P, <floating> 1, dh, P)
+        else:
+            # dh[:n] (n, P) = dgates[:n] (n, GH) @ w_hh (GH, P)
+            gemm(False, False, n, P, GH, <floating> 1, gates + off * GH, GH, w_hh, P,
+                 <floating> 0, dh, P)
+
+    # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I)
+    gemm(True, False, GH, I, N, <floating> 1, gates, GH, x, ldx, <floating> 1,
+         <floating *> d.gw_ih, I)
+    if cell == GRU:
+        # gw_hh[:2H] (2H, P) += dgates[:, :2H].T @ hprev;  gw_hh[2H:] (H, P) += dhn.T @ hprev
+        gemm(True, False, 2 * H, P, N, <floating> 1, gates, GH, hprev, P, <floating> 1,
+             <floating *> d.gw_hh, P)
+        gemm(True, False, H, P, N, <floating> 1, hnb, H, hprev, P, <floating> 1,
+             <floating *> d.gw_hh + 2 * H * P, P)
+    else:
+        # gw_hh (GH, P) += dgates.T (GH, N) @ hprev (N, P)
+        gemm(True, False, GH, P, N, <floating> 1, gates, GH, hprev, P, <floating> 1,
+             <floating *> d.gw_hh, P)
+    if d.gb_ih != NULL:
+        # gb_ih += dgates.sum(0); gb_hh likewise, with the GRU's n columns from dhn
+        _column_sums(N, GH, gates, GH, <floating *> d.gb_ih)
+        if cell == GRU:
+            _column_sums(N, 2 * H, gates, GH, <floating *> d.gb_hh)
+            _column_sums(N, H, hnb, H, <floating *> d.gb_hh + 2 * H)
+        else:
+            _column_sums(N, GH, gates, GH, <floating *> d.gb_hh)
+    if cell == LSTM and w_hr != NULL:
+        # gw_hr (P, H) += dhtot.T (P, N) @ m (N, H)
+        gemm(True, False, P, H, N, <floating> 1, <floating *> d.dhtot, P, <floating *> d.m, H,
+             <floating> 1, <floating *> d.gw_hr, H)
+    rnnx_restore_fp_mode(fp_mode)
+
+
+# ---------------------------------------------------------------------------------------
+# Python entry points. Every array is checked here (type, dtype, C order, size), so that
+# whatever the caller passes, the nogil code only touches memory it owns.
+
+cdef void *_ptr(object a, int typenum, intp need, str name) except? NULL:
+    """Data pointer of a C-contiguous array of `typenum` holding at least `need` items."""
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray> a
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise TypeError(f"{name}: expected dtype {cnp.PyArray_DescrFromType(typenum)}, got {arr.dtype}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name}: expected a C-contiguous array")
+    if cnp.PyArray_SIZE(arr) < need:
+        raise ValueError(f"{name}: expected at least {need} elements, got {cnp.PyArray_SIZE(arr)}")
+    return cnp.PyArray_DATA(arr)
+
+
+cdef void *_optional_ptr(object a, int typenum, intp need, str name) except? NULL:
+    if a is None:
+        return NULL
+    return _ptr(a, typenum, need, name)
+
+
+cdef _check_packing(object batch_sizes, object offsets, intp *T, intp *B, intp *N):
+    """Validates batch_sizes (T,) non-increasing positive and offsets = [0, cumsum]."""
+    _ptr(batch_sizes, cnp.NPY_INTP, 0, "batch_sizes")
+    T[0] = cnp.PyArray_SIZE(<cnp.ndarray> batch_sizes)
+    _ptr(offsets, cnp.NPY_INTP, T[0] + 1, "offsets")
+    cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
+    cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
+    cdef intp t
+    if T[0] < 1:
+        raise ValueError("expected at least one time step")
+    B[0] = bs[0]
+    if of[0] != 0:
+        raise ValueError("offsets must start at 0")
+    for t in range(T[0]):
+        if bs[t] < 1 or bs[t] > B[0] or (t > 0 and bs[t] > bs[t - 1]):
+            raise ValueError("batch_sizes must be positive and non-increasing")
+        if of[t + 1] != of[t] + bs[t]:
+            raise ValueError("offsets must be the running sum of batch_sizes")
+    N[0] = of[T[0]]
+
+
+def forward_layer(int cell, bint training, object x, object batch_sizes, object offsets,
+                  list directions, object out, intp hidden_size, intp num_threads=1):
+    """Run one layer (one or two directions) forward over a packed sequence.
+
+    x: (N, I) layer input; out: (N, D * P) layer output, direction d in columns d*P:(d+1)*P.
+    directions: per direction a dict of the Dir fields' arrays (see Dir); the second one,
+    if any, runs in reverse. `h` (B, P) and `c` (B, H) hold the initial states on entry and
+    the final ones on return. Training mode fills hprev, cbuf, cprev, hn and m for backward.
+    """
+    cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), G, k
+    _check_packing(batch_sizes, offsets, &T, &B, &N)
+    if cell < 0 or cell > 3:
+        raise ValueError(f"unknown cell kind {cell}")
+    if ndir < 1 or ndir > 2:
+        raise ValueError("one or two directions expected")
+    G = NUM_GATES[cell]
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray> x) if cnp.PyArray_Check(x) else -1
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError("x must be a float32 or float64 numpy array")
+    if (<cnp.ndarray> x).ndim != 2 or (<cnp.ndarray> out).ndim != 2:
+        raise ValueError("x and out must be 2-d")
+    I = x.shape[1]
+    P = out.shape[1] // ndir
+    if x.shape[0] != N or out.shape[0] != N or out.shape[1] != ndir * P:
+        raise ValueError("x and out must have one row per packed step")
+    cdef bint proj = cell == LSTM and directions[0].get("w_hr") is not None
+    if not proj and P != H:
+        raise ValueError("out has the wrong number of columns")
+    cdef void *xp = _ptr(x, typenum, N * I, "x")
+    cdef void *op = _ptr(out, typenum, N * ndir * P, "out")
+    cdef Dir[2] dirs
+    for k in range(ndir):
+        _fill_dir(&dirs[k], directions[k], typenum, cell, training, proj, False, N, B, I, H, P)
+    cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
+    cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
+    cdef intp ld = ndir * P
+    with nogil:
+        if ndir == 2 and num_threads > 1:
+            for k in prange(2, num_threads=2, schedule="static"):
+                if typenum == cnp.NPY_FLOAT32:
+                    _forward_dir[float](cell, training, k == 1, T, bs, of, B, I, H, P, <float *> xp,
+                                        I, <float *> op + k * P, ld, &dirs[k])
+                else:
+                    _forward_dir[double](cell, training, k == 1, T, bs, of, B, I, H, P, <double *> xp,
+                                         I, <double *> op + k * P, ld, &dirs[k])
+        else:
+            for k in range(ndir):
+                if typenum == cnp.NPY_FLOAT32:
+                    _forward_dir[float](cell, training, k == 1, T, bs, of, B, I, H, P, <float *> xp,
+                                        I, <float *> op + k * P, ld, &dirs[k])
+                else:
+                    _forward_dir[double](cell, training, k == 1, T, bs, of, B, I, H, P, <double *> xp,
+                                         I, <double *> op + k * P, ld, &dirs[k])
+
+
+def backward_layer(int cell, object x, object batch_sizes, object offsets, list directions,
+                   object grad_out, object grad_x, intp hidden_size, intp num_threads=1):
+    """Back-propagate one layer run by forward_layer in training mode.
+
+    grad_out: (N, D * P) gradient of the layer output, or None; grad_x: (N, I) output
+    (overwritten), or None when the input gradient is not wanted. Per direction, `h`/`c`
+    hold dh_n/dc_n on entry and dh0/dc0 on return, `gates` and `hn` are consumed, and the
+    parameter gradients are accumulated into gw_ih, gw_hh, gb_ih, gb_hh, gw_hr.
+    """
+    cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), G, k
+    _check_packing(batch_sizes, offsets, &T, &B, &N)
+    if cell < 0 or cell > 3:
+        raise ValueError(f"unknown cell kind {cell}")
+    if ndir < 1 or ndir > 2:
+        raise ValueError("one or two directions expected")
+    G = NUM_GATES[cell]
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray> x) if cnp.PyArray_Check(x) else -1
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError("x must be a float32 or float64 numpy array")
+    if (<cnp.ndarray> x).ndim != 2 or x.shape[0] != N:
+        raise ValueError("x must be (N, I)")
+    I = x.shape[1]
+    cdef bint proj = cell == LSTM and directions[0].get("w_hr") is not None
+    P = directions[0]["h"].shape[-1]
+    if not proj and P != H:
+        raise ValueError("h has the wrong number of columns")
+    cdef intp ld = ndir * P
+    cdef void *xp = _ptr(x, typenum, N * I, "x")
+    cdef void *gop = _optional_ptr(grad_out, typenum, N * ld, "grad_out")
+    cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x")
+    cdef Dir[2] dirs
+    cdef object dm_buf = None
+    cdef void *dmp[2]
+    for k in range(ndir):
+        _fill_dir(&dirs[k], directions[k], typenum, cell, True, proj, True, N, B, I, H, P)
+        dmp[k] = _optional_ptr(directions[k].get("dm"), typenum, B * H if proj else 0, "dm")
+    cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
+    cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
+    with nogil:
+        if ndir == 2 and num_threads > 1:
+            for k in prange(2, num_threads=2, schedule="static"):
+                if typenum == cnp.NPY_FLOAT32:
+                    _backward_dir[float](cell, k == 1, T, bs, of, B, I, H, P, <float *> xp, I,
+                                         <float *> gop + k * P if gop != NULL else NULL, ld,
+                                         <float *> dmp[k], &dirs[k])
+                else:
+                    _backward_dir[double](cell, k == 1, T, bs, of, B, I, H, P, <double *> xp, I,
+                                          <double *> gop + k * P if gop != NULL else NULL, ld,
+                                          <double *> dmp[k], &dirs[k])
+        else:
+            for k in range(ndir):
+                if typenum == cnp.NPY_FLOAT32:
+                    _backward_dir[float](cell, k == 1, T, bs, of, B, I, H, P, <float *> xp, I,
+                                         <float *> gop + k * P if gop != NULL else NULL, ld,
+                                         <float *> dmp[k], &dirs[k])
+                else:
+                    _backward_dir[double](cell, k == 1, T, bs, of, B, I, H, P, <double *> xp, I,
+                                          <double *> gop + k * P if gop != NULL else NULL, ld,
+                                          <double *> dmp[k], &dirs[k])
+        if gxp != NULL:
+            for k in range(ndir):
+                # grad_x (N, I) (+)= dgates_k (N, GH) @ w_ih_k (GH, I)
+                if typenum == cnp.NPY_FLOAT32:
+                    gemm(False, False, N, I, G * H, <float> 1, <float *> dirs[k].gates, G * H,
+                         <float *> dirs[k].w_ih, I, <float> (k > 0), <float *> gxp, I)
+                else:
+                    gemm(False, False, N, I, G * H, <double> 1, <double *> dirs[k].gates, G * H,
+                         <double *> dirs[k].w_ih, I, <double> (k > 0), <double *> gxp, I)
+
+
+cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, bint backward,
+               intp N, intp B, intp I, intp H, intp P):
+    """Checks one direction's arrays and stores their data pointers in d."""
+    cdef intp GH = NUM_GATES[cell] * H
+    cdef bint lstm = cell == LSTM, gru = cell == GRU
+    d.w_ih = _ptr(a["w_ih"], typenum, GH * I, "w_ih")
+    d.w_hh = _ptr(a["w_hh"], typenum, GH * P, "w_hh")
+    d.w_hr = _ptr(a["w_hr"], typenum, P * H, "w_hr") if proj else NULL
+    d.b_ih = NULL if backward else _ptr(a["b_ih"], typenum, GH, "b_ih")
+    d.b_hh = NULL if backward else _ptr(a["b_hh"], typenum, GH, "b_hh")
+    d.h = _ptr(a["h"], typenum, B * P, "h")
+    d.c = _ptr(a["c"], typenum, B * H, "c") if lstm else NULL
+    d.gates = _ptr(a["gates"], typenum, N * GH, "gates")
+    d.hg = _ptr(a["hg"], typenum, B * GH, "hg") if (not backward or gru) else NULL
+    d.hprev = _ptr(a["hprev"], typenum, N * P, "hprev") if training else NULL
+    d.cbuf = _ptr(a["cbuf"], typenum, N * H, "cbuf") if training and lstm else NULL
+    d.cprev = _ptr(a["cprev"], typenum, N * H, "cprev") if training and lstm else NULL
+    d.hn = _ptr(a["hn"], typenum, N * H, "hn") if training and gru else NULL
+    d.m = _ptr(a["m"], typenum, (N if training else B) * H, "m") if proj else NULL
+    d.dhtot = _ptr(a["dhtot"], typenum, N * P, "dhtot") if backward and proj else NULL
+    d.gw_ih = d.gw_hh = d.gb_ih = d.gb_hh = d.gw_hr = NULL
+    if backward:
+        d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih")
+        d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh")
+        d.gw_hr = _ptr(a["gw_hr"], typenum, P * H, "gw_hr") if proj else NULL
+        if a.get("gb_ih") is not None:
+            d.gb_ih = _ptr(a["gb_ih"], typenum, GH, "gb_ih")
+            d.gb_hh = _ptr(a["gb_hh"], typenum, GH, "gb_hh")

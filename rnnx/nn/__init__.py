@@ -1,0 +1,2 @@
+"""rnnx.nn: layers, losses and containers mirroring torch.nn."""
+from .module import Module, Parameter

@@ -1,0 +1,198 @@
+"""Module and Parameter: the small object model every rnnx layer is built on.
+
+A Module holds Parameters (arrays with a gradient) and child Modules, registered by
+attribute assignment as in torch.nn. Layers run forward with `module(x)` and backward with
+`module.backward(grad)`: each forward call in training mode pushes a record of what its
+backward needs, each backward call pops the most recent one (last in, first out), so a
+module applied several times is back-propagated by calling backward in reverse order.
+Eval mode records nothing.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype):
+    """The module dtype as np.dtype; float32 or float64 only."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+class Parameter:
+    """A trainable array `data` with its accumulated gradient `grad` (same shape and dtype)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        self.data = np.ascontiguousarray(data)
+        self.grad = np.zeros_like(self.data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def zero_grad(self):
+        self.grad.fill(0)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of every rnnx layer, loss and container."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_records", [])
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        params = self.__dict__.get("_parameters")
+        if params is None:
+            raise AttributeError("call Module.__init__() before assigning attributes")
+        params.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            params[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        else:
+            object.__setattr__(self, name, value)
+            return
+        self.__dict__.pop(name, None)
+
+    def __getattr__(self, name):
+        d = self.__dict__
+        if name in d.get("_parameters", ()):
+            return d["_parameters"][name]
+        if name in d.get("_modules", ()):
+            return d["_modules"][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        if name in self._parameters:
+            del self._parameters[name]
+        elif name in self._modules:
+            del self._modules[name]
+        else:
+            object.__delattr__(self, name)
+
+    # -- traversal -----------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_parameters(self, prefix="", recurse=True):
+        """(name, Parameter) pairs in registration order, children after own parameters."""
+        seen = set()
+        mods = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, mod in mods:
+            for name, p in mod._parameters.items():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), p
+
+    def parameters(self, recurse=True):
+        return [p for _, p in self.named_parameters(recurse=recurse)]
+
+    # -- modes and gradients -------------------------------------------------------------
+    def train(self, mode=True):
+        """Training mode (records for backward, dropout active); returns self."""
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Evaluation mode: no records, no dropout; returns self."""
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.zero_grad()
+
+    def clear_records(self):
+        """Drop every pending forward record (e.g. after a forward whose backward is skipped)."""
+        for m in self.modules():
+            m._records.clear()
+
+    # -- state ----------------------------------------------------------------------
+    def state_dict(self):
+        """name -> copy of the parameter array, PyTorch's names and layouts."""
+        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters; every key and shape is checked before any change.
+
+        Arrays of another float dtype are cast to the parameter's dtype. With strict=False,
+        missing and unexpected keys are allowed and returned as (missing, unexpected).
+        """
+        own = dict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"Error(s) in loading state_dict for {type(self).__name__}: "
+                           f"missing keys {missing}, unexpected keys {unexpected}")
+        staged = []
+        for name, p in own.items():
+            if name not in state_dict:
+                continue
+            value = np.asarray(state_dict[name])
+            if value.dtype.kind not in "fiu" or value.dtype.kind == "c":
+                raise TypeError(f"{name}: expected a real numeric array, got dtype {value.dtype}")
+            if value.shape != p.data.shape:
+                raise ValueError(f"size mismatch for {name}: copying a param with shape "
+                                 f"{value.shape}, the shape in current model is {p.data.shape}")
+            staged.append((p, value))
+        for p, value in staged:
+            p.data[...] = value
+        return missing, unexpected
+
+    # -- forward / backward records ---------------------------------------------------
+    def _push_record(self, record):
+        if self.training:
+            self._records.append(record)
+
+    def _pop_record(self):
+        if not self._records:
+            raise RuntimeError(f"{type(self).__name__}.backward() called without a pending forward "
+                               "call in training mode (each backward consumes one forward record)")
+        return self._records.pop()
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def backward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_repr}")
+        return lines[0] + (")" if len(lines) == 1 else "\n" + "\n".join(lines[1:]) + "\n)")
