@@ -1,5 +1,9 @@
 """rnnx: fast CPU recurrent networks with a torch.nn-compatible API (numpy + scipy only)."""
 from ._random import manual_seed, get_rng_state, set_rng_state
 from .nn.module import Module, Parameter
+from .nn.rnn import LSTM, GRU, RNN
+from .utils.rnn import (PackedSequence, pack_padded_sequence, pad_packed_sequence,
+                        pack_sequence, pad_sequence)
+from ._threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"

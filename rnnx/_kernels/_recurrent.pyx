@@ -438,7 +438,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
         raise ValueError("x must be (N, I)")
     I = x.shape[1]
     cdef bint proj = cell == LSTM and directions[0].get("w_hr") is not None
-    P = directions[0]["h"].shape[-1]
+    P = directions[0]["h"].shape[1]
     if not proj and P != H:
         raise ValueError("h has the wrong number of columns")
     cdef intp ld = ndir * P

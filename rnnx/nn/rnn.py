@@ -1,0 +1,436 @@
+"""LSTM, GRU and RNN sequence modules with torch.nn's arguments, shapes and parameters.
+
+Every layer and direction runs in the fused Cython kernel (rnnx._kernels._recurrent) over
+a packed sequence: step t holds the first batch_sizes[t] rows of a length-sorted batch.
+A padded batch of full-length sequences packs for free (x.reshape(T * B, I)); a padded
+batch with `lengths`, or a PackedSequence, is gathered once, so the work scales with the
+sum of the lengths.
+"""
+import numbers
+import warnings
+
+import numpy as np
+
+from .. import _random, _threads
+from .._kernels._recurrent import Cell, backward_layer, forward_layer
+from ..utils.rnn import PackedSequence, packing_of_lengths
+from .module import Module, Parameter, check_dtype
+
+NUM_GATES = {Cell.RNN_TANH: 1, Cell.RNN_RELU: 1, Cell.LSTM: 4, Cell.GRU: 3}
+
+
+def as_float_array(value, dtype, what):
+    """`value` as an array of the module's float dtype; TypeError for non-real-float input."""
+    arr = np.asarray(value)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{what} must be a floating-point array (float32 or float64), "
+                        f"got dtype {arr.dtype}")
+    return arr.astype(dtype, copy=False)
+
+
+def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias):
+    """The kernel's per-direction dict for one layer direction (see _recurrent.Dir).
+
+    weights: (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where absent; h (B, P) and
+    c (B, H) hold the initial state and receive the final one.
+    """
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    dtype = w_ih.data.dtype
+    H, B, P = hidden_size, h.shape[0], h.shape[1]
+    GH = NUM_GATES[cell] * H
+    bufs = {
+        "w_ih": w_ih.data, "w_hh": w_hh.data,
+        "b_ih": zero_bias if b_ih is None else b_ih.data,
+        "b_hh": zero_bias if b_hh is None else b_hh.data,
+        "w_hr": None if w_hr is None else w_hr.data,
+        "h": h, "c": c,
+        "gates": np.empty((num_rows, GH), dtype), "hg": np.empty((B, GH), dtype),
+    }
+    if training:
+        bufs["hprev"] = np.empty((num_rows, P), dtype)
+        if cell == Cell.LSTM:
+            bufs["cbuf"] = np.empty((num_rows, H), dtype)
+            bufs["cprev"] = np.empty((num_rows, H), dtype)
+        if cell == Cell.GRU:
+            bufs["hn"] = np.empty((num_rows, H), dtype)
+    if w_hr is not None:
+        bufs["m"] = np.empty((num_rows if training else B, H), dtype)
+    return bufs
+
+
+def attach_gradients(bufs, weights, dh, dc):
+    """Turn a forward record's direction dict into the kernel's backward dict, in place."""
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    bufs.update(h=dh, c=dc, gw_ih=w_ih.grad, gw_hh=w_hh.grad,
+                gb_ih=None if b_ih is None else b_ih.grad,
+                gb_hh=None if b_hh is None else b_hh.grad)
+    if w_hr is not None:
+        P = dh.shape[1]
+        bufs.update(gw_hr=w_hr.grad, dhtot=np.empty((bufs["gates"].shape[0], P), dh.dtype),
+                    dm=np.empty((dh.shape[0], bufs["m"].shape[1]), dh.dtype))
+    return bufs
+
+
+class _Batch:
+    """A batch in the kernels' packed layout plus what it takes to restore the caller's form."""
+
+    __slots__ = ("data", "batch_sizes", "offsets", "sorted_indices", "unsorted_indices",
+                 "rows", "form", "T", "B", "batch_first", "unbatched")
+
+    def __init__(self, data, batch_sizes, offsets, sorted_indices, unsorted_indices, rows,
+                 form, T, B, batch_first=False, unbatched=False):
+        self.data, self.batch_sizes, self.offsets = data, batch_sizes, offsets
+        self.sorted_indices, self.unsorted_indices, self.rows = sorted_indices, unsorted_indices, rows
+        self.form, self.T, self.B = form, T, B
+        self.batch_first, self.unbatched = batch_first, unbatched
+
+    def pack(self, padded):
+        """(T, B, F) time-major padded array -> (N, F) packed rows."""
+        if self.rows is None:
+            return np.ascontiguousarray(padded).reshape(self.T * self.B, -1)
+        t_idx, b_idx = self.rows
+        return padded[t_idx, b_idx]
+
+    def unpack(self, packed):
+        """(N, F) packed rows -> (T, B, F) time-major padded array, zeros past each end."""
+        if self.rows is None:
+            return packed.reshape(self.T, self.B, -1)
+        out = np.zeros((self.T, self.B, packed.shape[1]), packed.dtype)
+        t_idx, b_idx = self.rows
+        out[t_idx, b_idx] = packed
+        return out
+
+    def to_caller(self, packed):
+        """Packed output -> the caller's form (PackedSequence, padded, batch_first, unbatched)."""
+        if self.form == "packed":
+            return PackedSequence(packed, self.batch_sizes, self.sorted_indices,
+                                  self.unsorted_indices)
+        out = self.unpack(packed)
+        if self.unbatched:
+            return out[:, 0]
+        return out.transpose(1, 0, 2) if self.batch_first else out
+
+    def from_caller(self, grad, width, dtype):
+        """Gradient in the caller's output form -> (N, width) packed rows (None stays None)."""
+        if grad is None:
+            return None
+        if self.form == "packed":
+            data = grad.data if isinstance(grad, PackedSequence) else grad
+            data = as_float_array(data, dtype, "grad_output")
+            if data.shape != (self.data.shape[0], width):
+                raise ValueError(f"grad_output: expected packed data of shape "
+                                 f"{(self.data.shape[0], width)}, got {data.shape}")
+            return np.ascontiguousarray(data)
+        grad = as_float_array(grad, dtype, "grad_output")
+        expected = ((self.T, width) if self.unbatched else
+                    (self.B, self.T, width) if self.batch_first else (self.T, self.B, width))
+        if grad.shape != expected:
+            raise ValueError(f"grad_output: expected shape {expected}, got {grad.shape}")
+        if self.unbatched:
+            grad = grad[:, None]
+        elif self.batch_first:
+            grad = grad.transpose(1, 0, 2)
+        return np.ascontiguousarray(self.pack(grad))
+
+    def input_grad(self, packed):
+        """Packed input gradient -> the caller's input form (zeros past each end)."""
+        if self.form == "packed":
+            return PackedSequence(packed, self.batch_sizes, self.sorted_indices,
+                                  self.unsorted_indices)
+        return self.to_caller(packed)
+
+
+class _Record:
+    __slots__ = ("batch", "layers", "has_c")
+
+    def __init__(self, batch, layers, has_c):
+        self.batch, self.layers, self.has_c = batch, layers, has_c
+
+
+class RNNBase(Module):
+    """Shared machinery of LSTM, GRU and RNN: parameters, checks, packing, kernels."""
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers), ("proj_size", proj_size)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+        if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
+                or not 0 <= dropout <= 1):
+            raise ValueError("dropout should be a number in range [0, 1] representing the "
+                             "probability of an element being zeroed")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                          f"non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={dropout} and num_layers={num_layers}")
+        if input_size <= 0:
+            raise ValueError("input_size must be greater than zero")
+        if hidden_size <= 0:
+            raise ValueError("hidden_size must be greater than zero")
+        if num_layers <= 0:
+            raise ValueError("num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+        if proj_size and mode != Cell.LSTM:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        self.mode = mode
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.bias, self.batch_first = bool(bias), bool(batch_first)
+        self.dropout, self.bidirectional, self.proj_size = float(dropout), bool(bidirectional), int(proj_size)
+        self.dtype = check_dtype(dtype)
+        self.num_directions = 2 if bidirectional else 1
+        gate_size = NUM_GATES[mode] * hidden_size
+        real_hidden = proj_size or hidden_size
+        self._zero_bias = np.zeros(gate_size, self.dtype)
+        self._weights = []  # per layer, per direction: (w_ih, w_hh, b_ih, b_hh, w_hr)
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else real_hidden * self.num_directions
+            per_dir = []
+            for direction in range(self.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                shapes = [("weight_ih", (gate_size, layer_input)), ("weight_hh", (gate_size, real_hidden))]
+                if bias:
+                    shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
+                if proj_size:
+                    shapes.append(("weight_hr", (proj_size, hidden_size)))
+                made = {}
+                for name, shape in shapes:
+                    made[name] = Parameter(np.zeros(shape, self.dtype))
+                    setattr(self, name + suffix, made[name])
+                per_dir.append(tuple(made.get(k) for k in
+                                     ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")))
+            self._weights.append(per_dir)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), in parameter order."""
+        stdv = 1.0 / np.sqrt(self.hidden_size)
+        rng = _random.default_generator()
+        for p in self.parameters():
+            p.data[...] = rng.uniform(-stdv, stdv, p.data.shape)
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.dtype != np.float32:
+            s += f", dtype={self.dtype}"
+        return s
+
+    # -- input handling ------------------------------------------------------------------
+    @property
+    def _state_size(self):
+        return self.proj_size or self.hidden_size
+
+    def _make_batch(self, input, lengths):
+        name = type(self).__name__
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("lengths must be None when the input is a PackedSequence")
+            data = as_float_array(input.data, self.dtype, "input")
+            bs = np.asarray(input.batch_sizes, dtype=np.intp)
+            if data.ndim != 2 or bs.ndim != 1 or bs.size == 0 or data.shape[0] != bs.sum():
+                raise ValueError("PackedSequence: expected data (sum(batch_sizes), input_size)")
+            if data.shape[1] != self.input_size:
+                raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
+                                 f"{self.input_size}, got {data.shape[1]}")
+            offsets = np.zeros(bs.size + 1, np.intp)
+            np.cumsum(bs, out=offsets[1:])
+            return _Batch(np.ascontiguousarray(data), bs, offsets, input.sorted_indices,
+                          input.unsorted_indices, None, "packed", bs.size, int(bs[0]))
+        x = as_float_array(input, self.dtype, "input")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {x.ndim}D input instead")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
+                             f"{self.input_size}, got {x.shape[-1]}")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x[:, None]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        T, B = x.shape[0], x.shape[1]
+        if T == 0 or B == 0:
+            raise ValueError(f"{name}: expected a non-empty sequence batch, got {T} time steps "
+                             f"and batch size {B}")
+        if lengths is None:
+            bs = np.full(T, B, np.intp)
+            offsets = np.arange(T + 1, dtype=np.intp) * B
+            return _Batch(np.ascontiguousarray(x).reshape(T * B, -1), bs, offsets, None, None,
+                          None, "padded", T, B, self.batch_first, unbatched)
+        bs, offsets, sorted_idx, unsorted_idx, rows = packing_of_lengths(lengths, T, B)
+        batch = _Batch(None, bs, offsets, sorted_idx, unsorted_idx, rows, "padded", T, B,
+                       self.batch_first, unbatched)
+        batch.data = np.ascontiguousarray(batch.pack(x))
+        return batch
+
+    def _initial_state(self, hx, batch, what, width):
+        """hx (L*D, B, width) in the caller's batch order -> a fresh sorted-order copy."""
+        LD = self.num_layers * self.num_directions
+        B = batch.B
+        if hx is None:
+            return np.zeros((LD, B, width), self.dtype)
+        hx = as_float_array(hx, self.dtype, what)
+        if batch.unbatched:
+            if hx.ndim != 2:
+                raise ValueError(f"For unbatched 2-D input, {what} should also be 2-D but got "
+                                 f"{hx.ndim}-D tensor")
+            hx = hx[:, None]
+        elif hx.ndim != 3:
+            raise ValueError(f"For batched 3-D input, {what} should also be 3-D but got "
+                             f"{hx.ndim}-D tensor")
+        if hx.shape != (LD, B, width):
+            expected = (LD, width) if batch.unbatched else (LD, B, width)
+            got = hx.shape[::2] if batch.unbatched else hx.shape
+            raise ValueError(f"Expected {what} size {expected}, got {tuple(got)}")
+        if batch.sorted_indices is not None:
+            return np.ascontiguousarray(hx[:, batch.sorted_indices])
+        return np.array(hx, order="C", copy=True)
+
+    def _final_state(self, state, batch):
+        """Sorted-order (L*D, B, width) state -> caller's batch order (and unbatched form)."""
+        if batch.unsorted_indices is not None:
+            state = state[:, batch.unsorted_indices]
+        return state[:, 0] if batch.unbatched else state
+
+    def _split_hx(self, hx):
+        """(h0, c0) for LSTM, (h0, None) otherwise."""
+        if self.mode != Cell.LSTM:
+            return hx, None
+        if hx is None:
+            return None, None
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError("LSTM expects hx as a tuple (h_0, c_0)")
+        return hx[0], hx[1]
+
+    # -- forward / backward -----------------------------------------------------------------
+    def forward(self, input, hx=None, lengths=None):
+        """out, h_n = rnn(x, h0)  (LSTM: out, (h_n, c_n) = lstm(x, (h0, c0))).
+
+        x: (T, B, I), (B, T, I) when batch_first, (T, I) unbatched, or a PackedSequence.
+        lengths: optional (B,) ints in [1, T], the valid length of each padded sequence.
+        out: (T, B, D * P) (P = proj_size or hidden_size), zeros past each sequence's end;
+        h_n: (L * D, B, P); c_n: (L * D, B, H).
+        """
+        h0, c0 = self._split_hx(hx)
+        batch = self._make_batch(input, lengths)
+        H, P, D = self.hidden_size, self._state_size, self.num_directions
+        lstm = self.mode == Cell.LSTM
+        h_n = self._initial_state(h0, batch, "hx" if not lstm else "h_0", P)
+        c_n = self._initial_state(c0, batch, "c_0", H) if lstm else None
+        training = self.training
+        threads = _threads.get_num_threads()
+        N = batch.data.shape[0]
+        layer_in = batch.data
+        layers = []
+        for layer in range(self.num_layers):
+            dirs = [direction_buffers(self.mode, self._weights[layer][d], h_n[layer * D + d],
+                                      None if c_n is None else c_n[layer * D + d], training, N, H,
+                                      self._zero_bias)
+                    for d in range(D)]
+            out = np.empty((N, D * P), self.dtype)
+            forward_layer(int(self.mode), training, layer_in, batch.batch_sizes, batch.offsets,
+                          dirs, out, H, threads)
+            mask = None
+            if training and self.dropout > 0 and layer < self.num_layers - 1:
+                mask = dropout_mask(out.shape, self.dropout, self.dtype)
+                out *= mask
+            layers.append((layer_in, dirs, mask))
+            layer_in = out
+        if training:
+            self._push_record(_Record(batch, layers, lstm))
+        output = batch.to_caller(layer_in)
+        h_out = self._final_state(h_n, batch)
+        if lstm:
+            return output, (h_out, self._final_state(c_n, batch))
+        return output, h_out
+
+    def backward(self, grad_output=None, grad_hx=None):
+        """grad_x, grad_h0 = rnn.backward(grad_out, grad_h_n)
+        (LSTM: grad_x, (grad_h0, grad_c0) = lstm.backward(grad_out, (grad_h_n, grad_c_n))).
+
+        Consumes the most recent forward record; either gradient may be None (zeros).
+        Parameter gradients accumulate into each parameter's .grad.
+        """
+        rec = self._pop_record()
+        batch = rec.batch
+        H, P, D = self.hidden_size, self._state_size, self.num_directions
+        gh, gc = self._split_hx(grad_hx)
+        dh = self._initial_state(gh, batch, "grad_h_n", P)
+        dc = self._initial_state(gc, batch, "grad_c_n", H) if rec.has_c else None
+        grad = batch.from_caller(grad_output, D * P, self.dtype)
+        threads = _threads.get_num_threads()
+        for layer in reversed(range(self.num_layers)):
+            layer_in, dirs, _ = rec.layers[layer]
+            for d in range(D):
+                attach_gradients(dirs[d], self._weights[layer][d], dh[layer * D + d],
+                                 None if dc is None else dc[layer * D + d])
+            grad_in = np.empty(layer_in.shape, self.dtype)
+            backward_layer(int(self.mode), layer_in, batch.batch_sizes, batch.offsets, dirs,
+                           grad, grad_in, H, threads)
+            if layer > 0:
+                mask = rec.layers[layer - 1][2]
+                if mask is not None:
+                    grad_in *= mask
+            grad = grad_in
+        grad_x = batch.input_grad(grad)
+        grad_h0 = self._final_state(dh, batch)
+        if rec.has_c:
+            return grad_x, (grad_h0, self._final_state(dc, batch))
+        return grad_x, grad_h0
+
+
+def dropout_mask(shape, p, dtype):
+    """Inverted-dropout mask: 0 with probability p, else 1/(1-p) (all zeros when p == 1)."""
+    keep = _random.default_generator().random(shape) >= p
+    scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
+    return keep.astype(dtype) * dtype.type(scale)
+
+
+class LSTM(RNNBase):
+    """Multi-layer LSTM, PyTorch's torch.nn.LSTM (gates i, f, g, o; optional proj_size)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32):
+        super().__init__(Cell.LSTM, input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, proj_size, dtype)
+
+
+class GRU(RNNBase):
+    """Multi-layer GRU, PyTorch's torch.nn.GRU (gates r, z, n)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32):
+        super().__init__(Cell.GRU, input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, 0, dtype)
+
+
+class RNN(RNNBase):
+    """Multi-layer Elman RNN with tanh or relu, PyTorch's torch.nn.RNN."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        mode = Cell.RNN_TANH if nonlinearity == "tanh" else Cell.RNN_RELU
+        super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, dtype)
+        self.nonlinearity = nonlinearity
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
