@@ -3,6 +3,9 @@
 Global Cython directives: bounds and wraparound checks off, C division on.
 Set RNNX_DEBUG=1 at build time to turn the checks back on (and -O0 -g).
 OpenMP is used when the compiler supports it; the build succeeds without it.
+The kernels are compiled for the building machine's CPU (-march=native, so that the gate
+loops use its widest SIMD); set RNNX_MARCH to another -march value, or to "" for the
+compiler's default target (e.g. when building a wheel for other machines).
 """
 import os
 import sys
@@ -29,15 +32,17 @@ DIRECTIVES = {
 KERNELS = ["_blas", "_recurrent"]
 
 
-def _compiler_has_openmp(compiler_cmd):
-    """True when `compiler_cmd -fopenmp` compiles and links a tiny OpenMP program."""
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+MARCH = os.environ.get("RNNX_MARCH", "native")
+
+
+def _compiler_accepts(compiler_cmd, flags, src="int main(void){return 0;}\n"):
+    """True when `compiler_cmd flags` compiles and links a tiny C program."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "t.c")
         with open(path, "w") as f:
             f.write(src)
         try:
-            res = subprocess.run(compiler_cmd + ["-fopenmp", path, "-o", os.path.join(tmp, "t")],
+            res = subprocess.run(compiler_cmd + flags + [path, "-o", os.path.join(tmp, "t")],
                                  capture_output=True)
         except OSError:
             return False
@@ -45,12 +50,15 @@ def _compiler_has_openmp(compiler_cmd):
 
 
 class BuildExt(build_ext):
-    """Adds -fopenmp to every extension when the compiler supports it."""
+    """Adds -fopenmp and -march to every extension when the compiler supports them."""
 
     def build_extensions(self):
         cc = list(self.compiler.compiler_so[:1]) if hasattr(self.compiler, "compiler_so") else ["cc"]
-        use_openmp = sys.platform != "win32" and _compiler_has_openmp(cc)
+        omp_src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+        use_openmp = sys.platform != "win32" and _compiler_accepts(cc, ["-fopenmp"], omp_src)
+        march = [f"-march={MARCH}"] if MARCH and _compiler_accepts(cc, [f"-march={MARCH}"]) else []
         for ext in self.extensions:
+            ext.extra_compile_args.extend(march)
             if use_openmp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
@@ -63,9 +71,12 @@ def extension(name):
     return Extension(
         f"rnnx._kernels.{name}",
         [f"rnnx/_kernels/{name}.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "rnnx/_kernels"],
+        depends=["rnnx/_kernels/vmath.h", "rnnx/_kernels/_blas.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=opt + ["-fno-math-errno"],
+        # No -ffast-math: vmath.h relies on IEEE rounding. Not trapping lets gcc vectorize
+        # the branch-free selects in the gate loops.
+        extra_compile_args=opt + ["-fno-math-errno", "-fno-trapping-math"],
     )
 
 

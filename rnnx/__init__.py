@@ -5,5 +5,7 @@ from .nn.rnn import LSTM, GRU, RNN
 from .utils.rnn import (PackedSequence, pack_padded_sequence, pad_packed_sequence,
                         pack_sequence, pad_sequence)
 from ._threads import get_num_threads, set_num_threads
+from .serialization import save, load
+from . import nn, optim, utils
 
 __version__ = "0.1.0"

@@ -17,7 +17,6 @@
 # overwrites them again with the pre-activation gate gradients, which the whole-sequence
 # GEMMs for dW_ih, dW_hh and dX then read.
 cimport numpy as cnp
-from libc.math cimport exp, expf, tanh, tanhf
 from libc.string cimport memcpy
 from cython.parallel cimport prange
 
@@ -65,7 +64,7 @@ cdef struct Dir:
     void *h          # (B, P) running hidden state: h0 in, h_n out; backward: dh_n in, dh0 out
     void *c          # (B, H) running cell state (LSTM); backward: dc_n in, dc0 out
     void *gates      # (N, G*H) projected input -> activated gates -> gate gradients
-    void *hg         # (B, G*H) recurrent GEMM result for one step
+    void *hg         # (B, G*H) recurrent GEMM result for one step; backward scratch
     void *hprev      # (N, P) hidden state entering each step (training)
     void *cbuf       # (N, H) cell state leaving each step (LSTM training)
     void *cprev      # (N, H) cell state entering each step (LSTM training)
@@ -80,18 +79,27 @@ cdef struct Dir:
     void *gw_hr
 
 
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    if floating is float:
-        return 1.0 / (1.0 + expf(-x))
-    else:
-        return 1.0 / (1.0 + exp(-x))
+cdef extern from "vmath.h":
+    void rnnx_sigmoid_f(float *a, intp n) noexcept nogil
+    void rnnx_sigmoid_d(double *a, intp n) noexcept nogil
+    void rnnx_tanh_f(float *a, intp n) noexcept nogil
+    void rnnx_tanh_d(double *a, intp n) noexcept nogil
 
 
-cdef inline floating _tanh(floating x) noexcept nogil:
+cdef inline void _sigmoid(floating *a, intp n) noexcept nogil:
+    """a[:n] = 1 / (1 + exp(-a[:n])), vectorized."""
     if floating is float:
-        return tanhf(x)
+        rnnx_sigmoid_f(a, n)
     else:
-        return tanh(x)
+        rnnx_sigmoid_d(a, n)
+
+
+cdef inline void _tanh(floating *a, intp n) noexcept nogil:
+    """a[:n] = tanh(a[:n]), vectorized."""
+    if floating is float:
+        rnnx_tanh_f(a, n)
+    else:
+        rnnx_tanh_d(a, n)
 
 
 cdef void _forward_dir(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
@@ -113,12 +121,19 @@ cdef void _forward_dir(int cell, bint training, bint reverse, intp T, const intp
     cdef floating *mrow
     cdef floating *xg
     cdef floating *hr
+    cdef floating *hrow
+    cdef floating *crow
+    cdef floating *hnrow
     cdef floating *mstep
     cdef intp s, t, n, off, r, j
-    cdef floating gi, gf, gg, go, cn, hv, rr, z, hn
 
-    # gates (N, GH) = x (N, I) @ w_ih.T      -- input projection of every step at once
-    gemm(False, True, N, GH, I, <floating> 1, x, ldx, w_ih, I, <floating> 0, gates, GH)
+    # Every row of gates starts as the bias b_ih + b_hh (the GRU's b_hn is added per step).
+    for j in range(GH):
+        gates[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
+    for r in range(1, N):
+        memcpy(gates + r * GH, gates, GH * sizeof(floating))
+    # gates (N, GH) += x (N, I) @ w_ih.T      -- input projection of every step at once
+    gemm(False, True, N, GH, I, <floating> 1, x, ldx, w_ih, I, <floating> 1, gates, GH)
 
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -139,53 +154,48 @@ cdef void _forward_dir(int cell, bint training, bint reverse, intp T, const intp
         for r in range(n):
             xg = gates + (off + r) * GH
             hr = hg + r * GH
+            hrow = h + r * P
             if cell == LSTM:
-                mrow = mstep + r * H if w_hr != NULL else NULL
+                for j in range(GH):
+                    xg[j] += hr[j]
+                _sigmoid(xg, 2 * H)
+                _tanh(xg + 2 * H, H)
+                _sigmoid(xg + 3 * H, H)
+                crow = c + r * H
+                mrow = mstep + r * H if w_hr != NULL else hrow
                 for j in range(H):
-                    gi = _sigmoid(xg[j] + b_ih[j] + hr[j] + b_hh[j])
-                    gf = _sigmoid(xg[H + j] + b_ih[H + j] + hr[H + j] + b_hh[H + j])
-                    gg = _tanh(xg[2 * H + j] + b_ih[2 * H + j] + hr[2 * H + j] + b_hh[2 * H + j])
-                    go = _sigmoid(xg[3 * H + j] + b_ih[3 * H + j] + hr[3 * H + j] + b_hh[3 * H + j])
-                    cn = gf * c[r * H + j] + gi * gg
-                    c[r * H + j] = cn
-                    hv = go * _tanh(cn)
-                    if training:
-                        xg[j] = gi
-                        xg[H + j] = gf
-                        xg[2 * H + j] = gg
-                        xg[3 * H + j] = go
-                        (<floating *> d.cbuf)[(off + r) * H + j] = cn
-                    if mrow != NULL:
-                        mrow[j] = hv
-                    else:
-                        h[r * P + j] = hv
-                        out[(off + r) * ldo + j] = hv
+                    # c' = f * c + i * g
+                    crow[j] = xg[H + j] * crow[j] + xg[j] * xg[2 * H + j]
+                    mrow[j] = crow[j]
+                if training:
+                    memcpy(<floating *> d.cbuf + (off + r) * H, crow, H * sizeof(floating))
+                _tanh(mrow, H)
+                for j in range(H):
+                    mrow[j] *= xg[3 * H + j]      # m = o * tanh(c')
             elif cell == GRU:
+                for j in range(2 * H):
+                    xg[j] += hr[j]
+                _sigmoid(xg, 2 * H)
+                hnrow = <floating *> d.hn + (off + r) * H if training else hr + 2 * H
                 for j in range(H):
-                    rr = _sigmoid(xg[j] + b_ih[j] + hr[j] + b_hh[j])
-                    z = _sigmoid(xg[H + j] + b_ih[H + j] + hr[H + j] + b_hh[H + j])
-                    hn = hr[2 * H + j] + b_hh[2 * H + j]
-                    gg = _tanh(xg[2 * H + j] + b_ih[2 * H + j] + rr * hn)
-                    hv = (1 - z) * gg + z * h[r * P + j]
-                    h[r * P + j] = hv
-                    out[(off + r) * ldo + j] = hv
-                    if training:
-                        xg[j] = rr
-                        xg[H + j] = z
-                        xg[2 * H + j] = gg
-                        (<floating *> d.hn)[(off + r) * H + j] = hn
+                    hnrow[j] = hr[2 * H + j] + b_hh[2 * H + j]       # W_hn h + b_hn
+                    xg[2 * H + j] += xg[j] * hnrow[j]
+                _tanh(xg + 2 * H, H)
+                for j in range(H):
+                    # h' = n + z * (h - n)
+                    hrow[j] = xg[2 * H + j] + xg[H + j] * (hrow[j] - xg[2 * H + j])
             else:
                 for j in range(H):
-                    hv = xg[j] + b_ih[j] + hr[j] + b_hh[j]
-                    if cell == RNN_TANH:
-                        hv = _tanh(hv)
-                    elif hv < 0:
-                        hv = 0
-                    h[r * P + j] = hv
-                    out[(off + r) * ldo + j] = hv
-                    if training:
-                        xg[j] = hv
-        if cell == LSTM and w_hr != NULL:
+                    xg[j] += hr[j]
+                if cell == RNN_TANH:
+                    _tanh(xg, H)
+                else:
+                    for j in range(H):
+                        xg[j] = 0 if xg[j] < 0 else xg[j]
+                memcpy(hrow, xg, H * sizeof(floating))
+            if w_hr == NULL:
+                memcpy(out + (off + r) * ldo, hrow, P * sizeof(floating))
+        if w_hr != NULL:
             # h[:n] (n, P) = m[:n] (n, H) @ w_hr.T
             gemm(False, True, n, P, H, <floating> 1, mstep, H, w_hr, H, <floating> 0, h, P)
             for r in range(n):
@@ -220,6 +230,7 @@ cdef void _backward_dir(int cell, bint reverse, intp T, const intp *batch_sizes,
     cdef floating *hnb = <floating *> d.hn
     cdef floating *xg
     cdef floating *dmrow
+    cdef floating *tcrow
     cdef const floating *dorow
     cdef intp s, t, n, off, r, j, k
     cdef floating gi, gf, gg, go, tc, dmv, dct, hv, rr, z, dhv, dnp, dr, dz
@@ -242,12 +253,15 @@ cdef void _backward_dir(int cell, bint reverse, intp T, const intp *batch_sizes,
             k = (off + r) * H
             if cell == LSTM:
                 dmrow = dm + r * H if w_hr != NULL else dh + r * P
+                tcrow = dgh + r * GH
+                memcpy(tcrow, cbuf + k, H * sizeof(floating))
+                _tanh(tcrow, H)
                 for j in range(H):
                     gi = xg[j]
                     gf = xg[H + j]
                     gg = xg[2 * H + j]
                     go = xg[3 * H + j]
-                    tc = _tanh(cbuf[k + j])
+                    tc = tcrow[j]
                     dmv = dmrow[j]
                     dct = dc[r * H + j] + dmv * go * (1 - tc * tc)
                     dc[r * H + j] = dct * gf
@@ -498,7 +512,7 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.h = _ptr(a["h"], typenum, B * P, "h")
     d.c = _ptr(a["c"], typenum, B * H, "c") if lstm else NULL
     d.gates = _ptr(a["gates"], typenum, N * GH, "gates")
-    d.hg = _ptr(a["hg"], typenum, B * GH, "hg") if (not backward or gru) else NULL
+    d.hg = _ptr(a["hg"], typenum, B * GH, "hg")
     d.hprev = _ptr(a["hprev"], typenum, N * P, "hprev") if training else NULL
     d.cbuf = _ptr(a["cbuf"], typenum, N * H, "cbuf") if training and lstm else NULL
     d.cprev = _ptr(a["cprev"], typenum, N * H, "cprev") if training and lstm else NULL

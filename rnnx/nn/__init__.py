@@ -1,3 +1,6 @@
 """rnnx.nn: layers, losses and containers mirroring torch.nn."""
 from .module import Module, Parameter
 from .rnn import LSTM, GRU, RNN
+from .linear import Linear, Dropout
+from .loss import CrossEntropyLoss, MSELoss
+from .container import Sequential, LastHidden, LastTimeStep
