@@ -1,0 +1,243 @@
+"""MNIST in the original IDX format: parsing, locating and downloading (stdlib + numpy only)."""
+import gzip
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MIRRORS", "SHA256", "FILES", "read_idx", "load_mnist", "default_data_dir", "download_mnist"]
+
+logger = logging.getLogger(__name__)
+
+MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+]
+
+# sha256 of the DECOMPRESSED files.
+SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+# Canonical file names (without .gz), in load_mnist's return order.
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+IMAGES_MAGIC = 0x00000803  # uint8, 3 dimensions
+LABELS_MAGIC = 0x00000801  # uint8, 1 dimension
+_GZIP_SIGNATURE = b"\x1f\x8b"
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_USER_AGENT = "rnnx-mnist-downloader (urllib)"
+
+
+def _read_bytes(path):
+    """Return the file's content, gunzipped if it starts with the gzip signature."""
+    data = Path(path).read_bytes()
+    if not data.startswith(_GZIP_SIGNATURE):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: corrupt gzip data ({err})") from None
+
+
+def _parse_idx(data, source, magic=None):
+    """Parse IDX bytes into a native-endian array; ``source`` names the file in errors."""
+    if len(data) < 4:
+        raise ValueError(f"{source}: too short for an IDX header: expected at least 4 bytes, found {len(data)}")
+    found_magic = int.from_bytes(data[:4], "big")
+    if magic is not None and found_magic != magic:
+        raise ValueError(f"{source}: bad magic number: expected 0x{magic:08x}, found 0x{found_magic:08x}")
+    type_code, ndim = data[2], data[3]
+    if data[:2] != b"\0\0" or type_code not in _IDX_DTYPES or ndim == 0:
+        raise ValueError(f"{source}: not an IDX file (magic number 0x{found_magic:08x})")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{source}: truncated IDX header: expected {header} bytes for {ndim} dimensions, "
+                         f"found {len(data)}")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[type_code])
+    expected = dtype.itemsize
+    for d in shape:
+        expected *= d
+    found = len(data) - header
+    if found != expected:
+        problem = "truncated" if found < expected else "too long"
+        raise ValueError(f"{source}: {problem}: expected {expected} data bytes for shape {shape}, found {found}")
+    array = np.frombuffer(data, dtype=dtype, offset=header, count=expected // dtype.itemsize)
+    return array.reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path, magic=None):
+    """Read an IDX file (raw or gzip-compressed) into a numpy array.
+
+    The payload size must match the header exactly; with ``magic`` given the
+    magic number must equal it. Any inconsistency raises ``ValueError`` naming the file.
+    """
+    return _parse_idx(_read_bytes(path), path, magic)
+
+
+def default_data_dir():
+    """Directory searched when no ``data_dir`` is given: ``$RNNX_DATA``, else ``~/.cache/rnnx``."""
+    env = os.environ.get("RNNX_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "rnnx"
+
+
+def _find(directory, name):
+    """Path of ``name`` (gzipped or raw) in ``directory``, or None."""
+    for candidate in (directory / (name + ".gz"), directory / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _locate(directory):
+    """Paths of the 4 files in ``directory`` or else ``directory/mnist``; None if neither holds all."""
+    for d in (directory, directory / "mnist"):
+        paths = [_find(d, name) for name in FILES]
+        if all(paths):
+            return paths
+    return None
+
+
+def _not_found(directory, details=""):
+    """The error raised when the files are absent: names them, the directory, and how to point elsewhere."""
+    names = ", ".join(name + ".gz" for name in FILES)
+    return FileNotFoundError(
+        f"MNIST data not found in {directory}.{details}\n"
+        f"Put the 4 files {names} (gzipped or not) in {directory}, "
+        f"or point to a directory holding them with --data-dir DIR or the RNNX_DATA environment variable."
+    )
+
+
+def _fetch(url, name, timeout):
+    """Download ``url`` and return its (gzip) bytes after checking the decompressed sha256."""
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload = response.read()
+    try:
+        digest = hashlib.sha256(gzip.decompress(payload)).hexdigest()
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"corrupt gzip data ({err})") from None
+    if digest != SHA256[name]:
+        raise ValueError(f"sha256 mismatch: expected {SHA256[name]}, found {digest}")
+    return payload
+
+
+def _write_atomic(path, payload):
+    """Write ``payload`` to ``path`` through a temp file in the same directory and os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _download(directory, name, mirrors, timeout, unreachable):
+    """Fetch ``name`` from the first mirror that delivers it intact; return the path written.
+
+    Mirrors found unreachable are added to (and then skipped via) the ``unreachable`` set.
+    """
+    failures = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + name + ".gz"
+        if mirror in unreachable:
+            failures.append(f"{url}: skipped (mirror unreachable)")
+            continue
+        logger.info("downloading %s", url)
+        try:
+            payload = _fetch(url, name, timeout)
+        except urllib.error.HTTPError as err:
+            err.close()
+            failures.append(f"{url}: {err}")
+        except (OSError, http.client.HTTPException, ValueError) as err:
+            if isinstance(err, OSError):
+                unreachable.add(mirror)
+            reason = err.reason if isinstance(err, urllib.error.URLError) else err
+            failures.append(f"{url}: {str(reason) or type(reason).__name__}")
+        else:
+            path = directory / (name + ".gz")
+            _write_atomic(path, payload)
+            return path
+        logger.warning("%s", failures[-1])
+    details = "\n  ".join(failures or ["no mirrors given"])
+    raise _not_found(directory, f"\nDownloading {name}.gz failed from every mirror:\n  {details}")
+
+
+def download_mnist(data_dir, mirrors=MIRRORS, timeout=30.0):
+    """Download the MNIST files missing from ``data_dir`` as ``<name>.gz``; return the 4 paths.
+
+    Mirrors are tried in order for each file: an HTTP error, corrupt data or a
+    checksum mismatch moves on to the next mirror; an unreachable mirror
+    (refused, timeout) is also skipped for the remaining files. Raises
+    ``FileNotFoundError`` listing the failures when no mirror delivers a file.
+    """
+    directory = Path(data_dir).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    unreachable = set()
+    return [_find(directory, name) or _download(directory, name, mirrors, timeout, unreachable)
+            for name in FILES]
+
+
+def _read_checked(path, magic, verify):
+    """Read one MNIST file, checking its magic number and, with ``verify``, its sha256."""
+    data = _read_bytes(path)
+    if verify:
+        name = path.name[:-3] if path.name.endswith(".gz") else path.name
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != SHA256[name]:
+            raise ValueError(f"{path}: sha256 mismatch: expected {SHA256[name]}, found {digest}")
+    return _parse_idx(data, path, magic)
+
+
+def load_mnist(data_dir=None, download=True, verify=False):
+    """Load MNIST as ``(train_images, train_labels, test_images, test_labels)``.
+
+    Images are uint8 ``(n, 28, 28)`` (n = 60000 / 10000 for the real data), labels int64 ``(n,)``.
+    The files are looked up in ``data_dir`` (default: :func:`default_data_dir`) or its
+    ``mnist/`` subdirectory; missing ones are downloaded into ``data_dir`` when
+    ``download`` is true, else ``FileNotFoundError`` is raised. ``verify`` also checks
+    the sha256 of local files (downloads are always checked).
+    """
+    directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    paths = _locate(directory)
+    if paths is None:
+        if not download:
+            raise _not_found(directory, " Downloading is disabled (download=False).")
+        paths = download_mnist(directory, mirrors=MIRRORS)
+    arrays = []
+    for images_path, labels_path in (paths[:2], paths[2:]):
+        images = _read_checked(images_path, IMAGES_MAGIC, verify)
+        labels = _read_checked(labels_path, LABELS_MAGIC, verify)
+        if images.shape[1:] != (28, 28):
+            raise ValueError(f"{images_path}: expected images of 28x28 pixels, found "
+                             f"{images.shape[1]}x{images.shape[2]}")
+        if len(images) != len(labels):
+            raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds "
+                             f"{len(labels)} labels: expected equal counts")
+        if labels.size and labels.max() > 9:
+            raise ValueError(f"{labels_path}: labels must be in 0..9, found {int(labels.max())}")
+        arrays += [images, labels.astype(np.int64)]
+    return tuple(arrays)
