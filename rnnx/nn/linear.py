@@ -1,0 +1,111 @@
+"""Linear (affine) layer and Dropout, mirroring torch.nn.Linear / torch.nn.Dropout."""
+import math
+
+import numpy as np
+
+from .._random import default_generator
+from .module import FLOAT_DTYPES, Module, Parameter, check_dtype
+
+
+def as_float_array(x, dtype=None, what="input"):
+    """`x` as an ndarray of `dtype` (None: x's own dtype if float32/float64, else float32);
+    non-float input (int, bool, complex, object): TypeError."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{what} must be a floating-point array, got dtype {x.dtype}")
+    if dtype is None:
+        dtype = x.dtype if x.dtype in FLOAT_DTYPES else np.float32
+    return x.astype(dtype, copy=False)
+
+
+def optional_dtype(dtype):
+    """dtype of a module without parameters: None (follow the input) or float32/float64."""
+    return None if dtype is None else check_dtype(dtype)
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias for x of shape (..., in_features) -> y of shape (..., out_features).
+
+    weight (out_features, in_features) and bias (out_features,) are drawn from
+    U(-1/sqrt(in_features), 1/sqrt(in_features)) like PyTorch's default initialisation.
+    backward(grad_y) returns grad_x and accumulates weight.grad = sum grad_y^T x, bias.grad = sum grad_y.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+        super().__init__()
+        for name, n in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {n!r}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.dtype = check_dtype(dtype)
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        rng = default_generator()
+        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(self.dtype))
+        self.bias = (Parameter(rng.uniform(-bound, bound, out_features).astype(self.dtype))
+                     if bias else None)
+
+    def forward(self, x):
+        x = as_float_array(x, self.dtype)
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear: expected input of shape (..., {self.in_features}), "
+                             f"got shape {x.shape}")
+        x2 = x.reshape(-1, self.in_features)
+        y = x2 @ self.weight.data.T
+        if self.bias is not None:
+            y += self.bias.data
+        self._push_record((x2, x.shape[:-1]))
+        return y.reshape(x.shape[:-1] + (self.out_features,))
+
+    def backward(self, grad_y):
+        x2, lead = self._pop_record()
+        grad_y = as_float_array(grad_y, self.dtype, "grad_y")
+        if grad_y.shape != lead + (self.out_features,):
+            raise ValueError(f"Linear.backward: expected grad_y of shape "
+                             f"{lead + (self.out_features,)}, got {grad_y.shape}")
+        g2 = grad_y.reshape(-1, self.out_features)
+        self.weight.grad += g2.T @ x2
+        if self.bias is not None:
+            self.bias.grad += g2.sum(axis=0)
+        return (g2 @ self.weight.data).reshape(lead + (self.in_features,))
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Dropout(Module):
+    """Inverted dropout: in training y = x * mask / (1 - p), mask ~ Bernoulli(1 - p) from the
+    global generator (p = 1 gives zeros); identity in eval mode. backward multiplies by the same
+    scaled mask. dtype=None keeps the input's float dtype; float32/float64 casts to it."""
+
+    def __init__(self, p=0.5, dtype=None):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p = float(p)
+        self.dtype = optional_dtype(dtype)
+
+    def forward(self, x):
+        x = as_float_array(x, self.dtype)
+        if not self.training or self.p == 0.0:
+            self._push_record(None)
+            return x
+        keep = default_generator().random(x.shape, dtype=x.dtype) >= self.p
+        scale = x.dtype.type(0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p))
+        mask = keep * scale
+        self._push_record(mask)
+        return x * mask
+
+    def backward(self, grad_y):
+        mask = self._pop_record()
+        if mask is None:
+            return as_float_array(grad_y, self.dtype, "grad_y")
+        grad_y = as_float_array(grad_y, mask.dtype, "grad_y")
+        if grad_y.shape != mask.shape:
+            raise ValueError(f"Dropout.backward: expected grad_y of shape {mask.shape}, "
+                             f"got {grad_y.shape}")
+        return grad_y * mask
+
+    def extra_repr(self):
+        return f"p={self.p}"

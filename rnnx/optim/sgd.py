@@ -1,0 +1,148 @@
+"""Optimizer base class (param groups, per-parameter state, state_dict) and SGD, as torch.optim."""
+import numpy as np
+
+from ..nn.module import Parameter
+
+
+class Optimizer:
+    """Holds `param_groups` (dicts with 'params' and hyper-parameters, missing ones taken from
+    `defaults`) and `state` (Parameter -> dict of arrays). Subclasses implement step()."""
+
+    def __init__(self, params, defaults):
+        if isinstance(params, Parameter):
+            raise TypeError("params argument given to the optimizer should be an iterable of "
+                            "Parameters or dicts, but got Parameter")
+        self.defaults = defaults
+        self.state = {}
+        self.param_groups = []
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, param_group):
+        """Append a group {'params': Parameter or list of Parameters, **hyper-parameters}."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        group = dict(param_group)
+        params = group["params"]
+        if isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
+        group["params"] = [params] if isinstance(params, Parameter) else list(params)
+        for p in group["params"]:
+            if not isinstance(p, Parameter):
+                raise TypeError("optimizer can only optimize Parameters, but one of the params "
+                                f"is {type(p).__name__}")
+        for name, default in self.defaults.items():
+            group.setdefault(name, default)
+        ids = {id(p) for p in group["params"]}
+        if any(id(p) in ids for g in self.param_groups for p in g["params"]):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self.param_groups.append(group)
+
+    def zero_grad(self):
+        """Reset every parameter's accumulated gradient to zero."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.zero_grad()
+
+    def state_dict(self):
+        """{'state': {index: {name: array copy}}, 'param_groups': [{hyper-params, 'params': [index]}]}
+        with parameters numbered in group order, as in torch; plain types and numpy arrays only."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            groups.append(packed)
+        state = {index[id(p)]: {k: np.array(v, copy=True) for k, v in s.items()}
+                 for p, s in self.state.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyper-parameters and state saved by state_dict(); state arrays are copied and
+        cast to their parameter's dtype. Everything is validated before anything changes."""
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)):
+            raise ValueError("loaded state dict contains a parameter group that doesn't match "
+                             "the size of optimizer's group")
+        id_map = {saved: p for g, s in zip(self.param_groups, saved_groups)
+                  for saved, p in zip(s["params"], g["params"])}
+        new_state = {}
+        for key, values in state_dict["state"].items():
+            if key not in id_map:
+                raise ValueError(f"loaded state dict has state for unknown parameter index {key}")
+            p = id_map[key]
+            new_state[p] = {}
+            for name, value in values.items():
+                value = np.array(value, dtype=p.dtype)
+                if value.shape != p.shape:
+                    raise ValueError(f"state {name!r} of parameter {key} has shape {value.shape}, "
+                                     f"the parameter has shape {p.shape}")
+                new_state[p][name] = value
+        self.state = new_state
+        self.param_groups = [{**{k: v for k, v in s.items() if k != "params"}, "params": g["params"]}
+                             for g, s in zip(self.param_groups, saved_groups)]
+
+    def step(self, closure=None):
+        raise NotImplementedError
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {group[k]}" for k in sorted(group) if k != "params"]
+        return "\n".join(lines) + "\n)"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, exactly torch.optim.SGD's update:
+
+        g = -grad if maximize else grad;  g += weight_decay * p
+        buf = g (first step) or momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf   (when momentum != 0)
+        p -= lr * g
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
+                 *, maximize=False):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
+
+    def step(self, closure=None):
+        """One update of every parameter from its .grad; returns closure() if given."""
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+            weight_decay = group["weight_decay"]
+            for p in group["params"]:
+                g = -p.grad if group["maximize"] else p.grad
+                if weight_decay != 0:
+                    g = g + weight_decay * p.data
+                if momentum != 0:
+                    state = self.state.setdefault(p, {})
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = g.copy()
+                    else:
+                        buf *= momentum
+                        buf += (1 - dampening) * g
+                    g = g + momentum * buf if group["nesterov"] else buf
+                p.data -= lr * g
+        return loss
