@@ -1,6 +1,7 @@
 """rnnx.nn: layers, losses and containers mirroring torch.nn."""
 from .module import Module, Parameter
 from .rnn import LSTM, GRU, RNN
+from .cells import LSTMCell, GRUCell, RNNCell
 from .linear import Linear, Dropout
 from .loss import CrossEntropyLoss, MSELoss
 from .container import Sequential, LastHidden, LastTimeStep

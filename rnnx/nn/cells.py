@@ -1,0 +1,181 @@
+"""Single-step cells: LSTMCell, GRUCell, RNNCell, as torch.nn's.
+
+A cell step is the sequence kernel run over one time step (T = 1), so cells share every
+gate equation and gradient with LSTM/GRU/RNN. Running a cell over T steps in a Python loop
+and calling backward T times in reverse order gives exactly the BPTT gradients.
+"""
+import numbers
+
+import numpy as np
+
+from .. import _random
+from .._kernels._recurrent import Cell, backward_layer, forward_layer
+from .module import Module, Parameter, check_dtype
+from .rnn import NUM_GATES, as_float_array, attach_gradients, direction_buffers
+
+_ONE_STEP_OFFSETS = {}
+
+
+class RNNCellBase(Module):
+    """Parameters weight_ih (G*H, I), weight_hh (G*H, H), bias_ih, bias_hh (G*H,)."""
+
+    def __init__(self, mode, input_size, hidden_size, bias=True, dtype=np.float32):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name} must be greater than zero, got {value}")
+        self.mode = mode
+        self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
+        self.dtype = check_dtype(dtype)
+        gate_size = NUM_GATES[mode] * hidden_size
+        self.weight_ih = Parameter(np.zeros((gate_size, input_size), self.dtype))
+        self.weight_hh = Parameter(np.zeros((gate_size, hidden_size), self.dtype))
+        if bias:
+            self.bias_ih = Parameter(np.zeros(gate_size, self.dtype))
+            self.bias_hh = Parameter(np.zeros(gate_size, self.dtype))
+        self._zero_bias = np.zeros(gate_size, self.dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), in parameter order."""
+        stdv = 1.0 / np.sqrt(self.hidden_size)
+        rng = _random.default_generator()
+        for p in self.parameters():
+            p.data[...] = rng.uniform(-stdv, stdv, p.data.shape)
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        return s
+
+    def _weights(self):
+        return (self.weight_ih, self.weight_hh, self._parameters.get("bias_ih"),
+                self._parameters.get("bias_hh"), None)
+
+    def _check_input(self, input):
+        name = type(self).__name__
+        x = as_float_array(input, self.dtype, "input")
+        if x.ndim not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {x.ndim}D input instead")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input has inconsistent input_size: got {x.shape[-1]} expected "
+                             f"{self.input_size}")
+        if x.ndim == 2 and x.shape[0] == 0:
+            raise ValueError(f"{name}: expected a non-empty batch, got batch size 0")
+        return x
+
+    def _check_state(self, state, x, what):
+        """state (B, H) (or (H,) for unbatched x) as a fresh C-contiguous (B, H) array."""
+        B = x.shape[0] if x.ndim == 2 else 1
+        if state is None:
+            return np.zeros((B, self.hidden_size), self.dtype)
+        s = as_float_array(state, self.dtype, what)
+        if s.ndim != x.ndim:
+            raise ValueError(f"{type(self).__name__}: Expected {what} to be {x.ndim}D, got "
+                             f"{s.ndim}D instead")
+        if s.shape[-1] != self.hidden_size:
+            raise ValueError(f"{what} has inconsistent hidden_size: got {s.shape[-1]}, expected "
+                             f"{self.hidden_size}")
+        if x.ndim == 2 and s.shape[0] != B:
+            raise ValueError(f"Input batch size {B} doesn't match {what} batch size {s.shape[0]}")
+        return np.array(s.reshape(B, self.hidden_size), order="C", copy=True)
+
+    def _step(self, x, h, c):
+        """One kernel step; h (B, H) and c become the new state. Returns the record."""
+        unbatched = x.ndim == 1
+        x2 = np.ascontiguousarray(x.reshape(-1, self.input_size))
+        B = x2.shape[0]
+        bs, offsets = _one_step_packing(B)
+        bufs = direction_buffers(self.mode, self._weights(), h, c, self.training, B,
+                                 self.hidden_size, self._zero_bias)
+        out = np.empty((B, self.hidden_size), self.dtype)
+        forward_layer(int(self.mode), self.training, x2, bs, offsets, [bufs], out, self.hidden_size)
+        self._push_record((x2, bufs, unbatched))
+
+    def _backward_step(self, grad_h, grad_c):
+        x2, bufs, unbatched = self._pop_record()
+        B = x2.shape[0]
+        shape_x = x2[0] if unbatched else x2
+        dh = self._check_state(grad_h, shape_x, "grad_h")
+        dc = self._check_state(grad_c, shape_x, "grad_c") if self.mode == Cell.LSTM else None
+        attach_gradients(bufs, self._weights(), dh, dc)
+        grad_x = np.empty_like(x2)
+        bs, offsets = _one_step_packing(B)
+        backward_layer(int(self.mode), x2, bs, offsets, [bufs], None, grad_x, self.hidden_size)
+        if unbatched:
+            return grad_x[0], dh[0], (None if dc is None else dc[0])
+        return grad_x, dh, dc
+
+
+def _one_step_packing(B):
+    """batch_sizes [B] and offsets [0, B] of a single step (cached: cells are called often)."""
+    packing = _ONE_STEP_OFFSETS.get(B)
+    if packing is None:
+        packing = (np.array([B], np.intp), np.array([0, B], np.intp))
+        _ONE_STEP_OFFSETS[B] = packing
+    return packing
+
+
+class LSTMCell(RNNCellBase):
+    """h1, c1 = cell(x, (h, c)): one LSTM step (gates i, f, g, o)."""
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32):
+        super().__init__(Cell.LSTM, input_size, hidden_size, bias, dtype)
+
+    def forward(self, input, hx=None):
+        """x (B, I) or (I,); hx = (h, c) each (B, H) or (H,), None for zeros."""
+        x = self._check_input(input)
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError("LSTMCell expects hx as a tuple (h_0, c_0)")
+        h0, c0 = (None, None) if hx is None else hx
+        h = self._check_state(h0, x, "hx")
+        c = self._check_state(c0, x, "cx")
+        self._step(x, h, c)
+        return (h[0], c[0]) if x.ndim == 1 else (h, c)
+
+    def backward(self, grad):
+        """grad_x, (grad_h, grad_c) = cell.backward((grad_h1, grad_c1)); either may be None."""
+        if grad is not None and (not isinstance(grad, (tuple, list)) or len(grad) != 2):
+            raise TypeError("LSTMCell.backward expects (grad_h1, grad_c1)")
+        gh, gc = (None, None) if grad is None else grad
+        grad_x, dh, dc = self._backward_step(gh, gc)
+        return grad_x, (dh, dc)
+
+
+class _HiddenStateCell(RNNCellBase):
+    """A cell whose whole state is h: h1 = cell(x, h), grad_x, grad_h = cell.backward(grad_h1)."""
+
+    def forward(self, input, hx=None):
+        """x (B, I) or (I,); h (B, H) or (H,), None for zeros."""
+        x = self._check_input(input)
+        h = self._check_state(hx, x, "hx")
+        self._step(x, h, None)
+        return h[0] if x.ndim == 1 else h
+
+    def backward(self, grad_h1):
+        """grad_x, grad_h = cell.backward(grad_h1)."""
+        grad_x, dh, _ = self._backward_step(grad_h1, None)
+        return grad_x, dh
+
+
+class GRUCell(_HiddenStateCell):
+    """h1 = cell(x, h): one GRU step (gates r, z, n)."""
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32):
+        super().__init__(Cell.GRU, input_size, hidden_size, bias, dtype)
+
+
+class RNNCell(_HiddenStateCell):
+    """h1 = cell(x, h) = tanh or relu(W_ih x + b_ih + W_hh h + b_hh)."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity: {nonlinearity}")
+        mode = Cell.RNN_TANH if nonlinearity == "tanh" else Cell.RNN_RELU
+        super().__init__(mode, input_size, hidden_size, bias, dtype)
+        self.nonlinearity = nonlinearity
