@@ -41,11 +41,15 @@ class Sequential(Module):
             return Sequential(OrderedDict(list(self._modules.items())[idx]))
         return list(self._modules.values())[idx]
 
-    def forward(self, x):
-        """x -> output of the last module; records which inputs/outputs were tuples."""
+    def forward(self, x, **kwargs):
+        """x -> output of the last module; records which inputs/outputs were tuples.
+
+        Keyword arguments go to the first module, e.g. `model(x, lengths=lengths)` for a
+        padded batch whose first module is a recurrent layer.
+        """
         tuple_flags = []
-        for module in self:
-            y = module(x)
+        for i, module in enumerate(self):
+            y = module(x, **kwargs) if i == 0 else module(x)
             tuple_flags.append((isinstance(x, tuple), isinstance(y, tuple)))
             x = y
         self._push_record(tuple_flags)
