@@ -1,6 +1,10 @@
 # Fused LSTM / GRU / RNN layer kernels, forward and backward through time.
 #
-# One call runs one layer, both directions (in parallel on two threads when asked).
+# One call runs one layer, both directions. Rows of a batch never interact, so the time loop
+# is split into tasks (direction x fixed block of batch rows) that run on parallel threads;
+# the whole-sequence GEMMs are split into fixed blocks of rows too (pgemm). BLAS itself stays
+# single-threaded (rnnx._threads): the blocks depend on the shapes only, never on the thread
+# count, so results are bitwise the same whatever the number of threads.
 # The sequence is *packed* as in PyTorch's PackedSequence: step t holds the first
 # batch_sizes[t] rows of a length-sorted batch, stored at rows offsets[t] .. offsets[t+1]
 # of the (N, features) arrays, N = sum(batch_sizes). A full-length batch is the special
@@ -20,7 +24,7 @@ cimport numpy as cnp
 from libc.string cimport memcpy
 from cython.parallel cimport prange
 
-from ._blas cimport floating, gemm
+from ._blas cimport floating, gemm, pgemm
 
 cnp.import_array()
 
@@ -71,6 +75,7 @@ cdef struct Dir:
     void *hn         # (N, H) W_hn h + b_hn per step (GRU training); backward: its gradient
     void *m          # (N, H) o*tanh(c) per step (LSTM proj; (B, H) when not training)
     void *dhtot      # (N, P) hidden-state gradient per step (LSTM proj backward)
+    void *dm         # (B, H) gradient of o*tanh(c) for one step (LSTM proj backward)
     # Backward gradient accumulators (+=): NULL bias grads when the module has no bias.
     void *gw_ih
     void *gw_hh
@@ -102,17 +107,32 @@ cdef inline void _tanh(floating *a, intp n) noexcept nogil:
         rnnx_tanh_d(a, n)
 
 
-cdef void _forward_dir(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
-                       const intp *offsets, intp B, intp I, intp H, intp P,
-                       const floating *x, intp ldx, floating *out, intp ldo,
-                       Dir *d) noexcept nogil:
-    """Run one direction over the packed sequence; out columns start at `out`."""
+cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, intp ldx,
+                          Dir *d, int num_threads) noexcept nogil:
+    """gates (N, GH) = x @ w_ih.T + b_ih + b_hh  (the GRU's b_hn is added per step instead)."""
+    cdef intp GH = NUM_GATES[cell] * H, r, j
+    cdef floating *gates = <floating *> d.gates
+    cdef const floating *b_ih = <floating *> d.b_ih
+    cdef const floating *b_hh = <floating *> d.b_hh
+    for j in range(GH):
+        gates[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
+    for r in range(1, N):
+        memcpy(gates + r * GH, gates, GH * sizeof(floating))
+    # gates (N, GH) += x (N, I) @ w_ih.T      -- input projection of every step at once
+    pgemm(False, True, N, GH, I, <floating> 1, x, ldx, <floating *> d.w_ih, I, <floating> 1,
+          gates, GH, num_threads)
+
+
+cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
+                         const intp *offsets, intp r0, intp r1, intp H, intp P,
+                         floating *out, intp ldo, Dir *d) noexcept nogil:
+    """The time loop of one direction for batch rows [r0, r1): per step one recurrent GEMM and
+    the fused gate loop. Reads the projected inputs in gates, leaves the activated gates there;
+    out columns start at `out`."""
     cdef unsigned int fp_mode = rnnx_flush_denormals()
-    cdef intp G = NUM_GATES[cell], GH = G * H, N = offsets[T]
-    cdef const floating *w_ih = <floating *> d.w_ih
+    cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *w_hh = <floating *> d.w_hh
     cdef const floating *w_hr = <floating *> d.w_hr
-    cdef const floating *b_ih = <floating *> d.b_ih
     cdef const floating *b_hh = <floating *> d.b_hh
     cdef floating *h = <floating *> d.h
     cdef floating *c = <floating *> d.c
@@ -127,41 +147,36 @@ cdef void _forward_dir(int cell, bint training, bint reverse, intp T, const intp
     cdef floating *mstep
     cdef intp s, t, n, off, r, j
 
-    # Every row of gates starts as the bias b_ih + b_hh (the GRU's b_hn is added per step).
-    for j in range(GH):
-        gates[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
-    for r in range(1, N):
-        memcpy(gates + r * GH, gates, GH * sizeof(floating))
-    # gates (N, GH) += x (N, I) @ w_ih.T      -- input projection of every step at once
-    gemm(False, True, N, GH, I, <floating> 1, x, ldx, w_ih, I, <floating> 1, gates, GH)
-
     for s in range(T):
         t = T - 1 - s if reverse else s
-        n = batch_sizes[t]
-        off = offsets[t]
+        n = min(batch_sizes[t], r1) - r0       # rows of this block alive at step t
+        if n <= 0:
+            continue
+        off = offsets[t] + r0
         if training:
-            memcpy(<floating *> d.hprev + off * P, h, n * P * sizeof(floating))
+            memcpy(<floating *> d.hprev + off * P, h + r0 * P, n * P * sizeof(floating))
             if cell == LSTM:
-                memcpy(<floating *> d.cprev + off * H, c, n * H * sizeof(floating))
-        # hg[:n] (n, GH) = h[:n] (n, P) @ w_hh.T
-        gemm(False, True, n, GH, P, <floating> 1, h, P, w_hh, P, <floating> 0, hg, GH)
+                memcpy(<floating *> d.cprev + off * H, c + r0 * H, n * H * sizeof(floating))
+        # hg[r0:r0+n] (n, GH) = h[r0:r0+n] (n, P) @ w_hh.T
+        gemm(False, True, n, GH, P, <floating> 1, h + r0 * P, P, w_hh, P, <floating> 0,
+             hg + r0 * GH, GH)
         if w_hr == NULL:
             mstep = NULL
         elif training:
             mstep = <floating *> d.m + off * H
         else:
-            mstep = <floating *> d.m
+            mstep = <floating *> d.m + r0 * H
         for r in range(n):
             xg = gates + (off + r) * GH
-            hr = hg + r * GH
-            hrow = h + r * P
+            hr = hg + (r0 + r) * GH
+            hrow = h + (r0 + r) * P
             if cell == LSTM:
                 for j in range(GH):
                     xg[j] += hr[j]
                 _sigmoid(xg, 2 * H)
                 _tanh(xg + 2 * H, H)
                 _sigmoid(xg + 3 * H, H)
-                crow = c + r * H
+                crow = c + (r0 + r) * H
                 mrow = mstep + r * H if w_hr != NULL else hrow
                 for j in range(H):
                     # c' = f * c + i * g
@@ -196,10 +211,11 @@ cdef void _forward_dir(int cell, bint training, bint reverse, intp T, const intp
             if w_hr == NULL:
                 memcpy(out + (off + r) * ldo, hrow, P * sizeof(floating))
         if w_hr != NULL:
-            # h[:n] (n, P) = m[:n] (n, H) @ w_hr.T
-            gemm(False, True, n, P, H, <floating> 1, mstep, H, w_hr, H, <floating> 0, h, P)
+            # h[r0:r0+n] (n, P) = m (n, H) @ w_hr.T
+            gemm(False, True, n, P, H, <floating> 1, mstep, H, w_hr, H, <floating> 0,
+                 h + r0 * P, P)
             for r in range(n):
-                memcpy(out + (off + r) * ldo, h + r * P, P * sizeof(floating))
+                memcpy(out + (off + r) * ldo, h + (r0 + r) * P, P * sizeof(floating))
     rnnx_restore_fp_mode(fp_mode)
 
 
@@ -211,17 +227,19 @@ cdef void _column_sums(intp rows, intp cols, const floating *a, intp lda, floati
             acc[j] += a[r * lda + j]
 
 
-cdef void _backward_dir(int cell, bint reverse, intp T, const intp *batch_sizes,
-                        const intp *offsets, intp B, intp I, intp H, intp P,
-                        const floating *x, intp ldx, const floating *dout, intp lddo,
-                        floating *dm, Dir *d) noexcept nogil:
-    """Back-propagate one direction; dout (or NULL) are this direction's output gradients."""
+cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_sizes,
+                          const intp *offsets, intp r0, intp r1, intp H, intp P,
+                          const floating *dout, intp lddo, Dir *d) noexcept nogil:
+    """Back-propagate the time loop of one direction for batch rows [r0, r1); dout (or NULL)
+    are this direction's output gradients. Leaves the gate gradients in gates (and the GRU's
+    dhn in hn); h, c hold dh_n, dc_n on entry and dh0, dc0 on return."""
     cdef unsigned int fp_mode = rnnx_flush_denormals()
-    cdef intp G = NUM_GATES[cell], GH = G * H, N = offsets[T]
+    cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *w_hh = <floating *> d.w_hh
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef floating *dh = <floating *> d.h
     cdef floating *dc = <floating *> d.c
+    cdef floating *dm = <floating *> d.dm
     cdef floating *gates = <floating *> d.gates
     cdef floating *dgh = <floating *> d.hg
     cdef const floating *hprev = <floating *> d.hprev
@@ -233,27 +251,32 @@ cdef void _backward_dir(int cell, bint reverse, intp T, const intp *batch_sizes,
     cdef floating *tcrow
     cdef const floating *dorow
     cdef intp s, t, n, off, r, j, k
-    cdef floating gi, gf, gg, go, tc, dmv, dct, hv, rr, z, dhv, dnp, dr, dz
+    cdef intp rr
+    cdef floating gi, gf, gg, go, tc, dmv, dct, hv, gr, z, dhv, dnp, dr, dz
 
     for s in range(T):
         t = s if reverse else T - 1 - s
-        n = batch_sizes[t]
-        off = offsets[t]
+        n = min(batch_sizes[t], r1) - r0       # rows of this block alive at step t
+        if n <= 0:
+            continue
+        off = offsets[t] + r0
         if dout != NULL:
             for r in range(n):
                 dorow = dout + (off + r) * lddo
                 for j in range(P):
-                    dh[r * P + j] += dorow[j]
+                    dh[(r0 + r) * P + j] += dorow[j]
         if cell == LSTM and w_hr != NULL:
-            memcpy(<floating *> d.dhtot + off * P, dh, n * P * sizeof(floating))
-            # dm[:n] (n, H) = dh[:n] (n, P) @ w_hr (P, H)
-            gemm(False, False, n, H, P, <floating> 1, dh, P, w_hr, H, <floating> 0, dm, H)
+            memcpy(<floating *> d.dhtot + off * P, dh + r0 * P, n * P * sizeof(floating))
+            # dm[r0:r0+n] (n, H) = dh[r0:r0+n] (n, P) @ w_hr (P, H)
+            gemm(False, False, n, H, P, <floating> 1, dh + r0 * P, P, w_hr, H, <floating> 0,
+                 dm + r0 * H, H)
         for r in range(n):
             xg = gates + (off + r) * GH
             k = (off + r) * H
+            rr = r0 + r     # row in the batch-indexed state buffers
             if cell == LSTM:
-                dmrow = dm + r * H if w_hr != NULL else dh + r * P
-                tcrow = dgh + r * GH
+                dmrow = dm + rr * H if w_hr != NULL else dh + rr * P
+                tcrow = dgh + rr * GH
                 memcpy(tcrow, cbuf + k, H * sizeof(floating))
                 _tanh(tcrow, H)
                 for j in range(H):
@@ -263,57 +286,69 @@ cdef void _backward_dir(int cell, bint reverse, intp T, const intp *batch_sizes,
                     go = xg[3 * H + j]
                     tc = tcrow[j]
                     dmv = dmrow[j]
-                    dct = dc[r * H + j] + dmv * go * (1 - tc * tc)
-                    dc[r * H + j] = dct * gf
+                    dct = dc[rr * H + j] + dmv * go * (1 - tc * tc)
+                    dc[rr * H + j] = dct * gf
                     xg[j] = dct * gg * gi * (1 - gi)
                     xg[H + j] = dct * cprev[k + j] * gf * (1 - gf)
                     xg[2 * H + j] = dct * gi * (1 - gg * gg)
                     xg[3 * H + j] = dmv * tc * go * (1 - go)
             elif cell == GRU:
                 for j in range(H):
-                    rr = xg[j]
+                    gr = xg[j]
                     z = xg[H + j]
                     gg = xg[2 * H + j]
-                    dhv = dh[r * P + j]
+                    dhv = dh[rr * P + j]
                     dnp = dhv * (1 - z) * (1 - gg * gg)
-                    dr = dnp * hnb[k + j] * rr * (1 - rr)
+                    dr = dnp * hnb[k + j] * gr * (1 - gr)
                     dz = dhv * (hprev[(off + r) * P + j] - gg) * z * (1 - z)
                     xg[j] = dr
                     xg[H + j] = dz
                     xg[2 * H + j] = dnp
-                    hnb[k + j] = dnp * rr
-                    dgh[r * GH + j] = dr
-                    dgh[r * GH + H + j] = dz
-                    dgh[r * GH + 2 * H + j] = dnp * rr
-                    dh[r * P + j] = dhv * z
+                    hnb[k + j] = dnp * gr
+                    dgh[rr * GH + j] = dr
+                    dgh[rr * GH + H + j] = dz
+                    dgh[rr * GH + 2 * H + j] = dnp * gr
+                    dh[rr * P + j] = dhv * z
             else:
                 for j in range(H):
                     hv = xg[j]
                     if cell == RNN_TANH:
-                        xg[j] = dh[r * P + j] * (1 - hv * hv)
+                        xg[j] = dh[rr * P + j] * (1 - hv * hv)
                     else:
-                        xg[j] = dh[r * P + j] if hv > 0 else 0
+                        xg[j] = dh[rr * P + j] if hv > 0 else 0
         if cell == GRU:
-            # dh[:n] (n, P) += dgh[:n] (n, GH) @ w_hh (GH, P)
-            gemm(False, False, n, P, GH, <floating> 1, dgh, GH, w_hh, P, <floating> 1, dh, P)
+            # dh[r0:r0+n] (n, P) += dgh[r0:r0+n] (n, GH) @ w_hh (GH, P)
+            gemm(False, False, n, P, GH, <floating> 1, dgh + r0 * GH, GH, w_hh, P, <floating> 1,
+                 dh + r0 * P, P)
         else:
-            # dh[:n] (n, P) = dgates[:n] (n, GH) @ w_hh (GH, P)
+            # dh[r0:r0+n] (n, P) = dgates[off:off+n] (n, GH) @ w_hh (GH, P)
             gemm(False, False, n, P, GH, <floating> 1, gates + off * GH, GH, w_hh, P,
-                 <floating> 0, dh, P)
+                 <floating> 0, dh + r0 * P, P)
+    rnnx_restore_fp_mode(fp_mode)
+
+
+cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, const floating *x, intp ldx,
+                        Dir *d, int nt) noexcept nogil:
+    """Whole-sequence GEMMs: accumulate dW_ih, dW_hh, db_ih, db_hh (and dW_hr) from the gate
+    gradients that _recur_backward left in gates (and hn, dhtot)."""
+    cdef intp GH = NUM_GATES[cell] * H
+    cdef const floating *gates = <floating *> d.gates
+    cdef const floating *hprev = <floating *> d.hprev
+    cdef const floating *hnb = <floating *> d.hn
 
     # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I)
-    gemm(True, False, GH, I, N, <floating> 1, gates, GH, x, ldx, <floating> 1,
-         <floating *> d.gw_ih, I)
+    pgemm(True, False, GH, I, N, <floating> 1, gates, GH, x, ldx, <floating> 1,
+          <floating *> d.gw_ih, I, nt)
     if cell == GRU:
         # gw_hh[:2H] (2H, P) += dgates[:, :2H].T @ hprev;  gw_hh[2H:] (H, P) += dhn.T @ hprev
-        gemm(True, False, 2 * H, P, N, <floating> 1, gates, GH, hprev, P, <floating> 1,
-             <floating *> d.gw_hh, P)
-        gemm(True, False, H, P, N, <floating> 1, hnb, H, hprev, P, <floating> 1,
-             <floating *> d.gw_hh + 2 * H * P, P)
+        pgemm(True, False, 2 * H, P, N, <floating> 1, gates, GH, hprev, P, <floating> 1,
+              <floating *> d.gw_hh, P, nt)
+        pgemm(True, False, H, P, N, <floating> 1, hnb, H, hprev, P, <floating> 1,
+              <floating *> d.gw_hh + 2 * H * P, P, nt)
     else:
         # gw_hh (GH, P) += dgates.T (GH, N) @ hprev (N, P)
-        gemm(True, False, GH, P, N, <floating> 1, gates, GH, hprev, P, <floating> 1,
-             <floating *> d.gw_hh, P)
+        pgemm(True, False, GH, P, N, <floating> 1, gates, GH, hprev, P, <floating> 1,
+              <floating *> d.gw_hh, P, nt)
     if d.gb_ih != NULL:
         # gb_ih += dgates.sum(0); gb_hh likewise, with the GRU's n columns from dhn
         _column_sums(N, GH, gates, GH, <floating *> d.gb_ih)
@@ -322,16 +357,71 @@ cdef void _backward_dir(int cell, bint reverse, intp T, const intp *batch_sizes,
             _column_sums(N, H, hnb, H, <floating *> d.gb_hh + 2 * H)
         else:
             _column_sums(N, GH, gates, GH, <floating *> d.gb_hh)
-    if cell == LSTM and w_hr != NULL:
+    if cell == LSTM and d.w_hr != NULL:
         # gw_hr (P, H) += dhtot.T (P, N) @ m (N, H)
-        gemm(True, False, P, H, N, <floating> 1, <floating *> d.dhtot, P, <floating *> d.m, H,
-             <floating> 1, <floating *> d.gw_hr, H)
-    rnnx_restore_fp_mode(fp_mode)
+        pgemm(True, False, P, H, N, <floating> 1, <floating *> d.dhtot, P, <floating *> d.m, H,
+              <floating> 1, <floating *> d.gw_hr, H, nt)
 
 
 # ---------------------------------------------------------------------------------------
 # Python entry points. Every array is checked here (type, dtype, C order, size), so that
 # whatever the caller passes, the nogil code only touches memory it owns.
+
+cdef inline intp _row_blocks(intp B) noexcept nogil:
+    """Number of fixed blocks the batch rows are split into: a function of B alone."""
+    cdef intp k = (B + 32) // 64
+    return 1 if k < 1 else (8 if k > 8 else k)
+
+
+cdef void _forward_task(int typenum, int cell, bint training, intp task, intp nblocks, intp T,
+                        const intp *bs, const intp *of, intp B, intp H, intp P, void *out,
+                        intp ld, Dir *dirs) noexcept nogil:
+    """Task = (direction, row block); direction 1 runs in reverse."""
+    cdef intp k = task // nblocks, blk = task % nblocks
+    cdef intp r0 = blk * B // nblocks, r1 = (blk + 1) * B // nblocks
+    if typenum == cnp.NPY_FLOAT32:
+        _recur_forward[float](cell, training, k == 1, T, bs, of, r0, r1, H, P,
+                              <float *> out + k * P, ld, &dirs[k])
+    else:
+        _recur_forward[double](cell, training, k == 1, T, bs, of, r0, r1, H, P,
+                               <double *> out + k * P, ld, &dirs[k])
+
+
+cdef void _backward_task(int typenum, int cell, intp task, intp nblocks, intp T, const intp *bs,
+                         const intp *of, intp B, intp H, intp P, void *dout, intp ld,
+                         Dir *dirs) noexcept nogil:
+    cdef intp k = task // nblocks, blk = task % nblocks
+    cdef intp r0 = blk * B // nblocks, r1 = (blk + 1) * B // nblocks
+    if typenum == cnp.NPY_FLOAT32:
+        _recur_backward[float](cell, k == 1, T, bs, of, r0, r1, H, P,
+                               <float *> dout + k * P if dout != NULL else NULL, ld, &dirs[k])
+    else:
+        _recur_backward[double](cell, k == 1, T, bs, of, r0, r1, H, P,
+                                <double *> dout + k * P if dout != NULL else NULL, ld, &dirs[k])
+
+
+cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp ndir, intp T,
+                     const intp *bs, const intp *of, intp B, intp H, intp P, void *buf, intp ld,
+                     Dir *dirs, int num_threads) noexcept nogil:
+    """Run every (direction, row block) task of the time loop, on parallel threads when there
+    are several tasks."""
+    cdef intp nblocks = _row_blocks(B), ntasks = ndir * nblocks, task
+    cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
+    if threads > 1:
+        for task in prange(ntasks, num_threads=threads, schedule="static"):
+            if forward:
+                _forward_task(typenum, cell, training, task, nblocks, T, bs, of, B, H, P, buf,
+                              ld, dirs)
+            else:
+                _backward_task(typenum, cell, task, nblocks, T, bs, of, B, H, P, buf, ld, dirs)
+    else:
+        for task in range(ntasks):
+            if forward:
+                _forward_task(typenum, cell, training, task, nblocks, T, bs, of, B, H, P, buf,
+                              ld, dirs)
+            else:
+                _backward_task(typenum, cell, task, nblocks, T, bs, of, B, H, P, buf, ld, dirs)
+
 
 cdef void *_ptr(object a, int typenum, intp need, str name) except? NULL:
     """Data pointer of a C-contiguous array of `typenum` holding at least `need` items."""
@@ -374,8 +464,20 @@ cdef _check_packing(object batch_sizes, object offsets, intp *T, intp *B, intp *
     N[0] = of[T[0]]
 
 
+cdef int _float_type(object x) except -1:
+    """NPY_FLOAT32 or NPY_FLOAT64 for a 2-d float array x; TypeError/ValueError otherwise."""
+    if not cnp.PyArray_Check(x):
+        raise TypeError(f"x: expected a numpy array, got {type(x).__name__}")
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray> x)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError("x must be a float32 or float64 numpy array")
+    if (<cnp.ndarray> x).ndim != 2:
+        raise ValueError("x must be 2-d (packed rows, features)")
+    return typenum
+
+
 def forward_layer(int cell, bint training, object x, object batch_sizes, object offsets,
-                  list directions, object out, intp hidden_size, intp num_threads=1):
+                  list directions, object out, intp hidden_size, int num_threads=1):
     """Run one layer (one or two directions) forward over a packed sequence.
 
     x: (N, I) layer input; out: (N, D * P) layer output, direction d in columns d*P:(d+1)*P.
@@ -383,18 +485,15 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     if any, runs in reverse. `h` (B, P) and `c` (B, H) hold the initial states on entry and
     the final ones on return. Training mode fills hprev, cbuf, cprev, hn and m for backward.
     """
-    cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), G, k
+    cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), k
     _check_packing(batch_sizes, offsets, &T, &B, &N)
     if cell < 0 or cell > 3:
         raise ValueError(f"unknown cell kind {cell}")
     if ndir < 1 or ndir > 2:
         raise ValueError("one or two directions expected")
-    G = NUM_GATES[cell]
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray> x) if cnp.PyArray_Check(x) else -1
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        raise TypeError("x must be a float32 or float64 numpy array")
-    if (<cnp.ndarray> x).ndim != 2 or (<cnp.ndarray> out).ndim != 2:
-        raise ValueError("x and out must be 2-d")
+    cdef int typenum = _float_type(x)
+    if not cnp.PyArray_Check(out) or (<cnp.ndarray> out).ndim != 2:
+        raise ValueError("out must be a 2-d numpy array")
     I = x.shape[1]
     P = out.shape[1] // ndir
     if x.shape[0] != N or out.shape[0] != N or out.shape[1] != ndir * P:
@@ -409,28 +508,18 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
         _fill_dir(&dirs[k], directions[k], typenum, cell, training, proj, False, N, B, I, H, P)
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
-    cdef intp ld = ndir * P
     with nogil:
-        if ndir == 2 and num_threads > 1:
-            for k in prange(2, num_threads=2, schedule="static"):
-                if typenum == cnp.NPY_FLOAT32:
-                    _forward_dir[float](cell, training, k == 1, T, bs, of, B, I, H, P, <float *> xp,
-                                        I, <float *> op + k * P, ld, &dirs[k])
-                else:
-                    _forward_dir[double](cell, training, k == 1, T, bs, of, B, I, H, P, <double *> xp,
-                                         I, <double *> op + k * P, ld, &dirs[k])
-        else:
-            for k in range(ndir):
-                if typenum == cnp.NPY_FLOAT32:
-                    _forward_dir[float](cell, training, k == 1, T, bs, of, B, I, H, P, <float *> xp,
-                                        I, <float *> op + k * P, ld, &dirs[k])
-                else:
-                    _forward_dir[double](cell, training, k == 1, T, bs, of, B, I, H, P, <double *> xp,
-                                         I, <double *> op + k * P, ld, &dirs[k])
+        for k in range(ndir):
+            if typenum == cnp.NPY_FLOAT32:
+                _project_inputs[float](cell, N, I, H, <float *> xp, I, &dirs[k], num_threads)
+            else:
+                _project_inputs[double](cell, N, I, H, <double *> xp, I, &dirs[k], num_threads)
+        _run_tasks(True, typenum, cell, training, ndir, T, bs, of, B, H, P, op, ndir * P, dirs,
+                   num_threads)
 
 
 def backward_layer(int cell, object x, object batch_sizes, object offsets, list directions,
-                   object grad_out, object grad_x, intp hidden_size, intp num_threads=1):
+                   object grad_out, object grad_x, intp hidden_size, int num_threads=1):
     """Back-propagate one layer run by forward_layer in training mode.
 
     grad_out: (N, D * P) gradient of the layer output, or None; grad_x: (N, I) output
@@ -438,18 +527,16 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     hold dh_n/dc_n on entry and dh0/dc0 on return, `gates` and `hn` are consumed, and the
     parameter gradients are accumulated into gw_ih, gw_hh, gb_ih, gb_hh, gw_hr.
     """
-    cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), G, k
+    cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), GH, k
     _check_packing(batch_sizes, offsets, &T, &B, &N)
     if cell < 0 or cell > 3:
         raise ValueError(f"unknown cell kind {cell}")
     if ndir < 1 or ndir > 2:
         raise ValueError("one or two directions expected")
-    G = NUM_GATES[cell]
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray> x) if cnp.PyArray_Check(x) else -1
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        raise TypeError("x must be a float32 or float64 numpy array")
-    if (<cnp.ndarray> x).ndim != 2 or x.shape[0] != N:
-        raise ValueError("x must be (N, I)")
+    GH = NUM_GATES[cell] * H
+    cdef int typenum = _float_type(x)
+    if x.shape[0] != N:
+        raise ValueError("x must have one row per packed step")
     I = x.shape[1]
     cdef bint proj = cell == LSTM and directions[0].get("w_hr") is not None
     P = directions[0]["h"].shape[1]
@@ -460,43 +547,29 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     cdef void *gop = _optional_ptr(grad_out, typenum, N * ld, "grad_out")
     cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x")
     cdef Dir[2] dirs
-    cdef object dm_buf = None
-    cdef void *dmp[2]
     for k in range(ndir):
         _fill_dir(&dirs[k], directions[k], typenum, cell, True, proj, True, N, B, I, H, P)
-        dmp[k] = _optional_ptr(directions[k].get("dm"), typenum, B * H if proj else 0, "dm")
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
-        if ndir == 2 and num_threads > 1:
-            for k in prange(2, num_threads=2, schedule="static"):
-                if typenum == cnp.NPY_FLOAT32:
-                    _backward_dir[float](cell, k == 1, T, bs, of, B, I, H, P, <float *> xp, I,
-                                         <float *> gop + k * P if gop != NULL else NULL, ld,
-                                         <float *> dmp[k], &dirs[k])
-                else:
-                    _backward_dir[double](cell, k == 1, T, bs, of, B, I, H, P, <double *> xp, I,
-                                          <double *> gop + k * P if gop != NULL else NULL, ld,
-                                          <double *> dmp[k], &dirs[k])
-        else:
-            for k in range(ndir):
-                if typenum == cnp.NPY_FLOAT32:
-                    _backward_dir[float](cell, k == 1, T, bs, of, B, I, H, P, <float *> xp, I,
-                                         <float *> gop + k * P if gop != NULL else NULL, ld,
-                                         <float *> dmp[k], &dirs[k])
-                else:
-                    _backward_dir[double](cell, k == 1, T, bs, of, B, I, H, P, <double *> xp, I,
-                                          <double *> gop + k * P if gop != NULL else NULL, ld,
-                                          <double *> dmp[k], &dirs[k])
+        _run_tasks(False, typenum, cell, True, ndir, T, bs, of, B, H, P, gop, ld, dirs,
+                   num_threads)
+        for k in range(ndir):
+            if typenum == cnp.NPY_FLOAT32:
+                _weight_grads[float](cell, N, I, H, P, <float *> xp, I, &dirs[k], num_threads)
+            else:
+                _weight_grads[double](cell, N, I, H, P, <double *> xp, I, &dirs[k], num_threads)
         if gxp != NULL:
             for k in range(ndir):
                 # grad_x (N, I) (+)= dgates_k (N, GH) @ w_ih_k (GH, I)
                 if typenum == cnp.NPY_FLOAT32:
-                    gemm(False, False, N, I, G * H, <float> 1, <float *> dirs[k].gates, G * H,
-                         <float *> dirs[k].w_ih, I, <float> (k > 0), <float *> gxp, I)
+                    pgemm(False, False, N, I, GH, <float> 1, <float *> dirs[k].gates, GH,
+                          <float *> dirs[k].w_ih, I, <float> (k > 0), <float *> gxp, I,
+                          num_threads)
                 else:
-                    gemm(False, False, N, I, G * H, <double> 1, <double *> dirs[k].gates, G * H,
-                         <double *> dirs[k].w_ih, I, <double> (k > 0), <double *> gxp, I)
+                    pgemm(False, False, N, I, GH, <double> 1, <double *> dirs[k].gates, GH,
+                          <double *> dirs[k].w_ih, I, <double> (k > 0), <double *> gxp, I,
+                          num_threads)
 
 
 cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, bint backward,
@@ -519,6 +592,7 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.hn = _ptr(a["hn"], typenum, N * H, "hn") if training and gru else NULL
     d.m = _ptr(a["m"], typenum, (N if training else B) * H, "m") if proj else NULL
     d.dhtot = _ptr(a["dhtot"], typenum, N * P, "dhtot") if backward and proj else NULL
+    d.dm = _ptr(a["dm"], typenum, B * H, "dm") if backward and proj else NULL
     d.gw_ih = d.gw_hh = d.gb_ih = d.gb_hh = d.gw_hr = NULL
     if backward:
         d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih")

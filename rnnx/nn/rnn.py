@@ -6,7 +6,6 @@ A padded batch of full-length sequences packs for free (x.reshape(T * B, I)); a 
 batch with `lengths`, or a PackedSequence, is gathered once, so the work scales with the
 sum of the lengths.
 """
-import contextlib
 import numbers
 import warnings
 
@@ -344,9 +343,8 @@ class RNNBase(Module):
                                       self._zero_bias)
                     for d in range(D)]
             out = np.empty((N, D * P), self.dtype)
-            with _blas_threads(D, threads):
-                forward_layer(int(self.mode), training, layer_in, batch.batch_sizes,
-                              batch.offsets, dirs, out, H, threads)
+            forward_layer(int(self.mode), training, layer_in, batch.batch_sizes, batch.offsets,
+                          dirs, out, H, threads)
             mask = None
             if training and self.dropout > 0 and layer < self.num_layers - 1:
                 mask = dropout_mask(out.shape, self.dropout, self.dtype)
@@ -382,9 +380,8 @@ class RNNBase(Module):
                 attach_gradients(dirs[d], self._weights[layer][d], dh[layer * D + d],
                                  None if dc is None else dc[layer * D + d])
             grad_in = np.empty(layer_in.shape, self.dtype)
-            with _blas_threads(D, threads):
-                backward_layer(int(self.mode), layer_in, batch.batch_sizes, batch.offsets, dirs,
-                               grad, grad_in, H, threads)
+            backward_layer(int(self.mode), layer_in, batch.batch_sizes, batch.offsets, dirs,
+                           grad, grad_in, H, threads)
             if layer > 0:
                 mask = rec.layers[layer - 1][2]
                 if mask is not None:
@@ -395,13 +392,6 @@ class RNNBase(Module):
         if rec.has_c:
             return grad_x, (grad_h0, self._final_state(dc, batch))
         return grad_x, grad_h0
-
-
-def _blas_threads(num_directions, threads):
-    """Single-threaded BLAS while two directions run on two kernel threads."""
-    if num_directions == 2 and threads > 1:
-        return _threads.single_threaded_blas()
-    return contextlib.nullcontext()
 
 
 def dropout_mask(shape, p, dtype):
