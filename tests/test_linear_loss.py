@@ -274,6 +274,7 @@ def test_cross_entropy_errors():
     loss_fn(logits, np.array([0, 1, 2]))
     with pytest.raises(ValueError, match=r"expected grad_loss of shape \(3,\), got \(2,\)"):
         loss_fn.backward(np.ones(2))
+    loss_fn.backward()  # the rejected gradient did not consume the forward record
     with pytest.raises(RuntimeError, match="without a pending forward"):
         loss_fn.backward()
 

@@ -98,11 +98,12 @@ class RNNCellBase(Module):
         self._push_record((x2, bufs, unbatched))
 
     def _backward_step(self, grad_h, grad_c):
-        x2, bufs, unbatched = self._pop_record()
+        x2, bufs, unbatched = self._peek_record()
         B = x2.shape[0]
         shape_x = x2[0] if unbatched else x2
         dh = self._check_state(grad_h, shape_x, "grad_h")
         dc = self._check_state(grad_c, shape_x, "grad_c") if self.mode == Cell.LSTM else None
+        self._pop_record()
         attach_gradients(bufs, self._weights(), dh, dc)
         grad_x = np.empty_like(x2)
         bs, offsets = _one_step_packing(B)

@@ -58,11 +58,12 @@ class Linear(Module):
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
     def backward(self, grad_y):
-        x2, lead = self._pop_record()
+        x2, lead = self._peek_record()
         grad_y = as_float_array(grad_y, self.dtype, "grad_y")
         if grad_y.shape != lead + (self.out_features,):
             raise ValueError(f"Linear.backward: expected grad_y of shape "
                              f"{lead + (self.out_features,)}, got {grad_y.shape}")
+        self._pop_record()
         g2 = grad_y.reshape(-1, self.out_features)
         self.weight.grad += g2.T @ x2
         if self.bias is not None:
@@ -98,14 +99,17 @@ class Dropout(Module):
         return x * mask
 
     def backward(self, grad_y):
-        mask = self._pop_record()
+        mask = self._peek_record()
         if mask is None:
-            return as_float_array(grad_y, self.dtype, "grad_y")
-        grad_y = as_float_array(grad_y, mask.dtype, "grad_y")
-        if grad_y.shape != mask.shape:
-            raise ValueError(f"Dropout.backward: expected grad_y of shape {mask.shape}, "
-                             f"got {grad_y.shape}")
-        return grad_y * mask
+            grad_y = as_float_array(grad_y, self.dtype, "grad_y")
+        else:
+            grad_y = as_float_array(grad_y, mask.dtype, "grad_y")
+            if grad_y.shape != mask.shape:
+                raise ValueError(f"Dropout.backward: expected grad_y of shape {mask.shape}, "
+                                 f"got {grad_y.shape}")
+            grad_y = grad_y * mask
+        self._pop_record()
+        return grad_y
 
     def extra_repr(self):
         return f"p={self.p}"

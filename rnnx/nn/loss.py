@@ -123,8 +123,9 @@ class CrossEntropyLoss(_Loss):
         return q, w[y[rows]].sum(dtype=np.float64)
 
     def backward(self, grad_loss=None):
-        q, logp, input_shape, class_axis, loss_shape, denominator = self._pop_record()
+        q, logp, input_shape, class_axis, loss_shape, denominator = self._peek_record()
         s = self._upstream(grad_loss, loss_shape, denominator, q.dtype).reshape(-1, 1)
+        self._pop_record()
         s = np.where(q.any(axis=1, keepdims=True), s, 0)  # ignored rows: 0 even if 'mean' is 0/0
         g = (np.exp(logp) * q.sum(axis=1, keepdims=True) - q) * s
         g = g.reshape(loss_shape + (input_shape[class_axis],))
@@ -152,5 +153,7 @@ class MSELoss(_Loss):
         return self._reduce(diff * diff, diff.size)
 
     def backward(self, grad_loss=None):
-        diff = self._pop_record()
-        return 2 * diff * self._upstream(grad_loss, diff.shape, diff.size, diff.dtype)
+        diff = self._peek_record()
+        upstream = self._upstream(grad_loss, diff.shape, diff.size, diff.dtype)
+        self._pop_record()
+        return 2 * diff * upstream

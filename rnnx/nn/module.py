@@ -172,11 +172,19 @@ class Module:
         if self.training:
             self._records.append(record)
 
-    def _pop_record(self):
+    def _peek_record(self):
+        """The most recent forward record, left in place (backward validates its gradient
+        against it first, so that a rejected gradient does not consume the record)."""
         if not self._records:
             raise RuntimeError(f"{type(self).__name__}.backward() called without a pending forward "
                                "call in training mode (each backward consumes one forward record)")
-        return self._records.pop()
+        return self._records[-1]
+
+    def _pop_record(self):
+        """Remove and return the most recent forward record."""
+        record = self._peek_record()
+        self._records.pop()
+        return record
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)

@@ -270,7 +270,10 @@ class RNNBase(Module):
         if lengths is None:
             bs = np.full(T, B, np.intp)
             offsets = np.arange(T + 1, dtype=np.intp) * B
-            return _Batch(np.ascontiguousarray(x).reshape(T * B, -1), bs, offsets, None, None,
+            # A training record keeps the input for backward: own a copy, so that the caller
+            # refilling its buffer before backward cannot change the gradients.
+            data = np.array(x, order="C", copy=True) if self.training else np.ascontiguousarray(x)
+            return _Batch(data.reshape(T * B, -1), bs, offsets, None, None,
                           None, "padded", T, B, self.batch_first, unbatched)
         bs, offsets, sorted_idx, unsorted_idx, rows = packing_of_lengths(lengths, T, B)
         batch = _Batch(None, bs, offsets, sorted_idx, unsorted_idx, rows, "padded", T, B,
@@ -366,13 +369,14 @@ class RNNBase(Module):
         Consumes the most recent forward record; either gradient may be None (zeros).
         Parameter gradients accumulate into each parameter's .grad.
         """
-        rec = self._pop_record()
+        rec = self._peek_record()
         batch = rec.batch
         H, P, D = self.hidden_size, self._state_size, self.num_directions
         gh, gc = self._split_hx(grad_hx)
         dh = self._initial_state(gh, batch, "grad_h_n", P)
         dc = self._initial_state(gc, batch, "grad_c_n", H) if rec.has_c else None
         grad = batch.from_caller(grad_output, D * P, self.dtype)
+        self._pop_record()
         threads = _threads.get_num_threads()
         for layer in reversed(range(self.num_layers)):
             layer_in, dirs, _ = rec.layers[layer]
@@ -414,23 +418,20 @@ class GRU(RNNBase):
     """Multi-layer GRU, PyTorch's torch.nn.GRU (gates r, z, n)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, proj_size=0):
         super().__init__(Cell.GRU, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, dtype)
+                         dropout, bidirectional, proj_size, dtype)
 
 
 class RNN(RNNBase):
     """Multi-layer Elman RNN with tanh or relu, PyTorch's torch.nn.RNN."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32):
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
+                 proj_size=0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         mode = Cell.RNN_TANH if nonlinearity == "tanh" else Cell.RNN_RELU
         super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, dtype)
+                         bidirectional, proj_size, dtype)
         self.nonlinearity = nonlinearity
-
-    def extra_repr(self):
-        s = super().extra_repr()
-        return s + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
