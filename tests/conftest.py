@@ -12,3 +12,17 @@ def _restore_rnnx_globals():
     yield
     rnnx.set_num_threads(threads)
     rnnx.set_rng_state(state)
+
+
+@pytest.fixture(scope="module")
+def one_kernel_thread():
+    """Run a module's tests on one kernel thread.
+
+    Results are bitwise independent of the thread count (test_rnn.py checks 1 vs 2 threads on
+    every mode, with row blocks and lengths), and for tiny problems parallel regions only add
+    overhead -- a great deal of it on a loaded machine.
+    """
+    saved = rnnx.get_num_threads()
+    rnnx.set_num_threads(1)
+    yield
+    rnnx.set_num_threads(saved)

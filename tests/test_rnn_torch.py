@@ -17,25 +17,14 @@ import rnnx
 torch = pytest.importorskip("torch")
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+pytestmark = [pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN"),
+              pytest.mark.usefixtures("one_kernel_thread")]
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_kernel_thread():
-    """Run these tests on one kernel thread.
-
-    Results are bitwise independent of the thread count (test_rnn.py checks 1 vs 2 threads
-    on every mode, with row blocks and lengths), and for these tiny problems parallel
-    regions only add overhead -- a great deal of it on a loaded machine.
-    """
-    saved = rnnx.get_num_threads()
-    rnnx.set_num_threads(1)
-    yield
-    rnnx.set_num_threads(saved)
 
 
 @pytest.fixture(autouse=True, scope="module")

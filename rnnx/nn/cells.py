@@ -4,14 +4,12 @@ A cell step is the sequence kernel run over one time step (T = 1), so cells shar
 gate equation and gradient with LSTM/GRU/RNN. Running a cell over T steps in a Python loop
 and calling backward T times in reverse order gives exactly the BPTT gradients.
 """
-import numbers
-
 import numpy as np
 
-from .. import _random
 from .._kernels._recurrent import Cell, backward_layer, forward_layer
 from .module import Module, Parameter, check_dtype
-from .rnn import NUM_GATES, as_float_array, attach_gradients, direction_buffers
+from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes,
+                  direction_buffers, reset_uniform)
 
 _ONE_STEP_OFFSETS = {}
 
@@ -21,9 +19,8 @@ class RNNCellBase(Module):
 
     def __init__(self, mode, input_size, hidden_size, bias=True, dtype=np.float32):
         super().__init__()
+        check_int_sizes(input_size=input_size, hidden_size=hidden_size)
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
             if value <= 0:
                 raise ValueError(f"{name} must be greater than zero, got {value}")
         self.mode = mode
@@ -39,18 +36,14 @@ class RNNCellBase(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), in parameter order."""
-        stdv = 1.0 / np.sqrt(self.hidden_size)
-        rng = _random.default_generator()
-        for p in self.parameters():
-            p.data[...] = rng.uniform(-stdv, stdv, p.data.shape)
+        reset_uniform(self)
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
         if getattr(self, "nonlinearity", "tanh") != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
+            s += f", nonlinearity={self.nonlinearity}"
         return s
 
     def _weights(self):

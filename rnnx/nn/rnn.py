@@ -71,6 +71,22 @@ def attach_gradients(bufs, weights, dh, dc):
     return bufs
 
 
+def check_int_sizes(**sizes):
+    """TypeError unless every value is an int (bool excluded), as torch's messages say."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+
+
+def reset_uniform(module):
+    """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), in parameter order
+    (PyTorch's default initialisation of recurrent layers and cells)."""
+    stdv = 1.0 / np.sqrt(module.hidden_size)
+    rng = _random.default_generator()
+    for p in module.parameters():
+        p.data[...] = rng.uniform(-stdv, stdv, p.data.shape)
+
+
 class _Batch:
     """A batch in the kernels' packed layout plus what it takes to restore the caller's form."""
 
@@ -153,10 +169,8 @@ class RNNBase(Module):
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32):
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                            ("num_layers", num_layers), ("proj_size", proj_size)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+        check_int_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
+                        proj_size=proj_size)
         if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
                 or not 0 <= dropout <= 1):
             raise ValueError("dropout should be a number in range [0, 1] representing the "
@@ -207,11 +221,7 @@ class RNNBase(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), in parameter order."""
-        stdv = 1.0 / np.sqrt(self.hidden_size)
-        rng = _random.default_generator()
-        for p in self.parameters():
-            p.data[...] = rng.uniform(-stdv, stdv, p.data.shape)
+        reset_uniform(self)
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
