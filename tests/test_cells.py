@@ -162,3 +162,39 @@ def test_cell_errors():
     gru(np.zeros((2, 3), np.float32))
     with pytest.raises(RuntimeError):
         gru.backward(np.zeros((2, 4), np.float32))
+
+
+def test_cell_loop_over_padded_batch_matches_lengths():
+    """The padded-batch pattern for cells: a finished sequence keeps its state
+    (h = where(alive, h_new, h)), and backward routes the gradient the same way. It gives
+    the sequence module's results with lengths= exactly (up to float rounding)."""
+    T, B, I, H = 5, 3, 4, 6
+    lengths = np.array([4, 2, 5])
+    lstm = rnnx.LSTM(I, H, dtype=np.float64)
+    cell = rnnx.LSTMCell(I, H, dtype=np.float64)
+    cell.load_state_dict({k[:-3]: v for k, v in lstm.state_dict().items()})
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((T, B, I))
+    gh_n, gc_n = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+
+    _, (h_n, c_n) = lstm(x, lengths=lengths)
+    gx_ref, _ = lstm.backward(None, (gh_n[None], gc_n[None]))
+
+    h = c = np.zeros((B, H))
+    alive = [(t < lengths)[:, None] for t in range(T)]
+    for t in range(T):
+        h1, c1 = cell(x[t], (h, c))
+        h, c = np.where(alive[t], h1, h), np.where(alive[t], c1, c)
+    np.testing.assert_allclose(h, h_n[0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(c, c_n[0], rtol=1e-12, atol=1e-14)
+
+    gh, gc = gh_n, gc_n
+    gx = np.zeros_like(x)
+    for t in reversed(range(T)):
+        gx[t], (dh, dc) = cell.backward((gh * alive[t], gc * alive[t]))
+        gh, gc = dh + gh * ~alive[t], dc + gc * ~alive[t]
+        gx[t] *= alive[t]
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-10, atol=1e-12)
+    for name, p in cell.named_parameters():
+        np.testing.assert_allclose(p.grad, getattr(lstm, name + "_l0").grad, rtol=1e-10,
+                                   atol=1e-12)
