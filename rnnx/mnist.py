@@ -1,0 +1,239 @@
+"""rnnx-mnist: the row-by-row MNIST classifier, trained and scored from the command line.
+
+Each 28x28 image is a sequence of 28 rows of 28 pixels, normalised as (x/255 - 0.5)/0.5 in
+float32; a recurrent network reads the rows and a Linear layer classifies the last layer's
+final hidden state (both directions' when bidirectional). LSTM forget gates start with bias 1.
+
+    python -m rnnx.mnist                                  # 10 epochs -> checkpoints/mnist.npz
+    python -m rnnx.mnist --epochs 1 --limit-train 6000    # a quick run on 6,000 images
+    python -m rnnx.mnist --resume --epochs 12             # continue the checkpointed run
+    python -m rnnx.mnist --eval-only                      # score the checkpoint
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from . import get_num_threads, load, manual_seed, nn, set_num_threads
+from .datasets.mnist import load_mnist
+from .optim import SGD
+from .train import Trainer, TrainingDiverged, evaluate
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+MODEL_KEYS = ("cell", "hidden_size", "num_layers", "bidirectional")
+# Settings that define a run: a resumed run keeps the checkpoint's values.
+RUN_DEFAULTS = {"cell": "lstm", "hidden_size": 128, "num_layers": 2, "bidirectional": False,
+                "batch_size": 128, "lr": 0.1, "momentum": 0.9, "clip": None, "seed": 0,
+                "limit_train": None, "limit_test": None}
+DEFAULT_CHECKPOINT = os.path.join("checkpoints", "mnist.npz")
+INTERRUPTED = 130  # exit code after Ctrl-C, as a shell reports SIGINT
+
+
+def prepare_images(images):
+    """uint8 images (N, 28, 28) -> float32 (x/255 - 0.5)/0.5, one row per time step."""
+    x = images.astype(np.float32) / np.float32(255)
+    return (x - np.float32(0.5)) / np.float32(0.5)
+
+
+def load_data(data_dir=None, limit_train=None, limit_test=None):
+    """(x_train, y_train, x_test, y_test): the first limit_train / limit_test images (all if
+    None) of MNIST from data_dir (None: $RNNX_DATA or ~/.cache/rnnx; downloaded if missing)."""
+    train_x, train_y, test_x, test_y = load_mnist(data_dir, download=True)
+    return (prepare_images(train_x[:limit_train]), train_y[:limit_train],
+            prepare_images(test_x[:limit_test]), test_y[:limit_test])
+
+
+def build_model(config):
+    """Sequential(cell(28, hidden, layers, batch_first), LastHidden, Linear(hidden*D, 10)),
+    initialised as in torch except that an LSTM's forget gates start open: bias_ih's forget
+    slice is 1 (total forget bias 1 + U(-1/sqrt(H), 1/sqrt(H))), which makes the first epoch
+    learn much faster (86-89% instead of 58-72% test accuracy after the first 20,000 images,
+    with seeds 0 and 1)."""
+    hidden, bidirectional = config["hidden_size"], config["bidirectional"]
+    rnn = CELLS[config["cell"]](28, hidden, config["num_layers"], batch_first=True,
+                                bidirectional=bidirectional)
+    if config["cell"] == "lstm":
+        for name, p in rnn.named_parameters():
+            if name.startswith("bias_ih"):
+                p.data[hidden:2 * hidden] = 1.0  # gates i, f, g, o
+    return nn.Sequential(rnn, nn.LastHidden(bidirectional),
+                         nn.Linear(hidden * (2 if bidirectional else 1), 10))
+
+
+def _number(kind, minimum, inclusive):
+    """argparse type: a number of `kind` above (or at, if inclusive) minimum."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum or (value == minimum and not inclusive):
+            bound = f">= {minimum}" if inclusive else f"> {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, True)
+POSITIVE_FLOAT = _number(float, 0.0, False)
+NON_NEGATIVE_FLOAT = _number(float, 0.0, True)
+
+
+def build_parser():
+    """The argument parser of rnnx-mnist."""
+    parser = argparse.ArgumentParser(
+        prog="rnnx-mnist", description="Train (or score) a recurrent classifier reading MNIST "
+        "images row by row: 28 steps of 28 pixels normalised to [-1, 1], a classifier on the last "
+        "layer's final hidden state (LSTM forget-gate bias starting at 1), SGD with momentum, "
+        "evaluation on the test images and a checkpoint after every epoch, a checkpoint on "
+        "Ctrl-C (exit code 130). Quick run: --epochs 1 --limit-train 6000.")
+
+    def run_option(key, help, **kwargs):
+        """A run setting: default None here, filled from RUN_DEFAULTS or the checkpoint."""
+        default = {"bidirectional": "off", "clip": "none", "limit_train": "all",
+                   "limit_test": "all"}.get(key, RUN_DEFAULTS[key])
+        parser.add_argument("--" + key.replace("_", "-"), dest=key, default=None,
+                            help=f"{help} (default: {default})", **kwargs)
+
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="directory of the MNIST files (default: $RNNX_DATA, else "
+                        "~/.cache/rnnx; missing files are downloaded there)")
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=10, metavar="N",
+                        help="total number of epochs of the run; with --resume, the epoch to "
+                        "train up to (default: %(default)s)")
+    run_option("batch_size", "mini-batch size", type=POSITIVE_INT, metavar="N")
+    run_option("hidden_size", "hidden units per layer and direction", type=POSITIVE_INT,
+               metavar="N")
+    run_option("num_layers", "stacked recurrent layers", type=POSITIVE_INT, metavar="N")
+    run_option("cell", "recurrent cell", choices=sorted(CELLS))
+    run_option("bidirectional", "bidirectional layers", action="store_true")
+    run_option("lr", "SGD learning rate", type=NON_NEGATIVE_FLOAT)
+    run_option("momentum", "SGD momentum", type=NON_NEGATIVE_FLOAT)
+    run_option("clip", "clip the gradient norm to this value", type=POSITIVE_FLOAT,
+               metavar="MAX_NORM")
+    run_option("seed", "seed of the initialisation and of the shuffling",
+               type=_number(int, 0, True))
+    run_option("limit_train", "train on the first N training images only, for quick runs",
+               type=POSITIVE_INT, metavar="N")
+    run_option("limit_test", "evaluate on the first N test images only", type=POSITIVE_INT,
+               metavar="N")
+    parser.add_argument("--threads", type=POSITIVE_INT, metavar="N",
+                        help="threads of the rnnx kernels and BLAS (default: every core available)")
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="PATH",
+                        help="checkpoint written atomically after every epoch and on Ctrl-C, "
+                        "read by --resume and --eval-only; its directory is created "
+                        "(default: %(default)s)")
+    parser.add_argument("--no-checkpoint", action="store_true",
+                        help="write no checkpoint")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue the run saved in --checkpoint exactly where it stopped, "
+                      "with its settings")
+    mode.add_argument("--eval-only", action="store_true",
+                      help="score the --checkpoint model on the test images and exit")
+    parser.add_argument("--metrics-json", metavar="PATH",
+                        help="write {config, epochs: [{epoch, train_seconds, train_loss, "
+                        "test_loss, test_accuracy, ...}]} here after every training epoch")
+    return parser
+
+
+def _load_checkpoint(parser, args):
+    """The checkpoint read by --resume / --eval-only; a usage error if it cannot be read."""
+    flag = "--resume" if args.resume else "--eval-only"
+    if args.no_checkpoint:
+        parser.error(f"{flag} reads --checkpoint: it cannot be combined with --no-checkpoint")
+    try:
+        state = load(args.checkpoint)
+    except FileNotFoundError:
+        parser.error(f"{flag}: no checkpoint at {args.checkpoint}")
+    except ValueError as exc:
+        parser.error(f"{flag}: {exc}")
+    if not (isinstance(state, dict) and isinstance(state.get("config"), dict)
+            and all(key in state["config"] for key in RUN_DEFAULTS)):
+        parser.error(f"{flag}: {args.checkpoint} was not written by rnnx-mnist")
+    return state
+
+
+def _run_config(parser, args, state):
+    """The run settings: explicit options over RUN_DEFAULTS, or the checkpoint's, which
+    explicit options must not contradict (model settings only for --eval-only)."""
+    given = {key: getattr(args, key) for key in RUN_DEFAULTS if getattr(args, key) is not None}
+    if state is None:
+        config = {**RUN_DEFAULTS, **given}
+    else:
+        config = {key: state["config"][key] for key in RUN_DEFAULTS}
+        fixed = MODEL_KEYS if args.eval_only else RUN_DEFAULTS
+        for key in fixed:
+            if key in given and given[key] != config[key]:
+                parser.error(f"--{key.replace('_', '-')} {given[key]} conflicts with the "
+                             f"checkpoint's {config[key]} ({args.checkpoint})")
+        if args.eval_only:
+            config["limit_test"] = given.get("limit_test")
+    return {**config, "epochs": args.epochs, "threads": get_num_threads()}
+
+
+def main(argv=None):
+    """Entry point of `rnnx-mnist` / `python -m rnnx.mnist`; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    state = _load_checkpoint(parser, args) if args.resume or args.eval_only else None
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    config = _run_config(parser, args, state)
+    try:
+        data = load_data(args.data_dir, config["limit_train"], config["limit_test"])
+    except (OSError, ValueError) as exc:
+        print(f"rnnx-mnist: error: {exc}", file=sys.stderr)
+        return 1
+    manual_seed(config["seed"])
+    model = build_model(config)
+    if args.eval_only:
+        return _eval_only(args, model, state, data[2:])
+    return _train(args, config, model, state, data)
+
+
+def _eval_only(args, model, state, test):
+    """--eval-only: print the checkpoint model's test loss and accuracy."""
+    model.load_state_dict(state["model"])
+    loss, accuracy = evaluate(model, nn.CrossEntropyLoss(), *test)
+    print(f"{args.checkpoint} (epoch {state['epoch']}): test loss {loss:.4f}, "
+          f"test accuracy {accuracy:.4f} on {len(test[1])} images")
+    return 0
+
+
+def _train(args, config, model, state, data):
+    """Train (or resume) up to --epochs; the exit code (130 after Ctrl-C, 1 if diverged)."""
+    x_train, y_train, x_test, y_test = data
+    checkpoint = None if args.no_checkpoint else args.checkpoint
+    trainer = Trainer(model, SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"]),
+                      batch_size=config["batch_size"], clip=config["clip"], seed=config["seed"],
+                      checkpoint=checkpoint, metrics_json=args.metrics_json, config=config)
+    if state is not None:
+        trainer.load_state_dict(state)
+    elif checkpoint is not None and os.path.exists(checkpoint):
+        print(f"rnnx-mnist: starting a new run over {checkpoint} (--resume continues it)",
+              file=sys.stderr)
+    print(f"rnnx-mnist: {config['num_layers']}-layer {config['cell'].upper()} "
+          f"{'bidirectional ' if config['bidirectional'] else ''}hidden {config['hidden_size']}, "
+          f"{len(y_train)} training / {len(y_test)} test images, {config['threads']} threads",
+          file=sys.stderr)
+    try:
+        history = trainer.fit(x_train, y_train, args.epochs, eval_data=(x_test, y_test))
+    except KeyboardInterrupt:
+        if checkpoint is not None:
+            print(f"rnnx-mnist: interrupted; continue with: rnnx-mnist --resume "
+                  f"--checkpoint {checkpoint} --epochs {args.epochs}", file=sys.stderr)
+        return INTERRUPTED
+    except TrainingDiverged as exc:
+        print(f"rnnx-mnist: error: {exc}\nA lower --lr or a --clip may help.", file=sys.stderr)
+        return 1
+    last = history[-1]
+    print(f"epoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, test loss "
+          f"{last['test_loss']:.4f}, train {last['train_seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

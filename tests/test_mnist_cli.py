@@ -1,0 +1,205 @@
+"""rnnx-mnist (rnnx.mnist.main): arguments, training, exact resume, Ctrl-C, divergence,
+--eval-only, on a tiny fake MNIST; plus a smoke run on the real data when it is present."""
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rnnx
+from rnnx import mnist, nn
+from rnnx.train import Trainer
+
+REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+def write_idx(path, array):
+    """array (uint8) as a gzipped IDX file."""
+    magic = 0x800 + array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def fake_mnist(tmp_path_factory):
+    """96 training and 40 test images whose label is the bright row's third (0, 1 or 2)."""
+    directory = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 96), ("t10k", 40)):
+        labels = rng.integers(0, 3, n)
+        images = rng.integers(0, 60, (n, 28, 28))
+        images[np.arange(n), labels * 9 + 4] = 255
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return directory
+
+
+@pytest.fixture
+def run(fake_mnist, tmp_path, capsys):
+    """run(*args) -> (exit code, stdout, stderr) of main() on the fake data with a tiny model;
+    checkpoint and metrics in tmp_path unless given."""
+    def run(*args):
+        base = ["--data-dir", str(fake_mnist), "--hidden-size", "8", "--batch-size", "32",
+                "--checkpoint", str(tmp_path / "run.npz"), "--metrics-json",
+                str(tmp_path / "metrics.json")]
+        code = mnist.main(base + [str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def metrics(tmp_path):
+    return json.loads((tmp_path / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cell", "lstn"], "argument --cell: invalid choice: 'lstn'"),
+    (["--epochs", "-1"], "argument --epochs: must be >= 1, got -1"),
+    (["--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["--epochs", "two"], "argument --epochs: expected an integer, got 'two'"),
+    (["--lr", "-0.5"], "argument --lr: must be >= 0.0, got -0.5"),
+    (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
+    (["--clip", "0"], "argument --clip: must be > 0.0, got 0"),
+    (["--resume", "--eval-only"], "argument --eval-only: not allowed with argument --resume"),
+    (["--resume", "--no-checkpoint"], "--resume reads --checkpoint: it cannot be combined with "
+                                      "--no-checkpoint"),
+    (["--eval-only", "--checkpoint", "missing.npz"], "--eval-only: no checkpoint at missing.npz"),
+])
+def test_argument_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        mnist.main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_module_entry_point_reports_errors():
+    proc = subprocess.run([sys.executable, "-m", "rnnx.mnist", "--cell", "foo"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "invalid choice: 'foo'" in proc.stderr
+    assert proc.stderr.startswith("usage: rnnx-mnist")
+
+
+def test_train_metrics_and_eval_only(run, tmp_path):
+    code, out, err = run("--epochs", 2, "--lr", 0.5)
+    assert code == 0
+    assert "2-layer LSTM hidden 8, 96 training / 40 test images" in err
+    data = metrics(tmp_path)
+    assert data["config"] == {**mnist.RUN_DEFAULTS, "hidden_size": 8, "batch_size": 32, "lr": 0.5,
+                              "epochs": 2, "threads": rnnx.get_num_threads()}
+    assert [e["epoch"] for e in data["epochs"]] == [1, 2]
+    for entry in data["epochs"]:
+        assert {"train_seconds", "train_loss", "test_loss", "test_accuracy"} <= set(entry)
+        assert entry["train_seconds"] > 0 and 0 <= entry["test_accuracy"] <= 1
+    last = data["epochs"][-1]
+    assert out == (f"epoch 2: test accuracy {last['test_accuracy']:.4f}, test loss "
+                   f"{last['test_loss']:.4f}, train {last['train_seconds']:.1f} s\n")
+
+    code, out, _ = run("--eval-only")
+    assert code == 0
+    assert out == (f"{tmp_path / 'run.npz'} (epoch 2): test loss {last['test_loss']:.4f}, "
+                   f"test accuracy {last['test_accuracy']:.4f} on 40 images\n")
+    code, out, _ = run("--eval-only", "--limit-test", 10)
+    assert code == 0 and out.endswith("on 10 images\n")
+    code, _, err = run("--epochs", 1)
+    assert code == 0 and "starting a new run over" in err and "(--resume continues it)" in err
+
+
+def test_resume_continues_bitwise(run, tmp_path):
+    assert run("--epochs", 2, "--cell", "gru", "--checkpoint", tmp_path / "straight.npz")[0] == 0
+    straight = rnnx.load(tmp_path / "straight.npz")
+
+    assert run("--epochs", 1, "--cell", "gru")[0] == 0
+    assert rnnx.load(tmp_path / "run.npz")["epoch"] == 1
+    code, _, err = run("--resume", "--epochs", 2, "--cell", "gru")
+    assert code == 0 and "epoch 2/2: train loss" in err and "epoch 1/2" not in err
+    resumed = rnnx.load(tmp_path / "run.npz")
+    assert resumed["epoch"] == 2
+    for name, value in straight["model"].items():
+        assert resumed["model"][name].tobytes() == value.tobytes(), name
+    assert [e["test_loss"] for e in metrics(tmp_path)["epochs"]] == \
+        [e["test_loss"] for e in straight["history"]]
+
+
+def test_resume_rejects_conflicting_settings(run, tmp_path, capsys):
+    assert run("--epochs", 1, "--limit-train", 64)[0] == 0
+    with pytest.raises(SystemExit) as exc:
+        run("--resume", "--epochs", 2, "--num-layers", 3)
+    assert exc.value.code == 2
+    assert "--num-layers 3 conflicts with the checkpoint's 2" in capsys.readouterr().err
+    assert run("--resume", "--epochs", 2, "--limit-train", 64, "--num-layers", 2)[0] == 0
+
+
+def test_resume_rejects_a_foreign_checkpoint(run, tmp_path, capsys):
+    rnnx.save({"epoch": 1}, tmp_path / "run.npz")
+    with pytest.raises(SystemExit):
+        run("--resume")
+    assert "was not written by rnnx-mnist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sigint", [False, True], ids=["KeyboardInterrupt", "SIGINT"])
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(run, tmp_path, monkeypatch, sigint):
+    original = Trainer._train_step
+    calls = []
+
+    def step(self, *args):
+        calls.append(1)
+        if len(calls) == 5 and not sigint:  # raised before epoch 2, step 2
+            raise KeyboardInterrupt
+        result = original(self, *args)
+        if len(calls) == 4 and sigint:  # a real Ctrl-C during epoch 2, step 1
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(Trainer, "_train_step", step)
+    code, _, err = run("--epochs", 3)
+    assert code == mnist.INTERRUPTED == 130 and len(calls) == 5 - sigint
+    assert ("stopping after the current step" in err) == sigint
+    assert f"interrupted: checkpoint saved to {tmp_path / 'run.npz'} (epoch 2, step 1/3)" in err
+    checkpoint = tmp_path / "run.npz"
+    assert f"continue with: rnnx-mnist --resume --checkpoint {checkpoint} --epochs 3" in err
+    state = rnnx.load(tmp_path / "run.npz")
+    assert (state["epoch"], state["step"]) == (1, 1)
+    monkeypatch.undo()
+    assert run("--resume", "--epochs", 3)[0] == 0
+    assert [e["epoch"] for e in metrics(tmp_path)["epochs"]] == [1, 2, 3]
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(run, tmp_path, monkeypatch):
+    original = nn.CrossEntropyLoss.forward
+    calls = []
+
+    def forward(self, *args):
+        loss = original(self, *args)
+        if self.training:
+            calls.append(1)
+            if len(calls) == 5:  # epoch 2, step 2
+                return np.float32("nan")
+        return loss
+
+    monkeypatch.setattr(nn.CrossEntropyLoss, "forward", forward)
+    code, out, err = run("--epochs", 3)
+    assert code == 1 and out == ""
+    assert ("rnnx-mnist: error: loss is nan at epoch 2, step 2/3: training stopped. The last "
+            f"good checkpoint (end of epoch 1) is kept at {tmp_path / 'run.npz'}.") in err
+    assert "A lower --lr or a --clip may help." in err
+    assert rnnx.load(tmp_path / "run.npz")["epoch"] == 1
+    assert len(metrics(tmp_path)["epochs"]) == 1
+
+
+@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"real MNIST not found at {REAL_MNIST}")
+def test_smoke_run_on_real_mnist(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnx.mnist", "--data-dir", str(REAL_MNIST), "--limit-train", "512",
+         "--limit-test", "256", "--epochs", "1", "--hidden-size", "16", "--metrics-json",
+         "m.json"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "512 training / 256 test images" in proc.stderr
+    assert proc.stdout.startswith("epoch 1: test accuracy ")
+    assert (tmp_path / "checkpoints" / "mnist.npz").is_file()  # the default checkpoint
+    (entry,) = json.loads((tmp_path / "m.json").read_text())["epochs"]
+    assert 0 <= entry["test_accuracy"] <= 1 and entry["train_seconds"] > 0
