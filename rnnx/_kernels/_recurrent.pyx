@@ -62,6 +62,8 @@ cdef struct Dir:
     # Forward: weights, initial state, running state (ends as h_n/c_n), workspaces.
     void *w_ih       # (G*H, I)
     void *w_hh       # (G*H, P)
+    void *w_hh_panels  # w_hh.T (forward) or w_hh (backward) packed in panels (microgemm.h)
+    void *w_ih_panels  # w_ih.T (forward) or w_ih (backward) packed in panels
     void *b_ih       # (G*H,)  zeros when the module has no bias
     void *b_hh       # (G*H,)
     void *w_hr       # (P, H) LSTM projection, or NULL
@@ -77,6 +79,9 @@ cdef struct Dir:
     void *dhtot      # (N, P) hidden-state gradient per step (LSTM proj backward)
     void *dm         # (B, H) gradient of o*tanh(c) for one step (LSTM proj backward)
     # Backward gradient accumulators (+=): NULL bias grads when the module has no bias.
+    void *gates_t    # (G*H, N) backward scratch: the gate gradients transposed
+    void *x_panels   # layer input (N, I) in panels, for gw_ih
+    void *hprev_panels  # hprev (N, P) in panels, for gw_hh
     void *gw_ih
     void *gw_hh
     void *gb_ih
@@ -89,6 +94,79 @@ cdef extern from "vmath.h":
     void rnnx_sigmoid_d(double *a, intp n) noexcept nogil
     void rnnx_tanh_f(float *a, intp n) noexcept nogil
     void rnnx_tanh_d(double *a, intp n) noexcept nogil
+
+
+cdef extern from "microgemm.h":
+    void rnnx_sgemm_nn(intp m, intp n, intp k, const float *a, intp lda, const float *bp,
+                       intp panel_stride, int accumulate, float *c, intp ldc) noexcept nogil
+    void rnnx_dgemm_nn(intp m, intp n, intp k, const double *a, intp lda, const double *bp,
+                       intp panel_stride, int accumulate, double *c, intp ldc) noexcept nogil
+
+# Columns per panel of a packed B operand: 64 bytes (rnn.panels packs them).
+cdef inline intp _panel_width(floating *unused) noexcept nogil:
+    return 64 // sizeof(floating)
+
+
+cdef inline void _panel_gemm(intp m, intp n, intp k, const floating *a, intp lda,
+                             const floating *bp, intp panel_stride, bint accumulate, floating *c,
+                             intp ldc) noexcept nogil:
+    if floating is float:
+        rnnx_sgemm_nn(m, n, k, a, lda, bp, panel_stride, accumulate, c, ldc)
+    else:
+        rnnx_dgemm_nn(m, n, k, a, lda, bp, panel_stride, accumulate, c, ldc)
+
+
+cdef inline void _step_gemm(intp m, intp n, intp k, const floating *a, intp lda,
+                            const floating *bp, bint accumulate, floating *c,
+                            intp ldc) noexcept nogil:
+    """C (m, n) (+)= A (m, k) @ B (k, n), row-major; bp: B in panels (microgemm.h)."""
+    _panel_gemm(m, n, k, a, lda, bp, k * _panel_width(c), accumulate, c, ldc)
+
+
+cdef void _gemm_tn_accumulate(intp m, intp n, intp k, const floating *at, const floating *bp,
+                              floating *c, int num_threads) noexcept nogil:
+    """C (m, n) += A.T @ B over a long k: at = A.T (m, k) row-major, bp = B (k, n) in panels.
+
+    k is cut into chunks of 512 so that a chunk of each panel stays in L2 over a block of rows;
+    each chunk's product is added to C in chunk order, and the rows of C are split into fixed
+    blocks over the threads: the result does not depend on the thread count."""
+    cdef intp width = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0
+    if num_threads <= 1 or blocks <= 1:
+        for k0 in range(0, k, 512):
+            _panel_gemm(m, n, min(512, k - k0), at + k0, k, bp + k0 * width, k * width, True, c,
+                        n)
+        return
+    for i in prange(blocks, num_threads=num_threads, schedule="static"):
+        r0 = i * m // blocks
+        r1 = (i + 1) * m // blocks
+        for k0 in range(0, k, 512):
+            _panel_gemm(r1 - r0, n, min(512, k - k0), at + r0 * k + k0, k, bp + k0 * width,
+                        k * width, True, c + r0 * n, n)
+
+
+cdef void _transpose(intp rows, intp cols, const floating *src, intp lds, floating *dst) noexcept nogil:
+    """dst (cols, rows) = src (rows, cols, row stride lds).T, in 32 x 32 tiles."""
+    cdef intp i0, j0, i, j
+    for i0 in range(0, rows, 32):
+        for j0 in range(0, cols, 32):
+            for i in range(i0, min(i0 + 32, rows)):
+                for j in range(j0, min(j0 + 32, cols)):
+                    dst[j * rows + i] = src[i * lds + j]
+
+
+cdef void _parallel_step_gemm(intp m, intp n, intp k, const floating *a, intp lda,
+                              const floating *bp, bint accumulate, floating *c, intp ldc,
+                              int num_threads) noexcept nogil:
+    """_step_gemm over blocks of rows of C on up to num_threads threads. Every element is the
+    same dot product whichever block computes it, so the result is independent of threads."""
+    cdef intp blocks = (m + 191) // 192, i, r0, r1
+    if num_threads <= 1 or blocks <= 1:
+        _step_gemm(m, n, k, a, lda, bp, accumulate, c, ldc)
+        return
+    for i in prange(blocks, num_threads=num_threads, schedule="static"):
+        r0 = i * m // blocks
+        r1 = (i + 1) * m // blocks
+        _step_gemm(r1 - r0, n, k, a + r0 * lda, lda, bp, accumulate, c + r0 * ldc, ldc)
 
 
 cdef inline void _sigmoid(floating *a, intp n) noexcept nogil:
@@ -119,8 +197,8 @@ cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, i
     for r in range(1, N):
         memcpy(gates + r * GH, gates, GH * sizeof(floating))
     # gates (N, GH) += x (N, I) @ w_ih.T      -- input projection of every step at once
-    pgemm(False, True, N, GH, I, <floating> 1, x, ldx, <floating *> d.w_ih, I, <floating> 1,
-          gates, GH, num_threads)
+    _parallel_step_gemm(N, GH, I, x, ldx, <floating *> d.w_ih_panels, True, gates, GH,
+                        num_threads)
 
 
 cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
@@ -131,7 +209,7 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     out columns start at `out`."""
     cdef unsigned int fp_mode = rnnx_flush_denormals()
     cdef intp GH = NUM_GATES[cell] * H
-    cdef const floating *w_hh = <floating *> d.w_hh
+    cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef const floating *b_hh = <floating *> d.b_hh
     cdef floating *h = <floating *> d.h
@@ -158,8 +236,7 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
             if cell == LSTM:
                 memcpy(<floating *> d.cprev + off * H, c + r0 * H, n * H * sizeof(floating))
         # hg[r0:r0+n] (n, GH) = h[r0:r0+n] (n, P) @ w_hh.T
-        gemm(False, True, n, GH, P, <floating> 1, h + r0 * P, P, w_hh, P, <floating> 0,
-             hg + r0 * GH, GH)
+        _step_gemm(n, GH, P, h + r0 * P, P, w_hh_panels, False, hg + r0 * GH, GH)
         if w_hr == NULL:
             mstep = NULL
         elif training:
@@ -219,14 +296,6 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     rnnx_restore_fp_mode(fp_mode)
 
 
-cdef void _column_sums(intp rows, intp cols, const floating *a, intp lda, floating *acc) noexcept nogil:
-    """acc (cols,) += a.sum(axis=0), rows summed in order."""
-    cdef intp r, j
-    for r in range(rows):
-        for j in range(cols):
-            acc[j] += a[r * lda + j]
-
-
 cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_sizes,
                           const intp *offsets, intp r0, intp r1, intp H, intp P,
                           const floating *dout, intp lddo, Dir *d) noexcept nogil:
@@ -236,6 +305,7 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef unsigned int fp_mode = rnnx_flush_denormals()
     cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *w_hh = <floating *> d.w_hh
+    cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef floating *dh = <floating *> d.h
     cdef floating *dc = <floating *> d.c
@@ -318,45 +388,48 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
                         xg[j] = dh[rr * P + j] if hv > 0 else 0
         if cell == GRU:
             # dh[r0:r0+n] (n, P) += dgh[r0:r0+n] (n, GH) @ w_hh (GH, P)
-            gemm(False, False, n, P, GH, <floating> 1, dgh + r0 * GH, GH, w_hh, P, <floating> 1,
-                 dh + r0 * P, P)
+            _step_gemm(n, P, GH, dgh + r0 * GH, GH, w_hh_panels, True, dh + r0 * P, P)
         else:
             # dh[r0:r0+n] (n, P) = dgates[off:off+n] (n, GH) @ w_hh (GH, P)
-            gemm(False, False, n, P, GH, <floating> 1, gates + off * GH, GH, w_hh, P,
-                 <floating> 0, dh + r0 * P, P)
+            _step_gemm(n, P, GH, gates + off * GH, GH, w_hh_panels, False, dh + r0 * P, P)
     rnnx_restore_fp_mode(fp_mode)
 
 
-cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, const floating *x, intp ldx,
-                        Dir *d, int nt) noexcept nogil:
-    """Whole-sequence GEMMs: accumulate dW_ih, dW_hh, db_ih, db_hh (and dW_hr) from the gate
-    gradients that _recur_backward left in gates (and hn, dhtot)."""
-    cdef intp GH = NUM_GATES[cell] * H
-    cdef const floating *gates = <floating *> d.gates
-    cdef const floating *hprev = <floating *> d.hprev
-    cdef const floating *hnb = <floating *> d.hn
+cdef void _row_sums(intp rows, intp cols, const floating *a, floating *acc) noexcept nogil:
+    """acc (rows,) += a.sum(axis=1), each row summed in order."""
+    cdef intp r, j
+    cdef floating total
+    for r in range(rows):
+        total = 0
+        for j in range(cols):
+            total += a[r * cols + j]
+        acc[r] += total
 
+
+cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gates_t, Dir *d,
+                        int nt) noexcept nogil:
+    """Whole-sequence GEMMs: accumulate dW_ih, dW_hh, db_ih, db_hh (and dW_hr) from the gate
+    gradients that _recur_backward left in gates (and hn, dhtot), via their transposes in
+    gates_t (GH, N)."""
+    cdef intp GH = NUM_GATES[cell] * H
+    cdef floating *hn_t = gates_t + 2 * H * N
+    cdef const floating *x_panels = <floating *> d.x_panels
+    cdef const floating *hprev_panels = <floating *> d.hprev_panels
+
+    # gates_t (GH, N) = dgates.T
+    _transpose(N, GH, <floating *> d.gates, GH, gates_t)
     # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I)
-    pgemm(True, False, GH, I, N, <floating> 1, gates, GH, x, ldx, <floating> 1,
-          <floating *> d.gw_ih, I, nt)
-    if cell == GRU:
-        # gw_hh[:2H] (2H, P) += dgates[:, :2H].T @ hprev;  gw_hh[2H:] (H, P) += dhn.T @ hprev
-        pgemm(True, False, 2 * H, P, N, <floating> 1, gates, GH, hprev, P, <floating> 1,
-              <floating *> d.gw_hh, P, nt)
-        pgemm(True, False, H, P, N, <floating> 1, hnb, H, hprev, P, <floating> 1,
-              <floating *> d.gw_hh + 2 * H * P, P, nt)
-    else:
-        # gw_hh (GH, P) += dgates.T (GH, N) @ hprev (N, P)
-        pgemm(True, False, GH, P, N, <floating> 1, gates, GH, hprev, P, <floating> 1,
-              <floating *> d.gw_hh, P, nt)
+    _gemm_tn_accumulate(GH, I, N, gates_t, x_panels, <floating *> d.gw_ih, nt)
     if d.gb_ih != NULL:
-        # gb_ih += dgates.sum(0); gb_hh likewise, with the GRU's n columns from dhn
-        _column_sums(N, GH, gates, GH, <floating *> d.gb_ih)
-        if cell == GRU:
-            _column_sums(N, 2 * H, gates, GH, <floating *> d.gb_hh)
-            _column_sums(N, H, hnb, H, <floating *> d.gb_hh + 2 * H)
-        else:
-            _column_sums(N, GH, gates, GH, <floating *> d.gb_hh)
+        # gb_ih += dgates.sum(0)
+        _row_sums(GH, N, gates_t, <floating *> d.gb_ih)
+    if cell == GRU:
+        # the GRU's recurrent n columns take dhn (in hn) instead of dgates: rows 2H: of gates_t
+        _transpose(N, H, <floating *> d.hn, H, hn_t)
+    # gw_hh (GH, P) += dgates_h.T (GH, N) @ hprev (N, P);  gb_hh += dgates_h.sum(0)
+    _gemm_tn_accumulate(GH, P, N, gates_t, hprev_panels, <floating *> d.gw_hh, nt)
+    if d.gb_ih != NULL:
+        _row_sums(GH, N, gates_t, <floating *> d.gb_hh)
     if cell == LSTM and d.w_hr != NULL:
         # gw_hr (P, H) += dhtot.T (P, N) @ m (N, H)
         pgemm(True, False, P, H, N, <floating> 1, <floating *> d.dhtot, P, <floating *> d.m, H,
@@ -543,7 +616,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     if not proj and P != H:
         raise ValueError("h has the wrong number of columns")
     cdef intp ld = ndir * P
-    cdef void *xp = _ptr(x, typenum, N * I, "x")
+    _ptr(x, typenum, N * I, "x")
     cdef void *gop = _optional_ptr(grad_out, typenum, N * ld, "grad_out")
     cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x")
     cdef Dir[2] dirs
@@ -556,20 +629,24 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
                    num_threads)
         for k in range(ndir):
             if typenum == cnp.NPY_FLOAT32:
-                _weight_grads[float](cell, N, I, H, P, <float *> xp, I, &dirs[k], num_threads)
+                _weight_grads(cell, N, I, H, P, <float *> dirs[k].gates_t, &dirs[k], num_threads)
             else:
-                _weight_grads[double](cell, N, I, H, P, <double *> xp, I, &dirs[k], num_threads)
+                _weight_grads(cell, N, I, H, P, <double *> dirs[k].gates_t, &dirs[k], num_threads)
         if gxp != NULL:
             for k in range(ndir):
                 # grad_x (N, I) (+)= dgates_k (N, GH) @ w_ih_k (GH, I)
                 if typenum == cnp.NPY_FLOAT32:
-                    pgemm(False, False, N, I, GH, <float> 1, <float *> dirs[k].gates, GH,
-                          <float *> dirs[k].w_ih, I, <float> (k > 0), <float *> gxp, I,
-                          num_threads)
+                    _parallel_step_gemm[float](N, I, GH, <float *> dirs[k].gates, GH,
+                                               <float *> dirs[k].w_ih_panels, k > 0,
+                                               <float *> gxp, I, num_threads)
                 else:
-                    pgemm(False, False, N, I, GH, <double> 1, <double *> dirs[k].gates, GH,
-                          <double *> dirs[k].w_ih, I, <double> (k > 0), <double *> gxp, I,
-                          num_threads)
+                    _parallel_step_gemm[double](N, I, GH, <double *> dirs[k].gates, GH,
+                                                <double *> dirs[k].w_ih_panels, k > 0,
+                                                <double *> gxp, I, num_threads)
+
+
+cdef inline intp _round_up(intp n, intp multiple):
+    return (n + multiple - 1) // multiple * multiple
 
 
 cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, bint backward,
@@ -579,6 +656,13 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     cdef bint lstm = cell == LSTM, gru = cell == GRU
     d.w_ih = _ptr(a["w_ih"], typenum, GH * I, "w_ih")
     d.w_hh = _ptr(a["w_hh"], typenum, GH * P, "w_hh")
+    # The B operands of the step GEMMs in zero-padded panels of pw = 64 bytes of columns:
+    # w_hh.T (P, GH) and w_ih.T (I, GH) forward, w_hh (GH, P) and w_ih (GH, I) backward.
+    cdef intp pw = 16 if typenum == cnp.NPY_FLOAT32 else 8
+    d.w_hh_panels = _ptr(a["w_hh_panels"], typenum, _round_up(P, pw) * GH if backward else
+                         _round_up(GH, pw) * P, "w_hh_panels")
+    d.w_ih_panels = _ptr(a["w_ih_panels"], typenum, _round_up(I, pw) * GH if backward else
+                         _round_up(GH, pw) * I, "w_ih_panels")
     d.w_hr = _ptr(a["w_hr"], typenum, P * H, "w_hr") if proj else NULL
     d.b_ih = NULL if backward else _ptr(a["b_ih"], typenum, GH, "b_ih")
     d.b_hh = NULL if backward else _ptr(a["b_hh"], typenum, GH, "b_hh")
@@ -594,7 +678,11 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.dhtot = _ptr(a["dhtot"], typenum, N * P, "dhtot") if backward and proj else NULL
     d.dm = _ptr(a["dm"], typenum, B * H, "dm") if backward and proj else NULL
     d.gw_ih = d.gw_hh = d.gb_ih = d.gb_hh = d.gw_hr = NULL
+    d.gates_t = d.x_panels = d.hprev_panels = NULL
     if backward:
+        d.gates_t = _ptr(a["gates_t"], typenum, GH * N, "gates_t")
+        d.x_panels = _ptr(a["x_panels"], typenum, _round_up(I, pw) * N, "x_panels")
+        d.hprev_panels = _ptr(a["hprev_panels"], typenum, _round_up(P, pw) * N, "hprev_panels")
         d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih")
         d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh")
         d.gw_hr = _ptr(a["gw_hr"], typenum, P * H, "gw_hr") if proj else NULL

@@ -9,7 +9,7 @@ import numpy as np
 from .._kernels._recurrent import Cell, backward_layer, forward_layer
 from .module import Module, Parameter, check_dtype
 from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes,
-                  direction_buffers, reset_uniform)
+                  direction_buffers, panels, reset_uniform)
 
 _ONE_STEP_OFFSETS = {}
 
@@ -97,7 +97,7 @@ class RNNCellBase(Module):
         dh = self._check_state(grad_h, shape_x, "grad_h")
         dc = self._check_state(grad_c, shape_x, "grad_c") if self.mode == Cell.LSTM else None
         self._pop_record()
-        attach_gradients(bufs, self._weights(), dh, dc)
+        attach_gradients(bufs, self._weights(), dh, dc, panels(x2))
         grad_x = np.empty_like(x2)
         bs, offsets = _one_step_packing(B)
         backward_layer(int(self.mode), x2, bs, offsets, [bufs], None, grad_x, self.hidden_size)

@@ -40,6 +40,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     GH = NUM_GATES[cell] * H
     bufs = {
         "w_ih": w_ih.data, "w_hh": w_hh.data,
+        "w_hh_panels": panels(w_hh.data.T), "w_ih_panels": panels(w_ih.data.T),
         "b_ih": zero_bias if b_ih is None else b_ih.data,
         "b_hh": zero_bias if b_hh is None else b_hh.data,
         "w_hr": None if w_hr is None else w_hr.data,
@@ -58,10 +59,27 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     return bufs
 
 
-def attach_gradients(bufs, weights, dh, dc):
-    """Turn a forward record's direction dict into the kernel's backward dict, in place."""
+def panels(b):
+    """b (k, n) as the kernels' step GEMM reads it (microgemm.h): column panels of 64 bytes
+    (16 float32 or 8 float64), the last one zero-padded; shape (ceil(n / width), k, width)."""
+    k, n = b.shape
+    width = 64 // b.itemsize
+    count = -(-n // width)
+    padded = np.zeros((k, count * width), b.dtype)
+    padded[:, :n] = b
+    return np.ascontiguousarray(padded.reshape(k, count, width).transpose(1, 0, 2))
+
+
+def attach_gradients(bufs, weights, dh, dc, x_panels):
+    """Turn a forward record's direction dict into the kernel's backward dict, in place.
+
+    x_panels: panels(layer input), shared by the directions of a layer."""
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
-    bufs.update(h=dh, c=dc, gw_ih=w_ih.grad, gw_hh=w_hh.grad,
+    gates = bufs["gates"]
+    bufs.update(h=dh, c=dc, gw_ih=w_ih.grad, gw_hh=w_hh.grad, w_hh_panels=panels(w_hh.data),
+                w_ih_panels=panels(w_ih.data), x_panels=x_panels,
+                hprev_panels=panels(bufs["hprev"]),
+                gates_t=np.empty((gates.shape[1], gates.shape[0]), gates.dtype),
                 gb_ih=None if b_ih is None else b_ih.grad,
                 gb_hh=None if b_hh is None else b_hh.grad)
     if w_hr is not None:
@@ -390,9 +408,10 @@ class RNNBase(Module):
         threads = _threads.get_num_threads()
         for layer in reversed(range(self.num_layers)):
             layer_in, dirs, _ = rec.layers[layer]
+            x_panels = panels(layer_in)
             for d in range(D):
                 attach_gradients(dirs[d], self._weights[layer][d], dh[layer * D + d],
-                                 None if dc is None else dc[layer * D + d])
+                                 None if dc is None else dc[layer * D + d], x_panels)
             grad_in = np.empty(layer_in.shape, self.dtype)
             backward_layer(int(self.mode), layer_in, batch.batch_sizes, batch.offsets, dirs,
                            grad, grad_in, H, threads)

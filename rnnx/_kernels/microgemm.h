@@ -1,0 +1,87 @@
+/* Small row-major GEMM for the per-step recurrent products: C = A @ B (+ C).
+ *
+ * The time loop multiplies a few dozen to a few hundred rows of state by the same weight
+ * matrix at every step. A general BLAS call re-packs both operands each time, which costs
+ * as much as the arithmetic at these sizes; here B is packed once per layer call into
+ * panels of 2W columns (W = 8 floats or 4 doubles per vector), panel jp holding rows
+ * p = 0..k-1 of columns [2W jp, 2W jp + 2W) back to back, so that a panel streams through
+ * the cache without the set conflicts of a power-of-two row stride. Each block of 6 rows of
+ * A keeps 12 vector accumulators in registers (the shape of the usual Haswell micro-kernel).
+ * The last panel is zero-padded; only the valid columns of C are written. With the
+ * kernels' -march flag the vectors are AVX2/FMA (or AVX-512) registers; without it the
+ * compiler splits them into what the target has. Every element of C is one dot product
+ * summed in k order, so the result does not depend on how rows are split over threads.
+ */
+#ifndef RNNX_MICROGEMM_H
+#define RNNX_MICROGEMM_H
+#include <stddef.h>
+#include <string.h>
+
+typedef float rnnx_v8f __attribute__((vector_size(32)));
+typedef double rnnx_v4d __attribute__((vector_size(32)));
+
+#define RNNX_DEFINE_GEMM_NN(NAME, T, V, W)                                                    \
+static inline V NAME##_load(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }           \
+/* Store the first nj (<= 2W) columns of the row (v0, v1) at p, adding to p when asked. */    \
+static inline void NAME##_store(T *p, V v0, V v1, ptrdiff_t nj, int accumulate) {             \
+    if (nj == 2 * W) {                                                                        \
+        if (accumulate) { v0 += NAME##_load(p); v1 += NAME##_load(p + W); }                   \
+        memcpy(p, &v0, sizeof v0);                                                            \
+        memcpy(p + W, &v1, sizeof v1);                                                        \
+        return;                                                                               \
+    }                                                                                         \
+    T row[2 * W];                                                                             \
+    memcpy(row, &v0, sizeof v0);                                                              \
+    memcpy(row + W, &v1, sizeof v1);                                                          \
+    for (ptrdiff_t q = 0; q < nj; q++) p[q] = accumulate ? p[q] + row[q] : row[q];            \
+}                                                                                             \
+/* C (m, n) = A (m, k) @ B (k, n) [+ C when accumulate]; row strides lda, ldc; Bp: B in      \
+   ceil(n / 2W) zero-padded panels (see above) that start panel_stride elements apart (k * 2W \
+   for a whole B; more when B is rows [k0, k0 + k) of a taller packed matrix). */            \
+static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t lda,            \
+                 const T *Bp, ptrdiff_t panel_stride, int accumulate, T *C, ptrdiff_t ldc) {  \
+    ptrdiff_t i, j, p, i0, i1;                                                                \
+    for (i0 = 0; i0 < m; i0 = i1) {      /* blocks of 192 rows of A stay in cache over j */   \
+    i1 = m - i0 > 192 ? i0 + 192 : m;                                                         \
+    for (j = 0; j < n; j += 2 * W) {                                                          \
+        const T *panel = Bp + j / (2 * W) * panel_stride;                                     \
+        ptrdiff_t nj = n - j < 2 * W ? n - j : 2 * W;                                         \
+        for (i = i0; i + 6 <= i1; i += 6) {                                                   \
+            const T *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda,        \
+                    *a4 = a3 + lda, *a5 = a4 + lda;                                           \
+            V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0},               \
+              c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};               \
+            for (p = 0; p < k; p++) {                                                         \
+                V b0 = NAME##_load(panel + 2 * W * p), b1 = NAME##_load(panel + 2 * W * p + W);\
+                c00 += a0[p] * b0; c01 += a0[p] * b1;                                         \
+                c10 += a1[p] * b0; c11 += a1[p] * b1;                                         \
+                c20 += a2[p] * b0; c21 += a2[p] * b1;                                         \
+                c30 += a3[p] * b0; c31 += a3[p] * b1;                                         \
+                c40 += a4[p] * b0; c41 += a4[p] * b1;                                         \
+                c50 += a5[p] * b0; c51 += a5[p] * b1;                                         \
+            }                                                                                 \
+            T *c = C + i * ldc + j;                                                           \
+            NAME##_store(c, c00, c01, nj, accumulate); c += ldc;                              \
+            NAME##_store(c, c10, c11, nj, accumulate); c += ldc;                              \
+            NAME##_store(c, c20, c21, nj, accumulate); c += ldc;                              \
+            NAME##_store(c, c30, c31, nj, accumulate); c += ldc;                              \
+            NAME##_store(c, c40, c41, nj, accumulate); c += ldc;                              \
+            NAME##_store(c, c50, c51, nj, accumulate);                                        \
+        }                                                                                     \
+        for (; i < i1; i++) {                                                                 \
+            const T *a0 = A + i * lda;                                                        \
+            V c00 = {0}, c01 = {0};                                                           \
+            for (p = 0; p < k; p++) {                                                         \
+                c00 += a0[p] * NAME##_load(panel + 2 * W * p);                                \
+                c01 += a0[p] * NAME##_load(panel + 2 * W * p + W);                            \
+            }                                                                                 \
+            NAME##_store(C + i * ldc + j, c00, c01, nj, accumulate);                          \
+        }                                                                                     \
+    }                                                                                         \
+    }                                                                                         \
+}
+
+RNNX_DEFINE_GEMM_NN(rnnx_sgemm_nn, float, rnnx_v8f, 8)
+RNNX_DEFINE_GEMM_NN(rnnx_dgemm_nn, double, rnnx_v4d, 4)
+
+#endif
