@@ -145,13 +145,20 @@ cdef void _gemm_tn_accumulate(intp m, intp n, intp k, const floating *at, const 
 
 
 cdef void _transpose(intp rows, intp cols, const floating *src, intp lds, floating *dst) noexcept nogil:
-    """dst (cols, rows) = src (rows, cols, row stride lds).T, in 32 x 32 tiles."""
-    cdef intp i0, j0, i, j
-    for i0 in range(0, rows, 32):
-        for j0 in range(0, cols, 32):
-            for i in range(i0, min(i0 + 32, rows)):
-                for j in range(j0, min(j0 + 32, cols)):
-                    dst[j * rows + i] = src[i * lds + j]
+    """dst (cols, rows) = src (rows, cols, row stride lds).T, in 16 x 16 tiles (a tile's
+    source rows and destination rows both stay in L1)."""
+    cdef intp i0, j0, i, j, i1, j1
+    cdef floating *d
+    cdef const floating *s
+    for i0 in range(0, rows, 16):
+        i1 = min(i0 + 16, rows)
+        for j0 in range(0, cols, 16):
+            j1 = min(j0 + 16, cols)
+            for j in range(j0, j1):
+                d = dst + j * rows
+                s = src + j
+                for i in range(i0, i1):
+                    d[i] = s[i * lds]
 
 
 cdef void _parallel_step_gemm(intp m, intp n, intp k, const floating *a, intp lda,

@@ -8,8 +8,9 @@ import numpy as np
 
 from .._kernels._recurrent import Cell, backward_layer, forward_layer
 from .module import Module, Parameter, check_dtype
+from .._workspace import POOL
 from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes,
-                  direction_buffers, panels, reset_uniform)
+                  direction_buffers, panels, release_buffers, reset_uniform)
 
 _ONE_STEP_OFFSETS = {}
 
@@ -88,7 +89,10 @@ class RNNCellBase(Module):
                                  self.hidden_size, self._zero_bias)
         out = np.empty((B, self.hidden_size), self.dtype)
         forward_layer(int(self.mode), self.training, x2, bs, offsets, [bufs], out, self.hidden_size)
-        self._push_record((x2, bufs, unbatched))
+        if self.training:
+            self._push_record((x2, bufs, unbatched))
+        else:
+            release_buffers(bufs)
 
     def _backward_step(self, grad_h, grad_c):
         x2, bufs, unbatched = self._peek_record()
@@ -97,10 +101,13 @@ class RNNCellBase(Module):
         dh = self._check_state(grad_h, shape_x, "grad_h")
         dc = self._check_state(grad_c, shape_x, "grad_c") if self.mode == Cell.LSTM else None
         self._pop_record()
-        attach_gradients(bufs, self._weights(), dh, dc, panels(x2))
+        x_panels = panels(x2)
+        attach_gradients(bufs, self._weights(), dh, dc, x_panels)
         grad_x = np.empty_like(x2)
         bs, offsets = _one_step_packing(B)
         backward_layer(int(self.mode), x2, bs, offsets, [bufs], None, grad_x, self.hidden_size)
+        release_buffers(bufs)
+        POOL.give(x_panels)
         if unbatched:
             return grad_x[0], dh[0], (None if dc is None else dc[0])
         return grad_x, dh, dc

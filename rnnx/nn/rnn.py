@@ -14,6 +14,7 @@ import numpy as np
 from .. import _random, _threads
 from .._kernels._recurrent import Cell, backward_layer, forward_layer
 from ..utils.rnn import PackedSequence, packing_of_lengths
+from .._workspace import POOL
 from .module import Module, Parameter, check_dtype
 
 NUM_GATES = {Cell.RNN_TANH: 1, Cell.RNN_RELU: 1, Cell.LSTM: 4, Cell.GRU: 3}
@@ -28,16 +29,23 @@ def as_float_array(value, dtype, what):
     return arr.astype(dtype, copy=False)
 
 
+# The kernel dict entries that are scratch owned by one call (returned to the pool after it).
+SCRATCH = ("gates", "hg", "hprev", "cbuf", "cprev", "hn", "m", "dhtot", "dm", "gates_t",
+           "w_hh_panels", "w_ih_panels", "hprev_panels")
+
+
 def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias):
     """The kernel's per-direction dict for one layer direction (see _recurrent.Dir).
 
     weights: (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where absent; h (B, P) and
-    c (B, H) hold the initial state and receive the final one.
+    c (B, H) hold the initial state and receive the final one. Scratch comes from the pool;
+    release_buffers gives it back.
     """
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     dtype = w_ih.data.dtype
     H, B, P = hidden_size, h.shape[0], h.shape[1]
     GH = NUM_GATES[cell] * H
+    take = POOL.take
     bufs = {
         "w_ih": w_ih.data, "w_hh": w_hh.data,
         "w_hh_panels": panels(w_hh.data.T), "w_ih_panels": panels(w_ih.data.T),
@@ -45,29 +53,39 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
         "b_hh": zero_bias if b_hh is None else b_hh.data,
         "w_hr": None if w_hr is None else w_hr.data,
         "h": h, "c": c,
-        "gates": np.empty((num_rows, GH), dtype), "hg": np.empty((B, GH), dtype),
+        "gates": take((num_rows, GH), dtype), "hg": take((B, GH), dtype),
     }
     if training:
-        bufs["hprev"] = np.empty((num_rows, P), dtype)
+        bufs["hprev"] = take((num_rows, P), dtype)
         if cell == Cell.LSTM:
-            bufs["cbuf"] = np.empty((num_rows, H), dtype)
-            bufs["cprev"] = np.empty((num_rows, H), dtype)
+            bufs["cbuf"] = take((num_rows, H), dtype)
+            bufs["cprev"] = take((num_rows, H), dtype)
         if cell == Cell.GRU:
-            bufs["hn"] = np.empty((num_rows, H), dtype)
+            bufs["hn"] = take((num_rows, H), dtype)
     if w_hr is not None:
-        bufs["m"] = np.empty((num_rows if training else B, H), dtype)
+        bufs["m"] = take((num_rows if training else B, H), dtype)
     return bufs
+
+
+def release_buffers(bufs):
+    """Give a direction dict's scratch back to the pool (after the call that used it)."""
+    POOL.give(*(bufs.pop(key, None) for key in SCRATCH))
 
 
 def panels(b):
     """b (k, n) as the kernels' step GEMM reads it (microgemm.h): column panels of 64 bytes
-    (16 float32 or 8 float64), the last one zero-padded; shape (ceil(n / width), k, width)."""
+    (16 float32 or 8 float64), the last one zero-padded; shape (ceil(n / width), k, width).
+    The array comes from the pool."""
     k, n = b.shape
     width = 64 // b.itemsize
-    count = -(-n // width)
-    padded = np.zeros((k, count * width), b.dtype)
-    padded[:, :n] = b
-    return np.ascontiguousarray(padded.reshape(k, count, width).transpose(1, 0, 2))
+    full, rest = divmod(n, width)
+    out = POOL.take((full + (rest > 0), k, width), b.dtype)
+    if full:
+        out[:full] = b[:, :full * width].reshape(k, full, width).transpose(1, 0, 2)
+    if rest:
+        out[full, :, rest:] = 0
+        out[full, :, :rest] = b[:, full * width:]
+    return out
 
 
 def attach_gradients(bufs, weights, dh, dc, x_panels):
@@ -76,16 +94,17 @@ def attach_gradients(bufs, weights, dh, dc, x_panels):
     x_panels: panels(layer input), shared by the directions of a layer."""
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     gates = bufs["gates"]
+    POOL.give(bufs.pop("w_hh_panels"), bufs.pop("w_ih_panels"))  # forward's layouts
     bufs.update(h=dh, c=dc, gw_ih=w_ih.grad, gw_hh=w_hh.grad, w_hh_panels=panels(w_hh.data),
                 w_ih_panels=panels(w_ih.data), x_panels=x_panels,
                 hprev_panels=panels(bufs["hprev"]),
-                gates_t=np.empty((gates.shape[1], gates.shape[0]), gates.dtype),
+                gates_t=POOL.take((gates.shape[1], gates.shape[0]), gates.dtype),
                 gb_ih=None if b_ih is None else b_ih.grad,
                 gb_hh=None if b_hh is None else b_hh.grad)
     if w_hr is not None:
         P = dh.shape[1]
-        bufs.update(gw_hr=w_hr.grad, dhtot=np.empty((bufs["gates"].shape[0], P), dh.dtype),
-                    dm=np.empty((dh.shape[0], bufs["m"].shape[1]), dh.dtype))
+        bufs.update(gw_hr=w_hr.grad, dhtot=POOL.take((gates.shape[0], P), dh.dtype),
+                    dm=POOL.take((dh.shape[0], bufs["m"].shape[1]), dh.dtype))
     return bufs
 
 
@@ -368,19 +387,28 @@ class RNNBase(Module):
         N = batch.data.shape[0]
         layer_in = batch.data
         layers = []
+        last = self.num_layers - 1
         for layer in range(self.num_layers):
             dirs = [direction_buffers(self.mode, self._weights[layer][d], h_n[layer * D + d],
                                       None if c_n is None else c_n[layer * D + d], training, N, H,
                                       self._zero_bias)
                     for d in range(D)]
-            out = np.empty((N, D * P), self.dtype)
+            # Outputs between layers are scratch; the last one goes to the caller.
+            shape = (N, D * P)
+            out = np.empty(shape, self.dtype) if layer == last else POOL.take(shape, self.dtype)
             forward_layer(int(self.mode), training, layer_in, batch.batch_sizes, batch.offsets,
                           dirs, out, H, threads)
             mask = None
-            if training and self.dropout > 0 and layer < self.num_layers - 1:
+            if training and self.dropout > 0 and layer < last:
                 mask = dropout_mask(out.shape, self.dropout, self.dtype)
                 out *= mask
-            layers.append((layer_in, dirs, mask))
+            if training:
+                layers.append((layer_in, dirs, mask))
+            else:
+                for bufs in dirs:
+                    release_buffers(bufs)
+                if layer > 0:
+                    POOL.give(layer_in)
             layer_in = out
         if training:
             self._push_record(_Record(batch, layers, lstm))
@@ -412,10 +440,18 @@ class RNNBase(Module):
             for d in range(D):
                 attach_gradients(dirs[d], self._weights[layer][d], dh[layer * D + d],
                                  None if dc is None else dc[layer * D + d], x_panels)
-            grad_in = np.empty(layer_in.shape, self.dtype)
+            # Gradients between layers are scratch; the input gradient goes to the caller.
+            grad_in = (POOL.take(layer_in.shape, self.dtype) if layer > 0
+                       else np.empty(layer_in.shape, self.dtype))
             backward_layer(int(self.mode), layer_in, batch.batch_sizes, batch.offsets, dirs,
                            grad, grad_in, H, threads)
+            for bufs in dirs:
+                release_buffers(bufs)
+            POOL.give(x_panels)
+            if layer < self.num_layers - 1:
+                POOL.give(grad)         # from the layer above, not the caller's grad_output
             if layer > 0:
+                POOL.give(layer_in)     # the output of the layer below
                 mask = rec.layers[layer - 1][2]
                 if mask is not None:
                     grad_in *= mask
