@@ -79,7 +79,6 @@ cdef struct Dir:
     void *dhtot      # (N, P) hidden-state gradient per step (LSTM proj backward)
     void *dm         # (B, H) gradient of o*tanh(c) for one step (LSTM proj backward)
     # Backward gradient accumulators (+=): NULL bias grads when the module has no bias.
-    void *gates_t    # (G*H, N) backward scratch: the gate gradients transposed
     void *x_panels   # layer input (N, I) in panels, for gw_ih
     void *hprev_panels  # hprev (N, P) in panels, for gw_hh
     void *gw_ih
@@ -97,68 +96,54 @@ cdef extern from "vmath.h":
 
 
 cdef extern from "microgemm.h":
-    void rnnx_sgemm_nn(intp m, intp n, intp k, const float *a, intp lda, const float *bp,
-                       intp panel_stride, int accumulate, float *c, intp ldc) noexcept nogil
-    void rnnx_dgemm_nn(intp m, intp n, intp k, const double *a, intp lda, const double *bp,
-                       intp panel_stride, int accumulate, double *c, intp ldc) noexcept nogil
+    void rnnx_sgemm_nn(intp m, intp n, intp k, const float *a, intp ars, intp aps,
+                       const float *bp, intp panel_stride, int accumulate, float *c,
+                       intp ldc) noexcept nogil
+    void rnnx_dgemm_nn(intp m, intp n, intp k, const double *a, intp ars, intp aps,
+                       const double *bp, intp panel_stride, int accumulate, double *c,
+                       intp ldc) noexcept nogil
 
 # Columns per panel of a packed B operand: 64 bytes (rnn.panels packs them).
 cdef inline intp _panel_width(floating *unused) noexcept nogil:
     return 64 // sizeof(floating)
 
 
-cdef inline void _panel_gemm(intp m, intp n, intp k, const floating *a, intp lda,
+cdef inline void _panel_gemm(intp m, intp n, intp k, const floating *a, intp ars, intp aps,
                              const floating *bp, intp panel_stride, bint accumulate, floating *c,
                              intp ldc) noexcept nogil:
     if floating is float:
-        rnnx_sgemm_nn(m, n, k, a, lda, bp, panel_stride, accumulate, c, ldc)
+        rnnx_sgemm_nn(m, n, k, a, ars, aps, bp, panel_stride, accumulate, c, ldc)
     else:
-        rnnx_dgemm_nn(m, n, k, a, lda, bp, panel_stride, accumulate, c, ldc)
+        rnnx_dgemm_nn(m, n, k, a, ars, aps, bp, panel_stride, accumulate, c, ldc)
 
 
 cdef inline void _step_gemm(intp m, intp n, intp k, const floating *a, intp lda,
                             const floating *bp, bint accumulate, floating *c,
                             intp ldc) noexcept nogil:
     """C (m, n) (+)= A (m, k) @ B (k, n), row-major; bp: B in panels (microgemm.h)."""
-    _panel_gemm(m, n, k, a, lda, bp, k * _panel_width(c), accumulate, c, ldc)
+    _panel_gemm(m, n, k, a, lda, 1, bp, k * _panel_width(c), accumulate, c, ldc)
 
 
-cdef void _gemm_tn_accumulate(intp m, intp n, intp k, const floating *at, const floating *bp,
-                              floating *c, int num_threads) noexcept nogil:
-    """C (m, n) += A.T @ B over a long k: at = A.T (m, k) row-major, bp = B (k, n) in panels.
+cdef void _gemm_tn_accumulate(intp m, intp n, intp k, const floating *a, intp lda,
+                              const floating *bp, floating *c, int num_threads) noexcept nogil:
+    """C (m, n) += A.T @ B over a long k: a = A (k, m) row-major with row stride lda, read in
+    place; bp = B (k, n) in panels.
 
-    k is cut into chunks of 512 so that a chunk of each panel stays in L2 over a block of rows;
-    each chunk's product is added to C in chunk order, and the rows of C are split into fixed
-    blocks over the threads: the result does not depend on the thread count."""
+    k is cut into chunks of 256 so that a chunk of each panel stays in cache over a block of
+    rows; each chunk's product is added to C in chunk order, and the rows of C are split into
+    fixed blocks over the threads: the result does not depend on the thread count."""
     cdef intp width = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0
     if num_threads <= 1 or blocks <= 1:
-        for k0 in range(0, k, 512):
-            _panel_gemm(m, n, min(512, k - k0), at + k0, k, bp + k0 * width, k * width, True, c,
-                        n)
+        for k0 in range(0, k, 256):
+            _panel_gemm(m, n, min(256, k - k0), a + k0 * lda, 1, lda, bp + k0 * width, k * width,
+                        True, c, n)
         return
     for i in prange(blocks, num_threads=num_threads, schedule="static"):
         r0 = i * m // blocks
         r1 = (i + 1) * m // blocks
-        for k0 in range(0, k, 512):
-            _panel_gemm(r1 - r0, n, min(512, k - k0), at + r0 * k + k0, k, bp + k0 * width,
-                        k * width, True, c + r0 * n, n)
-
-
-cdef void _transpose(intp rows, intp cols, const floating *src, intp lds, floating *dst) noexcept nogil:
-    """dst (cols, rows) = src (rows, cols, row stride lds).T, in 16 x 16 tiles (a tile's
-    source rows and destination rows both stay in L1)."""
-    cdef intp i0, j0, i, j, i1, j1
-    cdef floating *d
-    cdef const floating *s
-    for i0 in range(0, rows, 16):
-        i1 = min(i0 + 16, rows)
-        for j0 in range(0, cols, 16):
-            j1 = min(j0 + 16, cols)
-            for j in range(j0, j1):
-                d = dst + j * rows
-                s = src + j
-                for i in range(i0, i1):
-                    d[i] = s[i * lds]
+        for k0 in range(0, k, 256):
+            _panel_gemm(r1 - r0, n, min(256, k - k0), a + k0 * lda + r0, 1, lda,
+                        bp + k0 * width, k * width, True, c + r0 * n, n)
 
 
 cdef void _parallel_step_gemm(intp m, intp n, intp k, const floating *a, intp lda,
@@ -402,41 +387,40 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     rnnx_restore_fp_mode(fp_mode)
 
 
-cdef void _row_sums(intp rows, intp cols, const floating *a, floating *acc) noexcept nogil:
-    """acc (rows,) += a.sum(axis=1), each row summed in order."""
+cdef void _column_sums(intp rows, intp cols, const floating *a, intp lda, floating *acc) noexcept nogil:
+    """acc (cols,) += a.sum(axis=0), rows summed in order."""
     cdef intp r, j
-    cdef floating total
     for r in range(rows):
-        total = 0
         for j in range(cols):
-            total += a[r * cols + j]
-        acc[r] += total
+            acc[j] += a[r * lda + j]
 
 
-cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gates_t, Dir *d,
+cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gates, Dir *d,
                         int nt) noexcept nogil:
     """Whole-sequence GEMMs: accumulate dW_ih, dW_hh, db_ih, db_hh (and dW_hr) from the gate
-    gradients that _recur_backward left in gates (and hn, dhtot), via their transposes in
-    gates_t (GH, N)."""
+    gradients that _recur_backward left in gates (N, GH) (and in hn, dhtot)."""
     cdef intp GH = NUM_GATES[cell] * H
-    cdef floating *hn_t = gates_t + 2 * H * N
+    cdef const floating *hnb = <floating *> d.hn
     cdef const floating *x_panels = <floating *> d.x_panels
     cdef const floating *hprev_panels = <floating *> d.hprev_panels
 
-    # gates_t (GH, N) = dgates.T
-    _transpose(N, GH, <floating *> d.gates, GH, gates_t)
     # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I)
-    _gemm_tn_accumulate(GH, I, N, gates_t, x_panels, <floating *> d.gw_ih, nt)
-    if d.gb_ih != NULL:
-        # gb_ih += dgates.sum(0)
-        _row_sums(GH, N, gates_t, <floating *> d.gb_ih)
+    _gemm_tn_accumulate(GH, I, N, gates, GH, x_panels, <floating *> d.gw_ih, nt)
     if cell == GRU:
-        # the GRU's recurrent n columns take dhn (in hn) instead of dgates: rows 2H: of gates_t
-        _transpose(N, H, <floating *> d.hn, H, hn_t)
-    # gw_hh (GH, P) += dgates_h.T (GH, N) @ hprev (N, P);  gb_hh += dgates_h.sum(0)
-    _gemm_tn_accumulate(GH, P, N, gates_t, hprev_panels, <floating *> d.gw_hh, nt)
+        # gw_hh[:2H] (2H, P) += dgates[:, :2H].T @ hprev;  gw_hh[2H:] (H, P) += dhn.T @ hprev
+        _gemm_tn_accumulate(2 * H, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, nt)
+        _gemm_tn_accumulate(H, P, N, hnb, H, hprev_panels, <floating *> d.gw_hh + 2 * H * P, nt)
+    else:
+        # gw_hh (GH, P) += dgates.T (GH, N) @ hprev (N, P)
+        _gemm_tn_accumulate(GH, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, nt)
     if d.gb_ih != NULL:
-        _row_sums(GH, N, gates_t, <floating *> d.gb_hh)
+        # gb_ih += dgates.sum(0); gb_hh likewise, with the GRU's n columns from dhn
+        _column_sums(N, GH, gates, GH, <floating *> d.gb_ih)
+        if cell == GRU:
+            _column_sums(N, 2 * H, gates, GH, <floating *> d.gb_hh)
+            _column_sums(N, H, hnb, H, <floating *> d.gb_hh + 2 * H)
+        else:
+            _column_sums(N, GH, gates, GH, <floating *> d.gb_hh)
     if cell == LSTM and d.w_hr != NULL:
         # gw_hr (P, H) += dhtot.T (P, N) @ m (N, H)
         pgemm(True, False, P, H, N, <floating> 1, <floating *> d.dhtot, P, <floating *> d.m, H,
@@ -636,9 +620,9 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
                    num_threads)
         for k in range(ndir):
             if typenum == cnp.NPY_FLOAT32:
-                _weight_grads(cell, N, I, H, P, <float *> dirs[k].gates_t, &dirs[k], num_threads)
+                _weight_grads(cell, N, I, H, P, <float *> dirs[k].gates, &dirs[k], num_threads)
             else:
-                _weight_grads(cell, N, I, H, P, <double *> dirs[k].gates_t, &dirs[k], num_threads)
+                _weight_grads(cell, N, I, H, P, <double *> dirs[k].gates, &dirs[k], num_threads)
         if gxp != NULL:
             for k in range(ndir):
                 # grad_x (N, I) (+)= dgates_k (N, GH) @ w_ih_k (GH, I)
@@ -685,9 +669,8 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.dhtot = _ptr(a["dhtot"], typenum, N * P, "dhtot") if backward and proj else NULL
     d.dm = _ptr(a["dm"], typenum, B * H, "dm") if backward and proj else NULL
     d.gw_ih = d.gw_hh = d.gb_ih = d.gb_hh = d.gw_hr = NULL
-    d.gates_t = d.x_panels = d.hprev_panels = NULL
+    d.x_panels = d.hprev_panels = NULL
     if backward:
-        d.gates_t = _ptr(a["gates_t"], typenum, GH * N, "gates_t")
         d.x_panels = _ptr(a["x_panels"], typenum, _round_up(I, pw) * N, "x_panels")
         d.hprev_panels = _ptr(a["hprev_panels"], typenum, _round_up(P, pw) * N, "hprev_panels")
         d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih")

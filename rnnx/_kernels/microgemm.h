@@ -35,11 +35,13 @@ static inline void NAME##_store(T *p, V v0, V v1, ptrdiff_t nj, int accumulate) 
     memcpy(row + W, &v1, sizeof v1);                                                          \
     for (ptrdiff_t q = 0; q < nj; q++) p[q] = accumulate ? p[q] + row[q] : row[q];            \
 }                                                                                             \
-/* C (m, n) = A (m, k) @ B (k, n) [+ C when accumulate]; row strides lda, ldc; Bp: B in      \
-   ceil(n / 2W) zero-padded panels (see above) that start panel_stride elements apart (k * 2W \
-   for a whole B; more when B is rows [k0, k0 + k) of a taller packed matrix). */            \
-static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t lda,            \
-                 const T *Bp, ptrdiff_t panel_stride, int accumulate, T *C, ptrdiff_t ldc) {  \
+/* C (m, n) = A (m, k) @ B (k, n) [+ C when accumulate]; A[i, p] = A[i * ars + p * aps]      \
+   (row-major A: ars = lda, aps = 1; A stored transposed: ars = 1, aps = lda); ldc: row       \
+   stride of C; Bp: B in ceil(n / 2W) zero-padded panels (see above) that start panel_stride \
+   elements apart (k * 2W for a whole B; more when B is rows [k0, k0 + k) of a taller one). */\
+static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ars,            \
+                 ptrdiff_t aps, const T *Bp, ptrdiff_t panel_stride, int accumulate, T *C,    \
+                 ptrdiff_t ldc) {                                                             \
     ptrdiff_t i, j, p, i0, i1;                                                                \
     for (i0 = 0; i0 < m; i0 = i1) {      /* blocks of 192 rows of A stay in cache over j */   \
     i1 = m - i0 > 192 ? i0 + 192 : m;                                                         \
@@ -47,18 +49,19 @@ static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ld
         const T *panel = Bp + j / (2 * W) * panel_stride;                                     \
         ptrdiff_t nj = n - j < 2 * W ? n - j : 2 * W;                                         \
         for (i = i0; i + 6 <= i1; i += 6) {                                                   \
-            const T *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda,        \
-                    *a4 = a3 + lda, *a5 = a4 + lda;                                           \
+            const T *a0 = A + i * ars, *a1 = a0 + ars, *a2 = a1 + ars, *a3 = a2 + ars,        \
+                    *a4 = a3 + ars, *a5 = a4 + ars;                                           \
             V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0},               \
               c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};               \
             for (p = 0; p < k; p++) {                                                         \
                 V b0 = NAME##_load(panel + 2 * W * p), b1 = NAME##_load(panel + 2 * W * p + W);\
-                c00 += a0[p] * b0; c01 += a0[p] * b1;                                         \
-                c10 += a1[p] * b0; c11 += a1[p] * b1;                                         \
-                c20 += a2[p] * b0; c21 += a2[p] * b1;                                         \
-                c30 += a3[p] * b0; c31 += a3[p] * b1;                                         \
-                c40 += a4[p] * b0; c41 += a4[p] * b1;                                         \
-                c50 += a5[p] * b0; c51 += a5[p] * b1;                                         \
+                ptrdiff_t q = p * aps;                                                        \
+                c00 += a0[q] * b0; c01 += a0[q] * b1;                                         \
+                c10 += a1[q] * b0; c11 += a1[q] * b1;                                         \
+                c20 += a2[q] * b0; c21 += a2[q] * b1;                                         \
+                c30 += a3[q] * b0; c31 += a3[q] * b1;                                         \
+                c40 += a4[q] * b0; c41 += a4[q] * b1;                                         \
+                c50 += a5[q] * b0; c51 += a5[q] * b1;                                         \
             }                                                                                 \
             T *c = C + i * ldc + j;                                                           \
             NAME##_store(c, c00, c01, nj, accumulate); c += ldc;                              \
@@ -69,11 +72,11 @@ static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ld
             NAME##_store(c, c50, c51, nj, accumulate);                                        \
         }                                                                                     \
         for (; i < i1; i++) {                                                                 \
-            const T *a0 = A + i * lda;                                                        \
+            const T *a0 = A + i * ars;                                                        \
             V c00 = {0}, c01 = {0};                                                           \
             for (p = 0; p < k; p++) {                                                         \
-                c00 += a0[p] * NAME##_load(panel + 2 * W * p);                                \
-                c01 += a0[p] * NAME##_load(panel + 2 * W * p + W);                            \
+                c00 += a0[p * aps] * NAME##_load(panel + 2 * W * p);                          \
+                c01 += a0[p * aps] * NAME##_load(panel + 2 * W * p + W);                      \
             }                                                                                 \
             NAME##_store(C + i * ldc + j, c00, c01, nj, accumulate);                          \
         }                                                                                     \

@@ -30,8 +30,8 @@ def as_float_array(value, dtype, what):
 
 
 # The kernel dict entries that are scratch owned by one call (returned to the pool after it).
-SCRATCH = ("gates", "hg", "hprev", "cbuf", "cprev", "hn", "m", "dhtot", "dm", "gates_t",
-           "w_hh_panels", "w_ih_panels", "hprev_panels")
+SCRATCH = ("gates", "hg", "hprev", "cbuf", "cprev", "hn", "m", "dhtot", "dm", "w_hh_panels",
+           "w_ih_panels", "hprev_panels")
 
 
 def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias):
@@ -98,7 +98,6 @@ def attach_gradients(bufs, weights, dh, dc, x_panels):
     bufs.update(h=dh, c=dc, gw_ih=w_ih.grad, gw_hh=w_hh.grad, w_hh_panels=panels(w_hh.data),
                 w_ih_panels=panels(w_ih.data), x_panels=x_panels,
                 hprev_panels=panels(bufs["hprev"]),
-                gates_t=POOL.take((gates.shape[1], gates.shape[0]), gates.dtype),
                 gb_ih=None if b_ih is None else b_ih.grad,
                 gb_hh=None if b_hh is None else b_hh.grad)
     if w_hr is not None:
