@@ -66,6 +66,7 @@ cdef struct Dir:
     void *w_ih_panels  # w_ih.T (forward) or w_ih (backward) packed in panels
     void *b_ih       # (G*H,)  zeros when the module has no bias
     void *b_hh       # (G*H,)
+    void *b_sum      # (G*H,) forward scratch: b_ih + b_hh (GRU: b_ih alone in the n columns)
     void *w_hr       # (P, H) LSTM projection, or NULL
     void *h          # (B, P) running hidden state: h0 in, h_n out; backward: dh_n in, dh0 out
     void *c          # (B, H) running cell state (LSTM); backward: dc_n in, dc0 out
@@ -179,18 +180,17 @@ cdef inline void _tanh(floating *a, intp n) noexcept nogil:
 
 cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, intp ldx,
                           Dir *d, int num_threads) noexcept nogil:
-    """gates (N, GH) = x @ w_ih.T + b_ih + b_hh  (the GRU's b_hn is added per step instead)."""
-    cdef intp GH = NUM_GATES[cell] * H, r, j
-    cdef floating *gates = <floating *> d.gates
+    """gates (N, GH) = x @ w_ih.T, and b_sum = b_ih + b_hh (the GRU's b_hn is added inside
+    r * (W_hn h + b_hn) instead), which the time loop adds with the recurrent term."""
+    cdef intp GH = NUM_GATES[cell] * H, j
+    cdef floating *b_sum = <floating *> d.b_sum
     cdef const floating *b_ih = <floating *> d.b_ih
     cdef const floating *b_hh = <floating *> d.b_hh
     for j in range(GH):
-        gates[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
-    for r in range(1, N):
-        memcpy(gates + r * GH, gates, GH * sizeof(floating))
-    # gates (N, GH) += x (N, I) @ w_ih.T      -- input projection of every step at once
-    _parallel_step_gemm(N, GH, I, x, ldx, <floating *> d.w_ih_panels, True, gates, GH,
-                        num_threads)
+        b_sum[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
+    # gates (N, GH) = x (N, I) @ w_ih.T      -- input projection of every step at once
+    _parallel_step_gemm(N, GH, I, x, ldx, <floating *> d.w_ih_panels, False,
+                        <floating *> d.gates, GH, num_threads)
 
 
 cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
@@ -204,6 +204,7 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef const floating *b_hh = <floating *> d.b_hh
+    cdef const floating *b_sum = <floating *> d.b_sum
     cdef floating *h = <floating *> d.h
     cdef floating *c = <floating *> d.c
     cdef floating *gates = <floating *> d.gates
@@ -241,7 +242,7 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
             hrow = h + (r0 + r) * P
             if cell == LSTM:
                 for j in range(GH):
-                    xg[j] += hr[j]
+                    xg[j] += hr[j] + b_sum[j]
                 _sigmoid(xg, 2 * H)
                 _tanh(xg + 2 * H, H)
                 _sigmoid(xg + 3 * H, H)
@@ -258,19 +259,19 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
                     mrow[j] *= xg[3 * H + j]      # m = o * tanh(c')
             elif cell == GRU:
                 for j in range(2 * H):
-                    xg[j] += hr[j]
+                    xg[j] += hr[j] + b_sum[j]
                 _sigmoid(xg, 2 * H)
                 hnrow = <floating *> d.hn + (off + r) * H if training else hr + 2 * H
                 for j in range(H):
                     hnrow[j] = hr[2 * H + j] + b_hh[2 * H + j]       # W_hn h + b_hn
-                    xg[2 * H + j] += xg[j] * hnrow[j]
+                    xg[2 * H + j] += b_sum[2 * H + j] + xg[j] * hnrow[j]
                 _tanh(xg + 2 * H, H)
                 for j in range(H):
                     # h' = n + z * (h - n)
                     hrow[j] = xg[2 * H + j] + xg[H + j] * (hrow[j] - xg[2 * H + j])
             else:
                 for j in range(H):
-                    xg[j] += hr[j]
+                    xg[j] += hr[j] + b_sum[j]
                 if cell == RNN_TANH:
                     _tanh(xg, H)
                 else:
@@ -657,6 +658,7 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.w_hr = _ptr(a["w_hr"], typenum, P * H, "w_hr") if proj else NULL
     d.b_ih = NULL if backward else _ptr(a["b_ih"], typenum, GH, "b_ih")
     d.b_hh = NULL if backward else _ptr(a["b_hh"], typenum, GH, "b_hh")
+    d.b_sum = NULL if backward else _ptr(a["b_sum"], typenum, GH, "b_sum")
     d.h = _ptr(a["h"], typenum, B * P, "h")
     d.c = _ptr(a["c"], typenum, B * H, "c") if lstm else NULL
     d.gates = _ptr(a["gates"], typenum, N * GH, "gates")

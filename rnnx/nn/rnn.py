@@ -54,6 +54,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
         "w_hr": None if w_hr is None else w_hr.data,
         "h": h, "c": c,
         "gates": take((num_rows, GH), dtype), "hg": take((B, GH), dtype),
+        "b_sum": np.empty(GH, dtype),
     }
     if training:
         bufs["hprev"] = take((num_rows, P), dtype)
