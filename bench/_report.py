@@ -1,0 +1,178 @@
+"""Derived metrics and the Markdown / PNG renderings of a benchmark result."""
+import numpy as np
+
+import _cases
+from _peers import LABELS, LIBS
+
+
+def derive(results, peaks):
+    """Add gflops, pct_peak, vs_torch and (main variants) vs_base to the timed rows."""
+    by_key = {(r["threads"], r["cell"], r["case"], r["phase"], r["variant"], r["lib"]): r
+              for r in results if "median_ms" in r}
+    for (threads, cell, case, phase, variant, lib), r in by_key.items():
+        r["gflops"] = r["gflop"] / (r["median_ms"] / 1e3)
+        r["pct_peak"] = 100 * r["gflops"] / peaks[threads]
+        torch = by_key.get((threads, cell, case, phase, variant, "torch"))
+        r["vs_torch"] = r["median_ms"] / torch["median_ms"] if torch else None
+        if variant == "main" and len(_cases.variants(_cases.CASES[case])) > 1:
+            base_name = _cases.variants(_cases.CASES[case])[1].name
+            base = by_key.get((threads, cell, case, phase, base_name, lib))
+            r["vs_base"] = r["median_ms"] / base["median_ms"] if base else None
+
+
+def _fmt(value, digits=3):
+    if value is None:
+        return "–"
+    if value >= 10 ** digits:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _table(header, rows, align):
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _time_cell(r):
+    if r is None:
+        return "–"
+    if "error" in r:
+        return "error"
+    text = _fmt(r["median_ms"])
+    if r["lib"] != "torch" and r.get("vs_torch") is not None:
+        text += f" ({r['vs_torch']:.2f}×)"
+    return text + (" ⚠" if r.get("agrees") is False else "")
+
+
+def markdown(data):
+    """The whole report as Markdown."""
+    meta, results = data["meta"], data["results"]
+    libs = [lib for lib in LIBS if any(r["lib"] == lib for r in results)]
+    index = {(r["threads"], r["cell"], r["case"], r["phase"], r["variant"], r["lib"]): r
+             for r in results}
+    keys = sorted({(r["cell"], r["case"], r["phase"]) for r in results},
+                  key=lambda k: (_cases.CELLS.index(k[0]), list(_cases.CASES).index(k[1]),
+                                 _cases.PHASES.index(k[2])))
+    threads_list = meta["threads"]
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
+    out = [f"# rnnx benchmark ({meta['date']})", "",
+           f"{meta['cpu']}, {meta['cores']} cores; {versions}.",
+           f"{'Quick' if meta['quick'] else 'Full'} run: median of up to {meta['repeat']} "
+           f"interleaved rounds after {meta['warmup']} warm-up round(s); float32; "
+           f"times in ms.", "",
+           f"1-minute load average {meta['load_avg']['start']:.2f} at the start, "
+           f"{meta['load_avg']['end']:.2f} at the end"
+           + (" (other processes were busy: expect noise, see README)"
+              if meta["load_avg"]["start"] > 0.5 else "") + "."
+           + "".join(f" Worker at {t}: " + ", ".join(f"{k}={v}" for k, v in env.items()) + "."
+                     for t, env in meta["env"].items()), "",
+           f"sgemm peak (NumPy float32 {meta['sgemm_n']}³ matmul, best run before or after "
+           "the cases): " + "; ".join(
+               f"{t} thread{'s' * (t > 1)}: {data['sgemm_peak_gflops'][str(t)]:.1f} GFLOP/s"
+               for t in threads_list) + ".", ""]
+    for t in threads_list:
+        out += [f"## Time per call, threads = {t}", "",
+                "Median ms; in parentheses the time relative to PyTorch's (< 1: faster). "
+                "GFLOP: GEMM FLOPs per call (training = 3 × forward). "
+                "⚠: output differs from rnnx's.", ""]
+        rows = []
+        for cell, case, phase in keys:
+            main = {lib: index.get((t, cell, case, phase, "main", lib)) for lib in libs}
+            rx = main.get("rnnx")
+            any_row = next((r for r in main.values() if r), None)
+            rows.append([cell, case, phase, _fmt(any_row["gflop"]) if any_row else "–"]
+                        + [_time_cell(main[lib]) for lib in libs]
+                        + [_fmt(rx.get("gflops")) if rx else "–",
+                           _fmt(rx.get("pct_peak"), 2) if rx else "–"])
+        out += [_table(["cell", "case", "phase", "GFLOP"] + [LABELS[lib] for lib in libs]
+                       + ["rnnx GFLOP/s", "rnnx % peak"], rows,
+                       "lll" + "r" * (len(libs) + 3)), ""]
+        for kind, title, note in (
+                ("uneven", "Uneven lengths: time / time of the same batch at full lengths",
+                 "Lengths spread evenly over 1..T, so sum(lengths) ≈ T·B/2: a packed "
+                 "implementation should approach 0.5, a padded one stays near 1."),
+                ("denormal", "Inputs × 50: time / time with the same inputs × 1",
+                 "Saturated gates push values into the denormal range; 1 means no slowdown.")):
+            cases = [k for k in keys if _cases.CASES[k[1]].kind == kind]
+            if cases:
+                rows = [[cell, case, phase] + [
+                    _fmt((index.get((t, cell, case, phase, "main", lib)) or {}).get("vs_base"))
+                    for lib in libs] for cell, case, phase in cases]
+                out += [f"### {title} (threads = {t})", "", note, "",
+                        _table(["cell", "case", "phase"] + [LABELS[lib] for lib in libs], rows,
+                               "lll" + "r" * len(libs)), ""]
+    if len(threads_list) > 1:
+        lo, hi = threads_list[0], threads_list[-1]
+        rows = []
+        for cell, case, phase in keys:
+            cells = []
+            for lib in libs:
+                a = index.get((lo, cell, case, phase, "main", lib), {}).get("median_ms")
+                b = index.get((hi, cell, case, phase, "main", lib), {}).get("median_ms")
+                cells.append(_fmt(a / b) if a and b else "–")
+            rows.append([cell, case, phase] + cells)
+        out += [f"## Speed-up from {lo} to {hi} threads (time at {lo} / time at {hi})", "",
+                _table(["cell", "case", "phase"] + [LABELS[lib] for lib in libs], rows,
+                       "lll" + "r" * len(libs)), ""]
+    if data["memory"]:
+        mem = {(m["cell"], m["case"], m["lib"]): m for m in data["memory"]}
+        rows = []
+        for cell, case, phase in keys:
+            if phase != "train" or (cell, case, "rnnx") not in mem:
+                continue
+            a = mem[cell, case, "rnnx"]["peak_mb"]
+            b = mem.get((cell, case, "torch"), {}).get("peak_mb")
+            rows.append([cell, case, _fmt(a), _fmt(b), _fmt(a / b if b else None)])
+        out += ["## Peak memory of one training step (MB)", "",
+                "Peak RSS during one forward + backward minus RSS before it, each library and "
+                f"case in a fresh process ({data['memory'][0]['method']}).", "",
+                _table(["cell", "case", "rnnx", "PyTorch", "rnnx / PyTorch"], rows, "llrrr"), ""]
+    notes = [f"- {LABELS[r['lib']]} on {r['cell']} {r['case']} {r['phase']} "
+             f"({r['variant']}, threads={r['threads']}): {r['error']}"
+             for r in results if "error" in r]
+    notes += [f"- {LABELS.get(lib, lib)} not run: {why}" for lib, why in meta["skipped"].items()]
+    if notes:
+        out += ["## Notes", ""] + notes + [""]
+    detail = [[str(r["threads"]), r["cell"], r["case"], r["phase"], r["variant"],
+               LABELS[r["lib"]], _fmt(r.get("median_ms")), _fmt(r.get("min_ms")),
+               _fmt(r.get("vs_torch")), _fmt(r.get("gflops")), _fmt(r.get("pct_peak"), 2),
+               f"{r['max_rel_err']:.1e}" if "max_rel_err" in r else "–"]
+              for r in results]
+    out += ["<details><summary>All measurements</summary>", "",
+            _table(["threads", "cell", "case", "phase", "variant", "library", "median ms",
+                    "min ms", "× PyTorch", "GFLOP/s", "% peak", "rel. err vs rnnx"], detail,
+                   "llllll" + "r" * 6), "", "</details>", ""]
+    return "\n".join(out)
+
+
+def plot(data, path):
+    """Bar chart of time relative to PyTorch (log scale), one panel per thread count."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    results = [r for r in data["results"] if r["variant"] == "main" and r.get("vs_torch")]
+    threads_list = data["meta"]["threads"]
+    libs = [lib for lib in LIBS if lib != "torch" and any(r["lib"] == lib for r in results)]
+    keys = list(dict.fromkeys((r["cell"], r["case"], r["phase"]) for r in results))
+    fig, axes = plt.subplots(len(threads_list), 1, squeeze=False,
+                             figsize=(max(8, 0.45 * len(keys) + 2), 4.5 * len(threads_list)))
+    width = 0.8 / max(len(libs), 1)
+    for ax, t in zip(axes[:, 0], threads_list):
+        index = {(r["cell"], r["case"], r["phase"], r["lib"]): r["vs_torch"]
+                 for r in results if r["threads"] == t}
+        for j, lib in enumerate(libs):
+            values = [index.get(k + (lib,), np.nan) for k in keys]
+            ax.bar(np.arange(len(keys)) + (j - (len(libs) - 1) / 2) * width, values, width,
+                   label=LABELS[lib])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_ylabel("time / PyTorch time")
+        ax.set_title(f"threads = {t} (lower is faster; 1 = PyTorch)")
+        ax.set_xticks(np.arange(len(keys)))
+        ax.set_xticklabels([" ".join(k) for k in keys], rotation=70, ha="right", fontsize=8)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

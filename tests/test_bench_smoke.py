@@ -1,0 +1,76 @@
+"""Smoke tests of bench/run.py: a --quick run ends well and writes the expected report."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+PEERS = {"torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx"), "jax": ("jax",),
+         "numpy": ("numpy",)}
+
+
+def installed(lib):
+    return all(importlib.util.find_spec(name) for name in PEERS.get(lib, (lib,)))
+
+
+def run_bench(out, *flags):
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "run.py"), "--quick",
+                           "--out", str(out), *flags],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "latest.json") as f:
+        return json.load(f), proc.stdout
+
+
+def test_quick_tiny_run_writes_report(tmp_path):
+    data, printed = run_bench(tmp_path, "--cases", "tiny", "--no-memory")
+    assert set(data) >= {"meta", "sgemm_peak_gflops", "results", "memory"}
+    assert data["memory"] == []
+    threads = data["meta"]["threads"]
+    assert set(data["sgemm_peak_gflops"]) == {str(t) for t in threads}
+    assert all(v > 0 for v in data["sgemm_peak_gflops"].values())
+    results = data["results"]
+    errors = [r for r in results if "error" in r]
+    assert not errors, errors
+    disagree = [r for r in results if r.get("agrees") is False]
+    assert not disagree, disagree
+    timed = {(r["cell"], r["phase"], r["lib"]) for r in results}
+    for cell in ("LSTM", "GRU", "RNN"):
+        for phase in ("train", "infer"):
+            assert (cell, phase, "rnnx") in timed
+            for lib in PEERS:
+                expected = installed(lib) and not (lib == "onnxruntime" and phase == "train")
+                assert ((cell, phase, lib) in timed) == expected, (cell, phase, lib)
+    for r in results:
+        assert set(r) >= {"threads", "cell", "case", "phase", "variant", "lib", "gflop",
+                          "median_ms", "min_ms", "times_ms", "gflops", "pct_peak", "vs_torch"}
+        assert r["median_ms"] > 0 and r["gflops"] > 0 and len(r["times_ms"]) >= 3
+        if installed("torch"):
+            assert r["vs_torch"] > 0
+    md = (tmp_path / "latest.md").read_text()
+    assert md in printed and "| cell | case | phase | GFLOP | rnnx |" in md
+    assert (tmp_path / "latest.png").exists() == (installed("matplotlib") and installed("torch"))
+
+
+def test_without_peers_and_with_variants(tmp_path):
+    """Only rnnx + NumPy: no PyTorch ratios, no chart; the uneven case times its baseline."""
+    data, _ = run_bench(tmp_path, "--cases", "uneven", "--cells", "GRU", "--phases", "infer",
+                        "--libs", "rnnx,numpy", "--no-memory", "--threads", "1")
+    rows = {(r["variant"], r["lib"]): r for r in data["results"]}
+    assert set(rows) == {(v, lib) for v in ("main", "full lengths") for lib in ("rnnx", "numpy")}
+    assert rows["main", "rnnx"]["vs_base"] > 0 and rows["main", "rnnx"]["vs_torch"] is None
+    assert rows["main", "numpy"]["agrees"]
+    assert "chart" in data["meta"]["skipped"]
+    assert not (tmp_path / "latest.png").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_memory_probe():
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "_memory.py"), "rnnx", "1", "1",
+                           "LSTM", "mnist"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout.splitlines()[-1])
+    assert row["lib"] == "rnnx" and row["case"] == "mnist" and row["peak_mb"] >= 0
