@@ -39,10 +39,11 @@ def shuffle_generator(seed):
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(1,))))
 
 
-def evaluate(model, loss_fn, x, y, batch_size=1000, before_batch=None):
+def evaluate(model, loss_fn, x, y, batch_size=1000, before_batch=None, lengths=None):
     """(mean loss, accuracy) of model on (x, y) in eval mode, in batches; accuracy (the fraction
     of argmax(output) == y) is None unless y holds integer class labels. Modes are restored.
-    before_batch (optional) is called before each batch."""
+    before_batch (optional) is called before each batch. lengths (optional, one per sample):
+    the valid length of each padded sequence, passed on as model(xb, lengths=...)."""
     modes = [(m, m.training) for m in (model, loss_fn)]
     model.eval()
     loss_fn.eval()
@@ -51,14 +52,20 @@ def evaluate(model, loss_fn, x, y, batch_size=1000, before_batch=None):
         for start in range(0, len(x), batch_size):
             if before_batch is not None:
                 before_batch()
-            out = model(x[start:start + batch_size])
-            yb = y[start:start + batch_size]
+            rows = slice(start, start + batch_size)
+            out = _forward(model, x[rows], None if lengths is None else lengths[rows])
+            yb = y[rows]
             loss_sum += float(loss_fn(out, yb)) * len(yb)
             correct += _count_correct(out, yb)
     finally:
         for m, mode in modes:
             m.train(mode)
     return loss_sum / len(x), (correct / len(x) if _is_classification(y) else None)
+
+
+def _forward(model, xb, lengths):
+    """model(xb), with lengths= for padded sequences."""
+    return model(xb) if lengths is None else model(xb, lengths=lengths)
 
 
 def _is_classification(y):
@@ -224,18 +231,27 @@ class Trainer:
             self._saved_at = self._where()
 
     # -- training -------------------------------------------------------------------------
-    def evaluate(self, x, y):
+    def evaluate(self, x, y, lengths=None):
         """(mean loss, accuracy) on (x, y); see evaluate(). A Ctrl-C during fit stops it
         between batches."""
-        return evaluate(self.model, self.loss_fn, x, y, self.eval_batch_size, self._check_stop)
+        return evaluate(self.model, self.loss_fn, x, y, self.eval_batch_size, self._check_stop,
+                        lengths)
 
-    def fit(self, x, y, epochs, eval_data=None):
+    def fit(self, x, y, epochs, eval_data=None, lengths=None):
         """Train until `epochs` epochs are complete (counting those of a restored checkpoint);
         returns the history, one dict per epoch: epoch, train_seconds (the epoch's training
-        steps alone), train_loss, train_accuracy, test_loss, test_accuracy, lr."""
+        steps alone), train_loss, train_accuracy, test_loss, test_accuracy, lr.
+
+        Padded sequences: lengths (one per sample) goes to the model as
+        model(xb, lengths=...) with each batch; eval_data may then be (x, y, lengths)."""
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"x and y must hold the same positive number of samples, got "
                              f"{len(x)} and {len(y)}")
+        if lengths is not None:
+            lengths = np.asarray(lengths)
+            if lengths.shape != (len(x),):
+                raise ValueError(f"lengths must hold one length per sample: expected shape "
+                                 f"({len(x)},), got {lengths.shape}")
         if self.step and self._train_size != len(x):
             raise ValueError(f"the interrupted epoch was over {self._train_size} samples, "
                              f"got {len(x)}")
@@ -244,13 +260,13 @@ class Trainer:
         with self._deferred_sigint():
             try:
                 while self.epoch < epochs:
-                    self._run_epoch(x, y, epochs, eval_data)
+                    self._run_epoch(x, y, lengths, epochs, eval_data)
             except KeyboardInterrupt:
                 self._on_interrupt()
                 raise
         return self.history
 
-    def _run_epoch(self, x, y, epochs, eval_data):
+    def _run_epoch(self, x, y, lengths, epochs, eval_data):
         steps = -(-len(x) // self.batch_size)
         self._epoch_start_state = self.rng.bit_generator.state
         order = self.rng.permutation(len(x))
@@ -259,7 +275,8 @@ class Trainer:
             self._check_stop()
             t0 = time.perf_counter()
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            loss, correct = self._train_step(x[idx], y[idx], b, steps)
+            loss, correct = self._train_step(x[idx], y[idx], b, steps,
+                                             None if lengths is None else lengths[idx])
             run["loss_sum"] += loss * len(idx)
             run["correct"] += correct
             run["seen"] += len(idx)
@@ -273,11 +290,11 @@ class Trainer:
             test_loss, test_acc = self.evaluate(*eval_data)
         self._finish_epoch(y, test_loss, test_acc, epochs)
 
-    def _train_step(self, xb, yb, b, steps):
+    def _train_step(self, xb, yb, b, steps, lengths=None):
         """One optimisation step; returns (loss, number of correct predictions)."""
         self.optimizer.zero_grad()
         try:
-            out = self.model(xb)
+            out = _forward(self.model, xb, lengths)
             loss = float(self.loss_fn(out, yb))
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss} at epoch {self.epoch + 1}, step "
