@@ -167,6 +167,9 @@ def _onnxruntime(cell, shape, weights, x, grad_out, lengths, phase, threads):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # ORT's pool threads spin after each call by default, taking the cores from whichever
+    # library the interleaved rounds time next; they sleep here, as the others' threads do.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = onnx_model(cell, shape, weights, lengths is not None)
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
