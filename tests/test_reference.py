@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnnx
+from helpers import assert_close
 from rnnx import _reference as ref
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -56,13 +57,6 @@ def make_module(mode, I, H, num_layers=1, bidirectional=False, bias=True, proj_s
     return rnnx.RNN(I, H, nonlinearity="relu" if mode == "RNN_RELU" else "tanh", **kw)
 
 
-def assert_close(got, want, tol, what=""):
-    """|got - want| <= tol * (|want| + max|want|) elementwise (relative to the array's scale)."""
-    got = np.asarray(got, dtype=np.float64)
-    want = np.asarray(want, dtype=np.float64)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    scale = max(np.abs(want).max(initial=0.0), 1e-3)
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, err_msg=what)
 
 
 def compare_with_reference(mode, T, B, I, H, num_layers=1, bidirectional=False, bias=True,
