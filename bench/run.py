@@ -91,6 +91,10 @@ def worker_env(threads, cores):
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    # OpenBLAS's idle threads (NumPy's matmuls) spin for about 2^28 cycles by default, taking
+    # the cores from whichever library is timed next; 2^4 makes them sleep at once, as the
+    # OpenMP (PASSIVE) and ONNX Runtime threads do.
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     if threads == 1:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                             "intra_op_parallelism_threads=1").strip()
