@@ -60,8 +60,6 @@ ctypedef cnp.intp_t intp
 cdef struct Dir:
     # Everything one direction of one layer reads and writes; NULL where unused.
     # Forward: weights, initial state, running state (ends as h_n/c_n), workspaces.
-    void *w_ih       # (G*H, I)
-    void *w_hh       # (G*H, P)
     void *w_hh_panels  # w_hh.T (forward) or w_hh (backward) packed in panels (microgemm.h)
     void *w_ih_panels  # w_ih.T (forward) or w_ih (backward) packed in panels
     void *b_ih       # (G*H,)  zeros when the module has no bias
@@ -297,7 +295,6 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     dhn in hn); h, c hold dh_n, dc_n on entry and dh0, dc0 on return."""
     cdef unsigned int fp_mode = rnnx_flush_denormals()
     cdef intp GH = NUM_GATES[cell] * H
-    cdef const floating *w_hh = <floating *> d.w_hh
     cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef floating *dh = <floating *> d.h
@@ -646,8 +643,6 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     """Checks one direction's arrays and stores their data pointers in d."""
     cdef intp GH = NUM_GATES[cell] * H
     cdef bint lstm = cell == LSTM, gru = cell == GRU
-    d.w_ih = _ptr(a["w_ih"], typenum, GH * I, "w_ih")
-    d.w_hh = _ptr(a["w_hh"], typenum, GH * P, "w_hh")
     # The B operands of the step GEMMs in zero-padded panels of pw = 64 bytes of columns:
     # w_hh.T (P, GH) and w_ih.T (I, GH) forward, w_hh (GH, P) and w_ih (GH, I) backward.
     cdef intp pw = 16 if typenum == cnp.NPY_FLOAT32 else 8

@@ -47,7 +47,6 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     GH = NUM_GATES[cell] * H
     take = POOL.take
     bufs = {
-        "w_ih": w_ih.data, "w_hh": w_hh.data,
         "w_hh_panels": panels(w_hh.data.T), "w_ih_panels": panels(w_ih.data.T),
         "b_ih": zero_bias if b_ih is None else b_ih.data,
         "b_hh": zero_bias if b_hh is None else b_hh.data,
@@ -154,7 +153,8 @@ class _Batch:
         return out
 
     def to_caller(self, packed):
-        """Packed output -> the caller's form (PackedSequence, padded, batch_first, unbatched)."""
+        """Packed rows (the output, or the input gradient) -> the caller's form (PackedSequence,
+        padded with zeros past each end, batch_first, unbatched)."""
         if self.form == "packed":
             return PackedSequence(packed, self.batch_sizes, self.sorted_indices,
                                   self.unsorted_indices)
@@ -184,13 +184,6 @@ class _Batch:
         elif self.batch_first:
             grad = grad.transpose(1, 0, 2)
         return np.ascontiguousarray(self.pack(grad))
-
-    def input_grad(self, packed):
-        """Packed input gradient -> the caller's input form (zeros past each end)."""
-        if self.form == "packed":
-            return PackedSequence(packed, self.batch_sizes, self.sorted_indices,
-                                  self.unsorted_indices)
-        return self.to_caller(packed)
 
 
 class _Record:
@@ -456,7 +449,7 @@ class RNNBase(Module):
                 if mask is not None:
                     grad_in *= mask
             grad = grad_in
-        grad_x = batch.input_grad(grad)
+        grad_x = batch.to_caller(grad)
         grad_h0 = self._final_state(dh, batch)
         if rec.has_c:
             return grad_x, (grad_h0, self._final_state(dc, batch))
