@@ -610,13 +610,15 @@ def test_results_do_not_depend_on_thread_count(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_unidirectional_large_batch_does_not_depend_on_thread_count(mode):
-    """One direction, 300 rows: the parallel tasks are row blocks only."""
+@pytest.mark.parametrize("B, skewed", [(300, False), (16, True)])
+def test_unidirectional_row_blocks_do_not_change_results(mode, B, skewed):
+    """One direction: the parallel tasks are row blocks only, cut by the thread count and
+    balanced by packed rows (skewed: one long sequence among length-1 ones)."""
     m = make(mode, 2, 3, dtype=np.float32, num_layers=2)
     r = np.random.default_rng(13)
-    x = r.standard_normal((4, 300, 2)).astype(np.float32)
-    go = r.standard_normal((4, 300, 3)).astype(np.float32)
-    lengths = r.integers(1, 5, 300)
+    x = r.standard_normal((4, B, 2)).astype(np.float32)
+    go = r.standard_normal((4, B, 3)).astype(np.float32)
+    lengths = np.ones(B, dtype=np.int64) if skewed else r.integers(1, 5, B)
     lengths[7] = 4
     saved = rnnx.get_num_threads()
     try:

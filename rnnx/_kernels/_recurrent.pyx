@@ -429,18 +429,43 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
 # Python entry points. Every array is checked here (type, dtype, C order, size), so that
 # whatever the caller passes, the nogil code only touches memory it owns.
 
-cdef inline intp _row_blocks(intp B) noexcept nogil:
-    """Number of fixed blocks the batch rows are split into: a function of B alone."""
-    cdef intp k = (B + 32) // 64
-    return 1 if k < 1 else (8 if k > 8 else k)
+DEF MAX_BLOCKS = 64
+DEF MIN_BLOCK_ROWS = 8
 
 
-cdef void _forward_task(int typenum, int cell, bint training, intp task, intp nblocks, intp T,
-                        const intp *bs, const intp *of, intp B, intp H, intp P, void *out,
+cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp *nblocks,
+                      intp *bounds) noexcept nogil:
+    """Cut the batch rows of each direction into nblocks[0] blocks [bounds[b], bounds[b+1]),
+    enough for ndir * nblocks tasks to fill num_threads threads, each block at least
+    MIN_BLOCK_ROWS rows and holding about the same number of packed rows (rows are sorted by
+    length, so equal row counts would load the first block most). Every row's arithmetic is
+    the same whichever block runs it, so the result does not depend on the blocks."""
+    cdef intp B = bs[0], n = (num_threads + ndir - 1) // ndir, total = 0, done = 0, r, t, blk
+    if n > B // MIN_BLOCK_ROWS:
+        n = B // MIN_BLOCK_ROWS
+    n = 1 if n < 1 else (MAX_BLOCKS if n > MAX_BLOCKS else n)
+    nblocks[0] = n
+    for t in range(T):
+        total += bs[t]
+    bounds[0] = 0
+    blk = 1
+    t = T
+    for r in range(B):
+        while t > 0 and bs[t - 1] <= r:  # row r is t steps long
+            t -= 1
+        done += t
+        if blk < n and done * n >= blk * total:
+            bounds[blk] = r + 1
+            blk += 1
+    while blk <= n:
+        bounds[blk] = B
+        blk += 1
+
+
+cdef void _forward_task(int typenum, int cell, bint training, intp k, intp r0, intp r1, intp T,
+                        const intp *bs, const intp *of, intp H, intp P, void *out,
                         intp ld, Dir *dirs) noexcept nogil:
-    """Task = (direction, row block); direction 1 runs in reverse."""
-    cdef intp k = task // nblocks, blk = task % nblocks
-    cdef intp r0 = blk * B // nblocks, r1 = (blk + 1) * B // nblocks
+    """Rows [r0, r1) of direction k (1 runs in reverse)."""
     if typenum == cnp.NPY_FLOAT32:
         _recur_forward[float](cell, training, k == 1, T, bs, of, r0, r1, H, P,
                               <float *> out + k * P, ld, &dirs[k])
@@ -449,11 +474,9 @@ cdef void _forward_task(int typenum, int cell, bint training, intp task, intp nb
                                <double *> out + k * P, ld, &dirs[k])
 
 
-cdef void _backward_task(int typenum, int cell, intp task, intp nblocks, intp T, const intp *bs,
-                         const intp *of, intp B, intp H, intp P, void *dout, intp ld,
+cdef void _backward_task(int typenum, int cell, intp k, intp r0, intp r1, intp T, const intp *bs,
+                         const intp *of, intp H, intp P, void *dout, intp ld,
                          Dir *dirs) noexcept nogil:
-    cdef intp k = task // nblocks, blk = task % nblocks
-    cdef intp r0 = blk * B // nblocks, r1 = (blk + 1) * B // nblocks
     if typenum == cnp.NPY_FLOAT32:
         _recur_backward[float](cell, k == 1, T, bs, of, r0, r1, H, P,
                                <float *> dout + k * P if dout != NULL else NULL, ld, &dirs[k])
@@ -463,26 +486,24 @@ cdef void _backward_task(int typenum, int cell, intp task, intp nblocks, intp T,
 
 
 cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp ndir, intp T,
-                     const intp *bs, const intp *of, intp B, intp H, intp P, void *buf, intp ld,
+                     const intp *bs, const intp *of, intp H, intp P, void *buf, intp ld,
                      Dir *dirs, int num_threads) noexcept nogil:
     """Run every (direction, row block) task of the time loop, on parallel threads when there
     are several tasks."""
-    cdef intp nblocks = _row_blocks(B), ntasks = ndir * nblocks, task
+    cdef intp nblocks, ntasks, task, k, blk
+    cdef intp[MAX_BLOCKS + 1] bounds
+    _row_blocks(T, bs, ndir, num_threads, &nblocks, bounds)
+    ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
-    if threads > 1:
-        for task in prange(ntasks, num_threads=threads, schedule="static"):
-            if forward:
-                _forward_task(typenum, cell, training, task, nblocks, T, bs, of, B, H, P, buf,
-                              ld, dirs)
-            else:
-                _backward_task(typenum, cell, task, nblocks, T, bs, of, B, H, P, buf, ld, dirs)
-    else:
-        for task in range(ntasks):
-            if forward:
-                _forward_task(typenum, cell, training, task, nblocks, T, bs, of, B, H, P, buf,
-                              ld, dirs)
-            else:
-                _backward_task(typenum, cell, task, nblocks, T, bs, of, B, H, P, buf, ld, dirs)
+    for task in prange(ntasks, num_threads=threads, schedule="static", use_threads_if=threads > 1):
+        k = task // nblocks
+        blk = task % nblocks
+        if forward:
+            _forward_task(typenum, cell, training, k, bounds[blk], bounds[blk + 1], T, bs, of,
+                          H, P, buf, ld, dirs)
+        else:
+            _backward_task(typenum, cell, k, bounds[blk], bounds[blk + 1], T, bs, of, H, P,
+                           buf, ld, dirs)
 
 
 cdef void *_ptr(object a, int typenum, intp need, str name) except? NULL:
@@ -576,7 +597,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
                 _project_inputs[float](cell, N, I, H, <float *> xp, I, &dirs[k], num_threads)
             else:
                 _project_inputs[double](cell, N, I, H, <double *> xp, I, &dirs[k], num_threads)
-        _run_tasks(True, typenum, cell, training, ndir, T, bs, of, B, H, P, op, ndir * P, dirs,
+        _run_tasks(True, typenum, cell, training, ndir, T, bs, of, H, P, op, ndir * P, dirs,
                    num_threads)
 
 
@@ -614,7 +635,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
-        _run_tasks(False, typenum, cell, True, ndir, T, bs, of, B, H, P, gop, ld, dirs,
+        _run_tasks(False, typenum, cell, True, ndir, T, bs, of, H, P, gop, ld, dirs,
                    num_threads)
         for k in range(ndir):
             if typenum == cnp.NPY_FLOAT32:
