@@ -35,6 +35,41 @@ static inline void NAME##_store(T *p, V v0, V v1, ptrdiff_t nj, int accumulate) 
     memcpy(row + W, &v1, sizeof v1);                                                          \
     for (ptrdiff_t q = 0; q < nj; q++) p[q] = accumulate ? p[q] + row[q] : row[q];            \
 }                                                                                             \
+/* One row of C (n columns) = a (k, strided by aps) @ B [+ C]: four panels at a time, so    \
+   that eight independent accumulators hide the FMA latency (batch 1 is this row alone). */  \
+static void NAME##_row(ptrdiff_t n, ptrdiff_t k, const T *a, ptrdiff_t aps, const T *Bp,      \
+                       ptrdiff_t panel_stride, int accumulate, T *c) {                        \
+    ptrdiff_t j, p;                                                                           \
+    for (j = 0; j + 6 * W < n; j += 8 * W) {           /* a fourth panel starts before n */   \
+        const T *b0 = Bp + j / (2 * W) * panel_stride, *b1 = b0 + panel_stride,              \
+                *b2 = b1 + panel_stride, *b3 = b2 + panel_stride;                             \
+        V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0},        \
+          c31 = {0};                                                                          \
+        for (p = 0; p < k; p++) {                                                             \
+            T av = a[p * aps];                                                                \
+            ptrdiff_t q = 2 * W * p;                                                          \
+            c00 += av * NAME##_load(b0 + q); c01 += av * NAME##_load(b0 + q + W);             \
+            c10 += av * NAME##_load(b1 + q); c11 += av * NAME##_load(b1 + q + W);             \
+            c20 += av * NAME##_load(b2 + q); c21 += av * NAME##_load(b2 + q + W);             \
+            c30 += av * NAME##_load(b3 + q); c31 += av * NAME##_load(b3 + q + W);             \
+        }                                                                                     \
+        NAME##_store(c + j, c00, c01, 2 * W, accumulate);                                     \
+        NAME##_store(c + j + 2 * W, c10, c11, 2 * W, accumulate);                             \
+        NAME##_store(c + j + 4 * W, c20, c21, 2 * W, accumulate);                             \
+        NAME##_store(c + j + 6 * W, c30, c31, n - j - 6 * W < 2 * W ? n - j - 6 * W : 2 * W,  \
+                     accumulate);                                                             \
+    }                                                                                         \
+    for (; j < n; j += 2 * W) {                                                               \
+        const T *b0 = Bp + j / (2 * W) * panel_stride;                                        \
+        V c00 = {0}, c01 = {0};                                                               \
+        for (p = 0; p < k; p++) {                                                             \
+            T av = a[p * aps];                                                                \
+            c00 += av * NAME##_load(b0 + 2 * W * p);                                          \
+            c01 += av * NAME##_load(b0 + 2 * W * p + W);                                      \
+        }                                                                                     \
+        NAME##_store(c + j, c00, c01, n - j < 2 * W ? n - j : 2 * W, accumulate);             \
+    }                                                                                         \
+}                                                                                             \
 /* C (m, n) = A (m, k) @ B (k, n) [+ C when accumulate]; A[i, p] = A[i * ars + p * aps]      \
    (row-major A: ars = lda, aps = 1; A stored transposed: ars = 1, aps = lda); ldc: row       \
    stride of C; Bp: B in ceil(n / 2W) zero-padded panels (see above) that start panel_stride \
@@ -71,16 +106,9 @@ static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ar
             NAME##_store(c, c40, c41, nj, accumulate); c += ldc;                              \
             NAME##_store(c, c50, c51, nj, accumulate);                                        \
         }                                                                                     \
-        for (; i < i1; i++) {                                                                 \
-            const T *a0 = A + i * ars;                                                        \
-            V c00 = {0}, c01 = {0};                                                           \
-            for (p = 0; p < k; p++) {                                                         \
-                c00 += a0[p * aps] * NAME##_load(panel + 2 * W * p);                          \
-                c01 += a0[p * aps] * NAME##_load(panel + 2 * W * p + W);                      \
-            }                                                                                 \
-            NAME##_store(C + i * ldc + j, c00, c01, nj, accumulate);                          \
-        }                                                                                     \
     }                                                                                         \
+    for (i = i0 + (i1 - i0) / 6 * 6; i < i1; i++)     /* the last rows, one by one */         \
+        NAME##_row(n, k, A + i * ars, aps, Bp, panel_stride, accumulate, C + i * ldc);        \
     }                                                                                         \
 }
 
