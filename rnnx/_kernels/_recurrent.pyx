@@ -94,6 +94,17 @@ cdef extern from "vmath.h":
     void rnnx_tanh_d(double *a, intp n) noexcept nogil
 
 
+cdef extern from "gates.h":
+    void rnnx_lstm_forward_row_f(intp H, float *g, const float *hr, const float *b, float *c,
+                                 float *m) noexcept nogil
+    void rnnx_lstm_forward_row_d(intp H, double *g, const double *hr, const double *b,
+                                 double *c, double *m) noexcept nogil
+    void rnnx_lstm_backward_row_f(intp H, float *g, const float *cn, const float *cp,
+                                  const float *dm, float *dc) noexcept nogil
+    void rnnx_lstm_backward_row_d(intp H, double *g, const double *cn, const double *cp,
+                                  const double *dm, double *dc) noexcept nogil
+
+
 cdef extern from "microgemm.h":
     void rnnx_sgemm_nn(intp m, intp n, intp k, const float *a, intp ars, intp aps,
                        const float *bp, intp panel_stride, int accumulate, float *c,
@@ -239,22 +250,15 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
             hr = hg + (r0 + r) * GH
             hrow = h + (r0 + r) * P
             if cell == LSTM:
-                for j in range(GH):
-                    xg[j] += hr[j] + b_sum[j]
-                _sigmoid(xg, 2 * H)
-                _tanh(xg + 2 * H, H)
-                _sigmoid(xg + 3 * H, H)
                 crow = c + (r0 + r) * H
                 mrow = mstep + r * H if w_hr != NULL else hrow
-                for j in range(H):
-                    # c' = f * c + i * g
-                    crow[j] = xg[H + j] * crow[j] + xg[j] * xg[2 * H + j]
-                    mrow[j] = crow[j]
+                # i, f, g, o = gates; c' = f * c + i * g; m = o * tanh(c')
+                if floating is float:
+                    rnnx_lstm_forward_row_f(H, xg, hr, b_sum, crow, mrow)
+                else:
+                    rnnx_lstm_forward_row_d(H, xg, hr, b_sum, crow, mrow)
                 if training:
                     memcpy(<floating *> d.cbuf + (off + r) * H, crow, H * sizeof(floating))
-                _tanh(mrow, H)
-                for j in range(H):
-                    mrow[j] *= xg[3 * H + j]      # m = o * tanh(c')
             elif cell == GRU:
                 for j in range(2 * H):
                     xg[j] += hr[j] + b_sum[j]
@@ -308,11 +312,10 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef floating *hnb = <floating *> d.hn
     cdef floating *xg
     cdef floating *dmrow
-    cdef floating *tcrow
     cdef const floating *dorow
     cdef intp s, t, n, off, r, j, k
     cdef intp rr
-    cdef floating gi, gf, gg, go, tc, dmv, dct, hv, gr, z, dhv, dnp, dr, dz
+    cdef floating gg, hv, gr, z, dhv, dnp, dr, dz
 
     for s in range(T):
         t = s if reverse else T - 1 - s
@@ -336,22 +339,10 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
             rr = r0 + r     # row in the batch-indexed state buffers
             if cell == LSTM:
                 dmrow = dm + rr * H if w_hr != NULL else dh + rr * P
-                tcrow = dgh + rr * GH
-                memcpy(tcrow, cbuf + k, H * sizeof(floating))
-                _tanh(tcrow, H)
-                for j in range(H):
-                    gi = xg[j]
-                    gf = xg[H + j]
-                    gg = xg[2 * H + j]
-                    go = xg[3 * H + j]
-                    tc = tcrow[j]
-                    dmv = dmrow[j]
-                    dct = dc[rr * H + j] + dmv * go * (1 - tc * tc)
-                    dc[rr * H + j] = dct * gf
-                    xg[j] = dct * gg * gi * (1 - gi)
-                    xg[H + j] = dct * cprev[k + j] * gf * (1 - gf)
-                    xg[2 * H + j] = dct * gi * (1 - gg * gg)
-                    xg[3 * H + j] = dmv * tc * go * (1 - go)
+                if floating is float:
+                    rnnx_lstm_backward_row_f(H, xg, cbuf + k, cprev + k, dmrow, dc + rr * H)
+                else:
+                    rnnx_lstm_backward_row_d(H, xg, cbuf + k, cprev + k, dmrow, dc + rr * H)
             elif cell == GRU:
                 for j in range(H):
                     gr = xg[j]
