@@ -439,6 +439,7 @@ def test_manual_seed_gives_identical_init(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_default_init_range(mode):
     H = 9
+    rnnx.manual_seed(0)  # seeded: an unlucky draw could leave a 9-value bias below bound / 2
     m = make(mode, 5, H, num_layers=2, bidirectional=True)
     bound = 1 / np.sqrt(H)
     for name, p in m.named_parameters():
