@@ -103,6 +103,14 @@ cdef extern from "gates.h":
                                   const float *dm, float *dc) noexcept nogil
     void rnnx_lstm_backward_row_d(intp H, double *g, const double *cn, const double *cp,
                                   const double *dm, double *dc) noexcept nogil
+    void rnnx_gru_forward_row_f(intp H, float *g, const float *hr, const float *b,
+                                const float *bhn, float *hn, float *h) noexcept nogil
+    void rnnx_gru_forward_row_d(intp H, double *g, const double *hr, const double *b,
+                                const double *bhn, double *hn, double *h) noexcept nogil
+    void rnnx_gru_backward_row_f(intp H, float *g, float *hn, const float *hp, float *dgh,
+                                 float *dh) noexcept nogil
+    void rnnx_gru_backward_row_d(intp H, double *g, double *hn, const double *hp, double *dgh,
+                                 double *dh) noexcept nogil
 
 
 cdef extern from "microgemm.h":
@@ -260,17 +268,12 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
                 if training:
                     memcpy(<floating *> d.cbuf + (off + r) * H, crow, H * sizeof(floating))
             elif cell == GRU:
-                for j in range(2 * H):
-                    xg[j] += hr[j] + b_sum[j]
-                _sigmoid(xg, 2 * H)
+                # r, z, n = gates; h' = n + z * (h - n), hn = W_hn h + b_hn kept for backward
                 hnrow = <floating *> d.hn + (off + r) * H if training else hr + 2 * H
-                for j in range(H):
-                    hnrow[j] = hr[2 * H + j] + b_hh[2 * H + j]       # W_hn h + b_hn
-                    xg[2 * H + j] += b_sum[2 * H + j] + xg[j] * hnrow[j]
-                _tanh(xg + 2 * H, H)
-                for j in range(H):
-                    # h' = n + z * (h - n)
-                    hrow[j] = xg[2 * H + j] + xg[H + j] * (hrow[j] - xg[2 * H + j])
+                if floating is float:
+                    rnnx_gru_forward_row_f(H, xg, hr, b_sum, b_hh + 2 * H, hnrow, hrow)
+                else:
+                    rnnx_gru_forward_row_d(H, xg, hr, b_sum, b_hh + 2 * H, hnrow, hrow)
             else:
                 for j in range(H):
                     xg[j] += hr[j] + b_sum[j]
@@ -315,7 +318,7 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef const floating *dorow
     cdef intp s, t, n, off, r, j, k
     cdef intp rr
-    cdef floating gg, hv, gr, z, dhv, dnp, dr, dz
+    cdef floating hv
 
     for s in range(T):
         t = s if reverse else T - 1 - s
@@ -344,22 +347,12 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
                 else:
                     rnnx_lstm_backward_row_d(H, xg, cbuf + k, cprev + k, dmrow, dc + rr * H)
             elif cell == GRU:
-                for j in range(H):
-                    gr = xg[j]
-                    z = xg[H + j]
-                    gg = xg[2 * H + j]
-                    dhv = dh[rr * P + j]
-                    dnp = dhv * (1 - z) * (1 - gg * gg)
-                    dr = dnp * hnb[k + j] * gr * (1 - gr)
-                    dz = dhv * (hprev[(off + r) * P + j] - gg) * z * (1 - z)
-                    xg[j] = dr
-                    xg[H + j] = dz
-                    xg[2 * H + j] = dnp
-                    hnb[k + j] = dnp * gr
-                    dgh[rr * GH + j] = dr
-                    dgh[rr * GH + H + j] = dz
-                    dgh[rr * GH + 2 * H + j] = dnp * gr
-                    dh[rr * P + j] = dhv * z
+                if floating is float:
+                    rnnx_gru_backward_row_f(H, xg, hnb + k, hprev + (off + r) * P,
+                                            dgh + rr * GH, dh + rr * P)
+                else:
+                    rnnx_gru_backward_row_d(H, xg, hnb + k, hprev + (off + r) * P,
+                                            dgh + rr * GH, dh + rr * P)
             else:
                 for j in range(H):
                     hv = xg[j]

@@ -1,13 +1,21 @@
-/* Fused per-row gate loops of the LSTM, one pass over the H units of a batch row.
+/* Fused per-row gate loops of the LSTM and the GRU, one pass over the H units of a batch row.
  *
- * Forward, with x the projected input plus biases already in g and hr = W_hh h:
+ * LSTM forward, with x the projected input plus biases already in g and hr = W_hh h:
  *   i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (g + (hr + b)) in blocks of H
  *   c' = f * c + i * g;   m = o * tanh(c')
  * g keeps the activated gates for the backward pass. Backward, from dm = dL/dm and
  * dc = dL/dc' (updated in place to dL/dc), g holding the activated gates and c' = cn:
  *   tc = tanh(c');  dc~ = dc + dm * o * (1 - tc^2)
  *   dc <- dc~ * f;  g <- d(pre-activation) of i, f, g, o
- * Every array is distinct (restrict), so each loop compiles to SIMD code.
+ * GRU forward, with b = b_ih + b_hh for r, z and b_ih for n, bhn = b_hn:
+ *   r, z = sigmoid(g + (hr + b));  hn = hr_n + bhn;  n = tanh(g_n + (b_n + r * hn))
+ *   h' = n + z * (h - n)
+ * g keeps r, z, n and hn is saved for the backward pass. GRU backward, from dh = dL/dh'
+ * (updated in place to the direct part z * dh of dL/dh) and hp = h:
+ *   dn = dh (1 - z)(1 - n^2);  dr = dn hn r (1 - r);  dz = dh (hp - n) z (1 - z)
+ *   g <- dr, dz, dn;  hn <- dn r;  dgh <- dr, dz, dn r  (the recurrent GEMM's operand)
+ * Arrays are distinct (restrict) except the GRU forward's hn, which at inference may be
+ * hr's n block itself (element j read, then written): ivdep keeps that loop SIMD too.
  */
 #ifndef RNNX_GATES_H
 #define RNNX_GATES_H
@@ -43,7 +51,39 @@ static void rnnx_lstm_backward_row_##SUFFIX(ptrdiff_t H, T *restrict g, const T 
     }                                                                                         \
 }
 
+#define RNNX_DEFINE_GRU_ROWS(SUFFIX, T, SIG, TANH)                                            \
+static void rnnx_gru_forward_row_##SUFFIX(ptrdiff_t H, T *restrict g, const T *hr,            \
+                                          const T *restrict b, const T *restrict bhn, T *hn,  \
+                                          T *restrict h) {                                    \
+    _Pragma("GCC ivdep")                                                                      \
+    for (ptrdiff_t j = 0; j < H; j++) {                                                       \
+        T gr = SIG(g[j] + (hr[j] + b[j]));                                                    \
+        T gz = SIG(g[H + j] + (hr[H + j] + b[H + j]));                                        \
+        T hnv = hr[2 * H + j] + bhn[j];                                                       \
+        T gn = TANH(g[2 * H + j] + (b[2 * H + j] + gr * hnv));                                \
+        g[j] = gr; g[H + j] = gz; g[2 * H + j] = gn;                                          \
+        hn[j] = hnv;                                                                          \
+        h[j] = gn + gz * (h[j] - gn);                                                         \
+    }                                                                                         \
+}                                                                                             \
+static void rnnx_gru_backward_row_##SUFFIX(ptrdiff_t H, T *restrict g, T *restrict hn,        \
+                                           const T *restrict hp, T *restrict dgh,             \
+                                           T *restrict dh) {                                  \
+    for (ptrdiff_t j = 0; j < H; j++) {                                                       \
+        T gr = g[j], gz = g[H + j], gn = g[2 * H + j], dhv = dh[j];                           \
+        T dn = dhv * (1 - gz) * (1 - gn * gn);                                                \
+        T dr = dn * hn[j] * gr * (1 - gr);                                                    \
+        T dz = dhv * (hp[j] - gn) * gz * (1 - gz);                                            \
+        g[j] = dr; g[H + j] = dz; g[2 * H + j] = dn;                                          \
+        hn[j] = dn * gr;                                                                      \
+        dgh[j] = dr; dgh[H + j] = dz; dgh[2 * H + j] = dn * gr;                               \
+        dh[j] = dhv * gz;                                                                     \
+    }                                                                                         \
+}
+
 RNNX_DEFINE_LSTM_ROWS(f, float, rnnx_sigmoidf, rnnx_tanhf)
 RNNX_DEFINE_LSTM_ROWS(d, double, rnnx_sigmoid, rnnx_tanh)
+RNNX_DEFINE_GRU_ROWS(f, float, rnnx_sigmoidf, rnnx_tanhf)
+RNNX_DEFINE_GRU_ROWS(d, double, rnnx_sigmoid, rnnx_tanh)
 
 #endif
