@@ -68,7 +68,10 @@ cdef struct Dir:
     void *w_hr       # (P, H) LSTM projection, or NULL
     void *h          # (B, P) running hidden state: h0 in, h_n out; backward: dh_n in, dh0 out
     void *c          # (B, H) running cell state (LSTM); backward: dc_n in, dc0 out
-    void *gates      # (N, G*H) projected input -> activated gates -> gate gradients
+    void *x          # (N, I) the layer input (forward, when projected step by step)
+    void *xs         # (B, G*H) input projection of one step (forward, step by step), or NULL
+    void *gates      # (N, G*H) [input projections of every step, when projected up front ->]
+                     # activated gates (training) -> gate gradients (backward)
     void *hg         # (B, G*H) recurrent GEMM result for one step; backward scratch
     void *hprev      # (N, P) hidden state entering each step (training)
     void *cbuf       # (N, H) cell state leaving each step (LSTM training)
@@ -95,18 +98,19 @@ cdef extern from "vmath.h":
 
 
 cdef extern from "gates.h":
-    void rnnx_lstm_forward_row_f(intp H, float *g, const float *hr, const float *b, float *c,
-                                 float *m) noexcept nogil
-    void rnnx_lstm_forward_row_d(intp H, double *g, const double *hr, const double *b,
-                                 double *c, double *m) noexcept nogil
+    void rnnx_lstm_forward_row_f(intp H, const float *x, const float *hr, const float *b,
+                                 float *g, float *c, float *m) noexcept nogil
+    void rnnx_lstm_forward_row_d(intp H, const double *x, const double *hr, const double *b,
+                                 double *g, double *c, double *m) noexcept nogil
     void rnnx_lstm_backward_row_f(intp H, float *g, const float *cn, const float *cp,
                                   const float *dm, float *dc) noexcept nogil
     void rnnx_lstm_backward_row_d(intp H, double *g, const double *cn, const double *cp,
                                   const double *dm, double *dc) noexcept nogil
-    void rnnx_gru_forward_row_f(intp H, float *g, const float *hr, const float *b,
-                                const float *bhn, float *hn, float *h) noexcept nogil
-    void rnnx_gru_forward_row_d(intp H, double *g, const double *hr, const double *b,
-                                const double *bhn, double *hn, double *h) noexcept nogil
+    void rnnx_gru_forward_row_f(intp H, const float *x, const float *hr, const float *b,
+                                const float *bhn, float *g, float *hn, float *h) noexcept nogil
+    void rnnx_gru_forward_row_d(intp H, const double *x, const double *hr, const double *b,
+                                const double *bhn, double *g, double *hn,
+                                double *h) noexcept nogil
     void rnnx_gru_backward_row_f(intp H, float *g, float *hn, const float *hp, float *dgh,
                                  float *dh) noexcept nogil
     void rnnx_gru_backward_row_d(intp H, double *g, double *hn, const double *hp, double *dgh,
@@ -195,38 +199,53 @@ cdef inline void _tanh(floating *a, intp n) noexcept nogil:
         rnnx_tanh_d(a, n)
 
 
-cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, intp ldx,
-                          Dir *d, int num_threads) noexcept nogil:
-    """gates (N, GH) = x @ w_ih.T, and b_sum = b_ih + b_hh (the GRU's b_hn is added inside
-    r * (W_hn h + b_hn) instead), which the time loop adds with the recurrent term."""
+cpdef bint projects_per_step(int cell, intp I, intp P, intp H, intp itemsize) noexcept nogil:
+    """Whether the forward time loop projects each step's input itself, just before its
+    recurrent GEMM, so the gate loop finds both terms in cache (weights that fit in a 512 KiB
+    L2), rather than projecting every step up front in one GEMM (bigger weights, which the
+    per-step GEMMs would stream from memory at every step)."""
+    return (I + P) * NUM_GATES[cell] * H * itemsize <= 512 * 1024
+
+
+cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, Dir *d,
+                          int num_threads) noexcept nogil:
+    """b_sum = b_ih + b_hh, which the time loop adds to the two GEMM terms (the GRU's n
+    columns take b_ih alone: its b_hn goes inside r * (W_hn h + b_hn)); when d.xs is NULL,
+    also the input projection of every step into gates."""
     cdef intp GH = NUM_GATES[cell] * H, j
     cdef floating *b_sum = <floating *> d.b_sum
     cdef const floating *b_ih = <floating *> d.b_ih
     cdef const floating *b_hh = <floating *> d.b_hh
     for j in range(GH):
         b_sum[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
-    # gates (N, GH) = x (N, I) @ w_ih.T      -- input projection of every step at once
-    _parallel_step_gemm(N, GH, I, x, ldx, <floating *> d.w_ih_panels, False,
-                        <floating *> d.gates, GH, num_threads)
+    if d.xs == NULL:
+        # gates (N, GH) = x (N, I) @ w_ih.T      -- input projection of every step at once
+        _parallel_step_gemm(N, GH, I, x, I, <floating *> d.w_ih_panels, False,
+                            <floating *> d.gates, GH, num_threads)
 
 
 cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
-                         const intp *offsets, intp r0, intp r1, intp H, intp P,
+                         const intp *offsets, intp r0, intp r1, intp I, intp H, intp P,
                          floating *out, intp ldo, Dir *d) noexcept nogil:
-    """The time loop of one direction for batch rows [r0, r1): per step one recurrent GEMM and
-    the fused gate loop. Reads the projected inputs in gates, leaves the activated gates there;
-    out columns start at `out`."""
+    """The time loop of one direction for batch rows [r0, r1): per step the input and the
+    recurrent GEMM, then the fused gate loop, so that the pre-activations are still in cache
+    when it reads them. Training keeps the activated gates in `gates`; out columns start at
+    `out`."""
     cdef unsigned int fp_mode = rnnx_flush_denormals()
     cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
+    cdef const floating *w_ih_panels = <floating *> d.w_ih_panels
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef const floating *b_hh = <floating *> d.b_hh
     cdef const floating *b_sum = <floating *> d.b_sum
+    cdef const floating *x = <floating *> d.x
+    cdef floating *xs = <floating *> d.xs
     cdef floating *h = <floating *> d.h
     cdef floating *c = <floating *> d.c
     cdef floating *gates = <floating *> d.gates
     cdef floating *hg = <floating *> d.hg
     cdef floating *mrow
+    cdef floating *xrow
     cdef floating *xg
     cdef floating *hr
     cdef floating *hrow
@@ -245,6 +264,9 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
             memcpy(<floating *> d.hprev + off * P, h + r0 * P, n * P * sizeof(floating))
             if cell == LSTM:
                 memcpy(<floating *> d.cprev + off * H, c + r0 * H, n * H * sizeof(floating))
+        if xs != NULL:
+            # xs[r0:r0+n] (n, GH) = x[off:off+n] (n, I) @ w_ih.T
+            _step_gemm(n, GH, I, x + off * I, I, w_ih_panels, False, xs + r0 * GH, GH)
         # hg[r0:r0+n] (n, GH) = h[r0:r0+n] (n, P) @ w_hh.T
         _step_gemm(n, GH, P, h + r0 * P, P, w_hh_panels, False, hg + r0 * GH, GH)
         if w_hr == NULL:
@@ -254,7 +276,8 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
         else:
             mstep = <floating *> d.m + r0 * H
         for r in range(n):
-            xg = gates + (off + r) * GH
+            xrow = xs + (r0 + r) * GH if xs != NULL else gates + (off + r) * GH
+            xg = gates + (off + r) * GH if training else xrow   # where the activated gates go
             hr = hg + (r0 + r) * GH
             hrow = h + (r0 + r) * P
             if cell == LSTM:
@@ -262,21 +285,21 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
                 mrow = mstep + r * H if w_hr != NULL else hrow
                 # i, f, g, o = gates; c' = f * c + i * g; m = o * tanh(c')
                 if floating is float:
-                    rnnx_lstm_forward_row_f(H, xg, hr, b_sum, crow, mrow)
+                    rnnx_lstm_forward_row_f(H, xrow, hr, b_sum, xg, crow, mrow)
                 else:
-                    rnnx_lstm_forward_row_d(H, xg, hr, b_sum, crow, mrow)
+                    rnnx_lstm_forward_row_d(H, xrow, hr, b_sum, xg, crow, mrow)
                 if training:
                     memcpy(<floating *> d.cbuf + (off + r) * H, crow, H * sizeof(floating))
             elif cell == GRU:
                 # r, z, n = gates; h' = n + z * (h - n), hn = W_hn h + b_hn kept for backward
                 hnrow = <floating *> d.hn + (off + r) * H if training else hr + 2 * H
                 if floating is float:
-                    rnnx_gru_forward_row_f(H, xg, hr, b_sum, b_hh + 2 * H, hnrow, hrow)
+                    rnnx_gru_forward_row_f(H, xrow, hr, b_sum, b_hh + 2 * H, xg, hnrow, hrow)
                 else:
-                    rnnx_gru_forward_row_d(H, xg, hr, b_sum, b_hh + 2 * H, hnrow, hrow)
+                    rnnx_gru_forward_row_d(H, xrow, hr, b_sum, b_hh + 2 * H, xg, hnrow, hrow)
             else:
                 for j in range(H):
-                    xg[j] += hr[j] + b_sum[j]
+                    xg[j] = xrow[j] + (hr[j] + b_sum[j])
                 if cell == RNN_TANH:
                     _tanh(xg, H)
                 else:
@@ -447,14 +470,14 @@ cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp *
 
 
 cdef void _forward_task(int typenum, int cell, bint training, intp k, intp r0, intp r1, intp T,
-                        const intp *bs, const intp *of, intp H, intp P, void *out,
+                        const intp *bs, const intp *of, intp I, intp H, intp P, void *out,
                         intp ld, Dir *dirs) noexcept nogil:
     """Rows [r0, r1) of direction k (1 runs in reverse)."""
     if typenum == cnp.NPY_FLOAT32:
-        _recur_forward[float](cell, training, k == 1, T, bs, of, r0, r1, H, P,
+        _recur_forward[float](cell, training, k == 1, T, bs, of, r0, r1, I, H, P,
                               <float *> out + k * P, ld, &dirs[k])
     else:
-        _recur_forward[double](cell, training, k == 1, T, bs, of, r0, r1, H, P,
+        _recur_forward[double](cell, training, k == 1, T, bs, of, r0, r1, I, H, P,
                                <double *> out + k * P, ld, &dirs[k])
 
 
@@ -470,7 +493,7 @@ cdef void _backward_task(int typenum, int cell, intp k, intp r0, intp r1, intp T
 
 
 cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp ndir, intp T,
-                     const intp *bs, const intp *of, intp H, intp P, void *buf, intp ld,
+                     const intp *bs, const intp *of, intp I, intp H, intp P, void *buf, intp ld,
                      Dir *dirs, int num_threads) noexcept nogil:
     """Run every (direction, row block) task of the time loop, on parallel threads when there
     are several tasks."""
@@ -484,7 +507,7 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
         blk = task % nblocks
         if forward:
             _forward_task(typenum, cell, training, k, bounds[blk], bounds[blk + 1], T, bs, of,
-                          H, P, buf, ld, dirs)
+                          I, H, P, buf, ld, dirs)
         else:
             _backward_task(typenum, cell, k, bounds[blk], bounds[blk + 1], T, bs, of, H, P,
                            buf, ld, dirs)
@@ -577,11 +600,12 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
         for k in range(ndir):
+            dirs[k].x = xp
             if typenum == cnp.NPY_FLOAT32:
-                _project_inputs[float](cell, N, I, H, <float *> xp, I, &dirs[k], num_threads)
+                _project_inputs[float](cell, N, I, H, <float *> xp, &dirs[k], num_threads)
             else:
-                _project_inputs[double](cell, N, I, H, <double *> xp, I, &dirs[k], num_threads)
-        _run_tasks(True, typenum, cell, training, ndir, T, bs, of, H, P, op, ndir * P, dirs,
+                _project_inputs[double](cell, N, I, H, <double *> xp, &dirs[k], num_threads)
+        _run_tasks(True, typenum, cell, training, ndir, T, bs, of, I, H, P, op, ndir * P, dirs,
                    num_threads)
 
 
@@ -619,7 +643,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
-        _run_tasks(False, typenum, cell, True, ndir, T, bs, of, H, P, gop, ld, dirs,
+        _run_tasks(False, typenum, cell, True, ndir, T, bs, of, I, H, P, gop, ld, dirs,
                    num_threads)
         for k in range(ndir):
             if typenum == cnp.NPY_FLOAT32:
@@ -661,7 +685,10 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.b_sum = NULL if backward else _ptr(a["b_sum"], typenum, GH, "b_sum")
     d.h = _ptr(a["h"], typenum, B * P, "h")
     d.c = _ptr(a["c"], typenum, B * H, "c") if lstm else NULL
-    d.gates = _ptr(a["gates"], typenum, N * GH, "gates")
+    d.x = NULL
+    cdef bint per_step = not backward and projects_per_step(cell, I, P, H, 64 // pw)
+    d.xs = _ptr(a["xs"], typenum, B * GH, "xs") if per_step else NULL
+    d.gates = _ptr(a["gates"], typenum, N * GH, "gates") if training or not per_step else NULL
     d.hg = _ptr(a["hg"], typenum, B * GH, "hg")
     d.hprev = _ptr(a["hprev"], typenum, N * P, "hprev") if training else NULL
     d.cbuf = _ptr(a["cbuf"], typenum, N * H, "cbuf") if training and lstm else NULL

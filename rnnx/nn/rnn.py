@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from .. import _random, _threads
-from .._kernels._recurrent import Cell, backward_layer, forward_layer
+from .._kernels._recurrent import Cell, backward_layer, forward_layer, projects_per_step
 from ..utils.rnn import PackedSequence, packing_of_lengths
 from .._workspace import POOL
 from .module import Module, Parameter, check_dtype
@@ -30,7 +30,7 @@ def as_float_array(value, dtype, what):
 
 
 # The kernel dict entries that are scratch owned by one call (returned to the pool after it).
-SCRATCH = ("gates", "hg", "hprev", "cbuf", "cprev", "hn", "m", "dhtot", "dm", "w_hh_panels",
+SCRATCH = ("xs", "gates", "hg", "hprev", "cbuf", "cprev", "hn", "m", "dhtot", "dm", "w_hh_panels",
            "w_ih_panels", "hprev_panels")
 
 
@@ -43,18 +43,21 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     """
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     dtype = w_ih.data.dtype
-    H, B, P = hidden_size, h.shape[0], h.shape[1]
+    H, B, P, I = hidden_size, h.shape[0], h.shape[1], w_ih.data.shape[1]
     GH = NUM_GATES[cell] * H
     take = POOL.take
+    per_step = projects_per_step(cell, I, P, H, dtype.itemsize)
     bufs = {
         "w_hh_panels": panels(w_hh.data.T), "w_ih_panels": panels(w_ih.data.T),
         "b_ih": zero_bias if b_ih is None else b_ih.data,
         "b_hh": zero_bias if b_hh is None else b_hh.data,
         "w_hr": None if w_hr is None else w_hr.data,
         "h": h, "c": c,
-        "gates": take((num_rows, GH), dtype), "hg": take((B, GH), dtype),
+        "xs": take((B, GH), dtype) if per_step else None, "hg": take((B, GH), dtype),
         "b_sum": np.empty(GH, dtype),
     }
+    if training or not per_step:
+        bufs["gates"] = take((num_rows, GH), dtype)
     if training:
         bufs["hprev"] = take((num_rows, P), dtype)
         if cell == Cell.LSTM:
