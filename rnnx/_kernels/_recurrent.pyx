@@ -73,7 +73,8 @@ cdef struct Dir:
     void *gates      # (N, G*H) [input projections of every step, when projected up front ->]
                      # activated gates (training) -> gate gradients (backward)
     void *hg         # (B, G*H) recurrent GEMM result for one step; backward scratch
-    void *hprev      # (N, P) hidden state entering each step (training)
+    void *hprev      # (N, P) hidden state entering each step, in panels (training; gw_hh's
+                     # B operand as it is)
     void *cbuf       # (N, H) cell state leaving each step (LSTM training)
     void *cprev      # (N, H) cell state entering each step (LSTM training)
     void *hn         # (N, H) W_hn h + b_hn per step (GRU training); backward: its gradient
@@ -82,7 +83,6 @@ cdef struct Dir:
     void *dm         # (B, H) gradient of o*tanh(c) for one step (LSTM proj backward)
     # Backward gradient accumulators (+=): NULL bias grads when the module has no bias.
     void *x_panels   # layer input (N, I) in panels, for gw_ih
-    void *hprev_panels  # hprev (N, P) in panels, for gw_hh
     void *gw_ih
     void *gw_hh
     void *gb_ih
@@ -183,6 +183,27 @@ cdef void _parallel_step_gemm(intp m, intp n, intp k, const floating *a, intp ld
         _step_gemm(r1 - r0, n, k, a + r0 * lda, lda, bp, accumulate, c + r0 * ldc, ldc)
 
 
+cdef inline void _rows_to_panels(intp n, intp cols, const floating *src, floating *dst,
+                                 intp rows, intp row0) noexcept nogil:
+    """Rows row0..row0+n of a (rows, cols) matrix kept in panels (microgemm.h)
+    = src (n, cols) row-major: dst[j, row0 + r, q] = src[r, j * w + q]."""
+    cdef intp w = _panel_width(src), jp, j, r
+    for jp in range((cols + w - 1) // w):
+        j = jp * w
+        for r in range(n):
+            memcpy(dst + j * rows + (row0 + r) * w, src + r * cols + j,
+                   min(w, cols - j) * sizeof(floating))
+
+
+cdef inline void _row_from_panels(intp cols, const floating *src, intp rows, intp row,
+                                  floating *dst) noexcept nogil:
+    """dst (cols,) = row `row` of a (rows, cols) matrix kept in panels."""
+    cdef intp w = _panel_width(src), jp, j
+    for jp in range((cols + w - 1) // w):
+        j = jp * w
+        memcpy(dst + j, src + j * rows + row * w, min(w, cols - j) * sizeof(floating))
+
+
 cdef inline void _sigmoid(floating *a, intp n) noexcept nogil:
     """a[:n] = 1 / (1 + exp(-a[:n])), vectorized."""
     if floating is float:
@@ -261,7 +282,7 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
             continue
         off = offsets[t] + r0
         if training:
-            memcpy(<floating *> d.hprev + off * P, h + r0 * P, n * P * sizeof(floating))
+            _rows_to_panels(n, P, h + r0 * P, <floating *> d.hprev, offsets[T], off)
             if cell == LSTM:
                 memcpy(<floating *> d.cprev + off * H, c + r0 * H, n * H * sizeof(floating))
         if xs != NULL:
@@ -370,11 +391,13 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
                 else:
                     rnnx_lstm_backward_row_d(H, xg, cbuf + k, cprev + k, dmrow, dc + rr * H)
             elif cell == GRU:
+                # h entering the step, into dgh's n block (read there before it is written)
+                _row_from_panels(P, hprev, offsets[T], off + r, dgh + rr * GH + 2 * H)
                 if floating is float:
-                    rnnx_gru_backward_row_f(H, xg, hnb + k, hprev + (off + r) * P,
+                    rnnx_gru_backward_row_f(H, xg, hnb + k, dgh + rr * GH + 2 * H,
                                             dgh + rr * GH, dh + rr * P)
                 else:
-                    rnnx_gru_backward_row_d(H, xg, hnb + k, hprev + (off + r) * P,
+                    rnnx_gru_backward_row_d(H, xg, hnb + k, dgh + rr * GH + 2 * H,
                                             dgh + rr * GH, dh + rr * P)
             else:
                 for j in range(H):
@@ -407,7 +430,7 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
     cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *hnb = <floating *> d.hn
     cdef const floating *x_panels = <floating *> d.x_panels
-    cdef const floating *hprev_panels = <floating *> d.hprev_panels
+    cdef const floating *hprev_panels = <floating *> d.hprev
 
     # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I)
     _gemm_tn_accumulate(GH, I, N, gates, GH, x_panels, <floating *> d.gw_ih, nt)
@@ -566,6 +589,27 @@ cdef int _float_type(object x) except -1:
     return typenum
 
 
+def pack_panels(floating[:, :] b, floating[:, :, ::1] out):
+    """out (ceil(n / w), k, w) = b (k, n, any strides) in the step GEMM's column panels of
+    w = 64 bytes (microgemm.h): out[j, p, q] = b[p, j * w + q], zeros past column n."""
+    cdef intp k = b.shape[0], n = b.shape[1], w = 64 // sizeof(floating), j, p, q, cols
+    if out.shape[0] != (n + w - 1) // w or out.shape[1] != k or out.shape[2] != w:
+        raise ValueError(f"out must have shape {((n + w - 1) // w, k, w)}, got "
+                         f"{(out.shape[0], out.shape[1], out.shape[2])}")
+    cdef bint rows_contiguous = b.strides[1] == sizeof(floating)
+    with nogil:
+        for j in range(out.shape[0]):
+            cols = min(w, n - j * w)
+            for p in range(k):
+                if rows_contiguous:
+                    memcpy(&out[j, p, 0], &b[p, j * w], cols * sizeof(floating))
+                else:
+                    for q in range(cols):
+                        out[j, p, q] = b[p, j * w + q]
+                for q in range(cols, w):
+                    out[j, p, q] = 0
+
+
 def forward_layer(int cell, bint training, object x, object batch_sizes, object offsets,
                   list directions, object out, intp hidden_size, int num_threads=1):
     """Run one layer (one or two directions) forward over a packed sequence.
@@ -690,7 +734,7 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.xs = _ptr(a["xs"], typenum, B * GH, "xs") if per_step else NULL
     d.gates = _ptr(a["gates"], typenum, N * GH, "gates") if training or not per_step else NULL
     d.hg = _ptr(a["hg"], typenum, B * GH, "hg")
-    d.hprev = _ptr(a["hprev"], typenum, N * P, "hprev") if training else NULL
+    d.hprev = _ptr(a["hprev"], typenum, _round_up(P, pw) * N, "hprev") if training else NULL
     d.cbuf = _ptr(a["cbuf"], typenum, N * H, "cbuf") if training and lstm else NULL
     d.cprev = _ptr(a["cprev"], typenum, N * H, "cprev") if training and lstm else NULL
     d.hn = _ptr(a["hn"], typenum, N * H, "hn") if training and gru else NULL
@@ -698,10 +742,9 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.dhtot = _ptr(a["dhtot"], typenum, N * P, "dhtot") if backward and proj else NULL
     d.dm = _ptr(a["dm"], typenum, B * H, "dm") if backward and proj else NULL
     d.gw_ih = d.gw_hh = d.gb_ih = d.gb_hh = d.gw_hr = NULL
-    d.x_panels = d.hprev_panels = NULL
+    d.x_panels = NULL
     if backward:
         d.x_panels = _ptr(a["x_panels"], typenum, _round_up(I, pw) * N, "x_panels")
-        d.hprev_panels = _ptr(a["hprev_panels"], typenum, _round_up(P, pw) * N, "hprev_panels")
         d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih")
         d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh")
         d.gw_hr = _ptr(a["gw_hr"], typenum, P * H, "gw_hr") if proj else NULL

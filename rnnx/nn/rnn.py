@@ -12,7 +12,8 @@ import warnings
 import numpy as np
 
 from .. import _random, _threads
-from .._kernels._recurrent import Cell, backward_layer, forward_layer, projects_per_step
+from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_panels,
+                                   projects_per_step)
 from ..utils.rnn import PackedSequence, packing_of_lengths
 from .._workspace import POOL
 from .module import Module, Parameter, check_dtype
@@ -31,7 +32,7 @@ def as_float_array(value, dtype, what):
 
 # The kernel dict entries that are scratch owned by one call (returned to the pool after it).
 SCRATCH = ("xs", "gates", "hg", "hprev", "cbuf", "cprev", "hn", "m", "dhtot", "dm", "w_hh_panels",
-           "w_ih_panels", "hprev_panels")
+           "w_ih_panels")
 
 
 def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias):
@@ -59,7 +60,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     if training or not per_step:
         bufs["gates"] = take((num_rows, GH), dtype)
     if training:
-        bufs["hprev"] = take((num_rows, P), dtype)
+        bufs["hprev"] = panels_buffer(num_rows, P, dtype)  # the kernel fills the columns
         if cell == Cell.LSTM:
             bufs["cbuf"] = take((num_rows, H), dtype)
             bufs["cprev"] = take((num_rows, H), dtype)
@@ -75,19 +76,24 @@ def release_buffers(bufs):
     POOL.give(*(bufs.pop(key, None) for key in SCRATCH))
 
 
+def panels_buffer(k, n, dtype):
+    """A pooled (ceil(n / width), k, width) array for a (k, n) matrix in the kernels' column
+    panels of width = 64 bytes (microgemm.h), the padding of its last panel zeroed."""
+    width = 64 // dtype.itemsize
+    out = POOL.take(((n + width - 1) // width, k, width), dtype)
+    if n % width:
+        out[-1, :, n % width:] = 0
+    return out
+
+
 def panels(b):
     """b (k, n) as the kernels' step GEMM reads it (microgemm.h): column panels of 64 bytes
     (16 float32 or 8 float64), the last one zero-padded; shape (ceil(n / width), k, width).
     The array comes from the pool."""
     k, n = b.shape
     width = 64 // b.itemsize
-    full, rest = divmod(n, width)
-    out = POOL.take((full + (rest > 0), k, width), b.dtype)
-    if full:
-        out[:full] = b[:, :full * width].reshape(k, full, width).transpose(1, 0, 2)
-    if rest:
-        out[full, :, rest:] = 0
-        out[full, :, :rest] = b[:, full * width:]
+    out = POOL.take(((n + width - 1) // width, k, width), b.dtype)
+    pack_panels(b, out)
     return out
 
 
@@ -100,7 +106,6 @@ def attach_gradients(bufs, weights, dh, dc, x_panels):
     POOL.give(bufs.pop("w_hh_panels"), bufs.pop("w_ih_panels"))  # forward's layouts
     bufs.update(h=dh, c=dc, gw_ih=w_ih.grad, gw_hh=w_hh.grad, w_hh_panels=panels(w_hh.data),
                 w_ih_panels=panels(w_ih.data), x_panels=x_panels,
-                hprev_panels=panels(bufs["hprev"]),
                 gb_ih=None if b_ih is None else b_ih.grad,
                 gb_hh=None if b_hh is None else b_hh.grad)
     if w_hr is not None:
