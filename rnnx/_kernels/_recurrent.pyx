@@ -76,7 +76,8 @@ cdef struct Dir:
     void *hprev      # (N, P) hidden state entering each step, in panels (training; gw_hh's
                      # B operand as it is)
     void *cbuf       # (N, H) cell state leaving each step (LSTM training)
-    void *cprev      # (N, H) cell state entering each step (LSTM training)
+    void *c0         # (B, H) initial cell state (LSTM training): the state entering each
+                     # later step is in cbuf
     void *hn         # (N, H) W_hn h + b_hn per step (GRU training); backward: its gradient
     void *m          # (N, H) o*tanh(c) per step (LSTM proj; (B, H) when not training)
     void *dhtot      # (N, P) hidden-state gradient per step (LSTM proj backward)
@@ -275,6 +276,8 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     cdef floating *mstep
     cdef intp s, t, n, off, r, j
 
+    if training and cell == LSTM:
+        memcpy(<floating *> d.c0 + r0 * H, c + r0 * H, (r1 - r0) * H * sizeof(floating))
     for s in range(T):
         t = T - 1 - s if reverse else s
         n = min(batch_sizes[t], r1) - r0       # rows of this block alive at step t
@@ -283,8 +286,6 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
         off = offsets[t] + r0
         if training:
             _rows_to_panels(n, P, h + r0 * P, <floating *> d.hprev, offsets[T], off)
-            if cell == LSTM:
-                memcpy(<floating *> d.cprev + off * H, c + r0 * H, n * H * sizeof(floating))
         if xs != NULL:
             # xs[r0:r0+n] (n, GH) = x[off:off+n] (n, I) @ w_ih.T
             _step_gemm(n, GH, I, x + off * I, I, w_ih_panels, False, xs + r0 * GH, GH)
@@ -355,12 +356,13 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef floating *dgh = <floating *> d.hg
     cdef const floating *hprev = <floating *> d.hprev
     cdef const floating *cbuf = <floating *> d.cbuf
-    cdef const floating *cprev = <floating *> d.cprev
+    cdef const floating *c0 = <floating *> d.c0
+    cdef const floating *cprev
     cdef floating *hnb = <floating *> d.hn
     cdef floating *xg
     cdef floating *dmrow
     cdef const floating *dorow
-    cdef intp s, t, n, off, r, j, k
+    cdef intp s, t, n, off, r, j, k, tp
     cdef intp rr
     cdef floating hv
 
@@ -386,10 +388,17 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
             rr = r0 + r     # row in the batch-indexed state buffers
             if cell == LSTM:
                 dmrow = dm + rr * H if w_hr != NULL else dh + rr * P
-                if floating is float:
-                    rnnx_lstm_backward_row_f(H, xg, cbuf + k, cprev + k, dmrow, dc + rr * H)
+                # c entering step t: c' of the step before it in this direction's order, if
+                # the row was alive there, else c0
+                tp = t + 1 if reverse else t - 1
+                if 0 <= tp < T and rr < batch_sizes[tp]:
+                    cprev = cbuf + (offsets[tp] + rr) * H
                 else:
-                    rnnx_lstm_backward_row_d(H, xg, cbuf + k, cprev + k, dmrow, dc + rr * H)
+                    cprev = c0 + rr * H
+                if floating is float:
+                    rnnx_lstm_backward_row_f(H, xg, cbuf + k, cprev, dmrow, dc + rr * H)
+                else:
+                    rnnx_lstm_backward_row_d(H, xg, cbuf + k, cprev, dmrow, dc + rr * H)
             elif cell == GRU:
                 # h entering the step, into dgh's n block (read there before it is written)
                 _row_from_panels(P, hprev, offsets[T], off + r, dgh + rr * GH + 2 * H)
@@ -617,7 +626,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     x: (N, I) layer input; out: (N, D * P) layer output, direction d in columns d*P:(d+1)*P.
     directions: per direction a dict of the Dir fields' arrays (see Dir); the second one,
     if any, runs in reverse. `h` (B, P) and `c` (B, H) hold the initial states on entry and
-    the final ones on return. Training mode fills hprev, cbuf, cprev, hn and m for backward.
+    the final ones on return. Training mode fills hprev, cbuf, c0, hn and m for backward.
     """
     cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), k
     _check_packing(batch_sizes, offsets, &T, &B, &N)
@@ -736,7 +745,7 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.hg = _ptr(a["hg"], typenum, B * GH, "hg")
     d.hprev = _ptr(a["hprev"], typenum, _round_up(P, pw) * N, "hprev") if training else NULL
     d.cbuf = _ptr(a["cbuf"], typenum, N * H, "cbuf") if training and lstm else NULL
-    d.cprev = _ptr(a["cprev"], typenum, N * H, "cprev") if training and lstm else NULL
+    d.c0 = _ptr(a["c0"], typenum, B * H, "c0") if training and lstm else NULL
     d.hn = _ptr(a["hn"], typenum, N * H, "hn") if training and gru else NULL
     d.m = _ptr(a["m"], typenum, (N if training else B) * H, "m") if proj else NULL
     d.dhtot = _ptr(a["dhtot"], typenum, N * P, "dhtot") if backward and proj else NULL

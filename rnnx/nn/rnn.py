@@ -31,7 +31,7 @@ def as_float_array(value, dtype, what):
 
 
 # The kernel dict entries that are scratch owned by one call (returned to the pool after it).
-SCRATCH = ("xs", "gates", "hg", "hprev", "cbuf", "cprev", "hn", "m", "dhtot", "dm", "w_hh_panels",
+SCRATCH = ("xs", "gates", "hg", "hprev", "cbuf", "c0", "hn", "m", "dhtot", "dm", "w_hh_panels",
            "w_ih_panels")
 
 
@@ -63,7 +63,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
         bufs["hprev"] = panels_buffer(num_rows, P, dtype)  # the kernel fills the columns
         if cell == Cell.LSTM:
             bufs["cbuf"] = take((num_rows, H), dtype)
-            bufs["cprev"] = take((num_rows, H), dtype)
+            bufs["c0"] = take((B, H), dtype)
         if cell == Cell.GRU:
             bufs["hn"] = take((num_rows, H), dtype)
     if w_hr is not None:
