@@ -22,7 +22,7 @@
 # GEMMs for dW_ih, dW_hh and dX then read.
 cimport numpy as cnp
 from libc.string cimport memcpy
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 
 from ._blas cimport floating, gemm, pgemm
 
@@ -99,23 +99,34 @@ cdef extern from "vmath.h":
 
 
 cdef extern from "gates.h":
-    void rnnx_lstm_forward_row_f(intp H, const float *x, const float *hr, const float *b,
-                                 float *g, float *c, float *m) noexcept nogil
-    void rnnx_lstm_forward_row_d(intp H, const double *x, const double *hr, const double *b,
-                                 double *g, double *c, double *m) noexcept nogil
+    void rnnx_lstm_forward_row_f(intp n, intp H, const float *x, const float *hr,
+                                 const float *b, float *g, float *c, float *m) noexcept nogil
+    void rnnx_lstm_forward_row_d(intp n, intp H, const double *x, const double *hr,
+                                 const double *b, double *g, double *c, double *m) noexcept nogil
     void rnnx_lstm_backward_row_f(intp H, float *g, const float *cn, const float *cp,
                                   const float *dm, float *dc) noexcept nogil
     void rnnx_lstm_backward_row_d(intp H, double *g, const double *cn, const double *cp,
                                   const double *dm, double *dc) noexcept nogil
-    void rnnx_gru_forward_row_f(intp H, const float *x, const float *hr, const float *b,
-                                const float *bhn, float *g, float *hn, float *h) noexcept nogil
-    void rnnx_gru_forward_row_d(intp H, const double *x, const double *hr, const double *b,
-                                const double *bhn, double *g, double *hn,
+    void rnnx_gru_forward_row_f(intp n, intp H, const float *x, const float *hr,
+                                const float *b, const float *bhn, float *g, float *hn,
+                                float *h) noexcept nogil
+    void rnnx_gru_forward_row_d(intp n, intp H, const double *x, const double *hr,
+                                const double *b, const double *bhn, double *g, double *hn,
                                 double *h) noexcept nogil
     void rnnx_gru_backward_row_f(intp H, float *g, float *hn, const float *hp, float *dgh,
                                  float *dh) noexcept nogil
     void rnnx_gru_backward_row_d(intp H, double *g, double *hn, const double *hp, double *dgh,
                                  double *dh) noexcept nogil
+
+
+cdef extern from "team.h":
+    ctypedef struct rnnx_barrier:
+        pass
+    void rnnx_barrier_init(rnnx_barrier *b) noexcept nogil
+    void rnnx_barrier_join(rnnx_barrier *b, int size) noexcept nogil
+    void rnnx_barrier_wait(rnnx_barrier *b, int *local_sense) noexcept nogil
+    int rnnx_team_size() noexcept nogil
+    int rnnx_team_member() noexcept nogil
 
 
 cdef extern from "microgemm.h":
@@ -246,6 +257,64 @@ cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, D
                             <floating *> d.gates, GH, num_threads)
 
 
+cdef void _gate_rows(int cell, bint training, intp n, intp off, intp r0, intp u0, intp u1,
+                     intp H, intp P, floating *mstep, floating *out, intp ldo,
+                     Dir *d) noexcept nogil:
+    """The fused gate loop of one step for hidden units [u0, u1) of n rows (batch rows r0..,
+    packed rows off..), whose GEMM terms are in xs (or gates) and hg; writes the new state
+    (h, c), the activated gates (training: gates; else over xs), and out (no projection)."""
+    cdef intp GH = NUM_GATES[cell] * H, nu = u1 - u0, r, j
+    cdef const floating *b_hh = <floating *> d.b_hh
+    cdef const floating *b_sum = <floating *> d.b_sum
+    cdef floating *xs = <floating *> d.xs
+    cdef floating *gates = <floating *> d.gates
+    cdef floating *xrow
+    cdef floating *xg
+    cdef floating *hr
+    cdef floating *hrow
+    cdef floating *crow
+    cdef floating *mrow
+    cdef floating *hnrow
+    for r in range(n):
+        xrow = xs + (r0 + r) * GH if xs != NULL else gates + (off + r) * GH
+        xg = gates + (off + r) * GH if training else xrow   # where the activated gates go
+        hr = <floating *> d.hg + (r0 + r) * GH
+        hrow = <floating *> d.h + (r0 + r) * P
+        if cell == LSTM:
+            crow = <floating *> d.c + (r0 + r) * H
+            mrow = mstep + r * H if mstep != NULL else hrow
+            # i, f, g, o = gates; c' = f * c + i * g; m = o * tanh(c')
+            if floating is float:
+                rnnx_lstm_forward_row_f(nu, H, xrow + u0, hr + u0, b_sum + u0, xg + u0,
+                                        crow + u0, mrow + u0)
+            else:
+                rnnx_lstm_forward_row_d(nu, H, xrow + u0, hr + u0, b_sum + u0, xg + u0,
+                                        crow + u0, mrow + u0)
+            if training:
+                memcpy(<floating *> d.cbuf + (off + r) * H + u0, crow + u0,
+                       nu * sizeof(floating))
+        elif cell == GRU:
+            # r, z, n = gates; h' = n + z * (h - n), hn = W_hn h + b_hn kept for backward
+            hnrow = <floating *> d.hn + (off + r) * H if training else hr + 2 * H
+            if floating is float:
+                rnnx_gru_forward_row_f(nu, H, xrow + u0, hr + u0, b_sum + u0, b_hh + 2 * H + u0,
+                                       xg + u0, hnrow + u0, hrow + u0)
+            else:
+                rnnx_gru_forward_row_d(nu, H, xrow + u0, hr + u0, b_sum + u0, b_hh + 2 * H + u0,
+                                       xg + u0, hnrow + u0, hrow + u0)
+        else:
+            for j in range(u0, u1):
+                xg[j] = xrow[j] + (hr[j] + b_sum[j])
+            if cell == RNN_TANH:
+                _tanh(xg + u0, nu)
+            else:
+                for j in range(u0, u1):
+                    xg[j] = 0 if xg[j] < 0 else xg[j]
+            memcpy(hrow + u0, xg + u0, nu * sizeof(floating))
+        if mstep == NULL:
+            memcpy(out + (off + r) * ldo + u0, hrow + u0, nu * sizeof(floating))
+
+
 cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
                          const intp *offsets, intp r0, intp r1, intp I, intp H, intp P,
                          floating *out, intp ldo, Dir *d) noexcept nogil:
@@ -258,23 +327,13 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
     cdef const floating *w_ih_panels = <floating *> d.w_ih_panels
     cdef const floating *w_hr = <floating *> d.w_hr
-    cdef const floating *b_hh = <floating *> d.b_hh
-    cdef const floating *b_sum = <floating *> d.b_sum
     cdef const floating *x = <floating *> d.x
     cdef floating *xs = <floating *> d.xs
     cdef floating *h = <floating *> d.h
     cdef floating *c = <floating *> d.c
-    cdef floating *gates = <floating *> d.gates
     cdef floating *hg = <floating *> d.hg
-    cdef floating *mrow
-    cdef floating *xrow
-    cdef floating *xg
-    cdef floating *hr
-    cdef floating *hrow
-    cdef floating *crow
-    cdef floating *hnrow
     cdef floating *mstep
-    cdef intp s, t, n, off, r, j
+    cdef intp s, t, n, off, r
 
     if training and cell == LSTM:
         memcpy(<floating *> d.c0 + r0 * H, c + r0 * H, (r1 - r0) * H * sizeof(floating))
@@ -297,45 +356,54 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
             mstep = <floating *> d.m + off * H
         else:
             mstep = <floating *> d.m + r0 * H
-        for r in range(n):
-            xrow = xs + (r0 + r) * GH if xs != NULL else gates + (off + r) * GH
-            xg = gates + (off + r) * GH if training else xrow   # where the activated gates go
-            hr = hg + (r0 + r) * GH
-            hrow = h + (r0 + r) * P
-            if cell == LSTM:
-                crow = c + (r0 + r) * H
-                mrow = mstep + r * H if w_hr != NULL else hrow
-                # i, f, g, o = gates; c' = f * c + i * g; m = o * tanh(c')
-                if floating is float:
-                    rnnx_lstm_forward_row_f(H, xrow, hr, b_sum, xg, crow, mrow)
-                else:
-                    rnnx_lstm_forward_row_d(H, xrow, hr, b_sum, xg, crow, mrow)
-                if training:
-                    memcpy(<floating *> d.cbuf + (off + r) * H, crow, H * sizeof(floating))
-            elif cell == GRU:
-                # r, z, n = gates; h' = n + z * (h - n), hn = W_hn h + b_hn kept for backward
-                hnrow = <floating *> d.hn + (off + r) * H if training else hr + 2 * H
-                if floating is float:
-                    rnnx_gru_forward_row_f(H, xrow, hr, b_sum, b_hh + 2 * H, xg, hnrow, hrow)
-                else:
-                    rnnx_gru_forward_row_d(H, xrow, hr, b_sum, b_hh + 2 * H, xg, hnrow, hrow)
-            else:
-                for j in range(H):
-                    xg[j] = xrow[j] + (hr[j] + b_sum[j])
-                if cell == RNN_TANH:
-                    _tanh(xg, H)
-                else:
-                    for j in range(H):
-                        xg[j] = 0 if xg[j] < 0 else xg[j]
-                memcpy(hrow, xg, H * sizeof(floating))
-            if w_hr == NULL:
-                memcpy(out + (off + r) * ldo, hrow, P * sizeof(floating))
+        _gate_rows(cell, training, n, off, r0, 0, H, H, P, mstep, out, ldo, d)
         if w_hr != NULL:
             # h[r0:r0+n] (n, P) = m (n, H) @ w_hr.T
             gemm(False, True, n, P, H, <floating> 1, mstep, H, w_hr, H, <floating> 0,
                  h + r0 * P, P)
             for r in range(n):
                 memcpy(out + (off + r) * ldo, h + (r0 + r) * P, P * sizeof(floating))
+    rnnx_restore_fp_mode(fp_mode)
+
+
+cdef void _team_forward(int cell, bint training, intp T, const intp *batch_sizes,
+                        const intp *offsets, intp I, intp H, intp P, floating *out, intp ldo,
+                        Dir *d, rnnx_barrier *barrier) noexcept nogil:
+    """One member of a team that runs the forward time loop of one direction (no projection)
+    together: per step each member computes its panels of the two GEMMs' columns, the team
+    meets, each member runs the gate loop for its share of the hidden units, the team meets.
+    Every element is computed as in _recur_forward, so the result is the same."""
+    cdef unsigned int fp_mode = rnnx_flush_denormals()
+    cdef int size = rnnx_team_size(), me = rnnx_team_member(), sense = 0
+    cdef intp GH = NUM_GATES[cell] * H, w = _panel_width(out)
+    cdef intp panels = (GH + w - 1) // w
+    cdef intp p0 = me * panels // size, p1 = (me + 1) * panels // size
+    cdef intp j0 = p0 * w, cols = min(p1 * w, GH) - j0
+    cdef intp u0 = me * H // size, u1 = (me + 1) * H // size
+    cdef const floating *x = <floating *> d.x
+    cdef floating *xs = <floating *> d.xs
+    cdef floating *h = <floating *> d.h
+    cdef intp s, n, off, B = batch_sizes[0]
+    rnnx_barrier_join(barrier, size)
+    if training and cell == LSTM and me == 0:
+        memcpy(<floating *> d.c0, <floating *> d.c, B * H * sizeof(floating))
+    for s in range(T):
+        n = batch_sizes[s]
+        off = offsets[s]
+        if training and me == 0:
+            _rows_to_panels(n, P, h, <floating *> d.hprev, offsets[T], off)
+        if cols > 0:
+            if xs != NULL:
+                # xs[:n, j0:j0+cols] = x[off:off+n] (n, I) @ w_ih.T[:, j0:j0+cols]
+                _panel_gemm(n, cols, I, x + off * I, I, 1, <floating *> d.w_ih_panels + p0 * I * w,
+                            I * w, False, xs + j0, GH)
+            # hg[:n, j0:j0+cols] = h[:n] (n, P) @ w_hh.T[:, j0:j0+cols]
+            _panel_gemm(n, cols, P, h, P, 1, <floating *> d.w_hh_panels + p0 * P * w, P * w,
+                        False, <floating *> d.hg + j0, GH)
+        rnnx_barrier_wait(barrier, &sense)
+        if u1 > u0:
+            _gate_rows(cell, training, n, off, 0, u0, u1, H, P, <floating *> NULL, out, ldo, d)
+        rnnx_barrier_wait(barrier, &sense)
     rnnx_restore_fp_mode(fp_mode)
 
 
@@ -470,6 +538,7 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
 
 DEF MAX_BLOCKS = 64
 DEF MIN_BLOCK_ROWS = 8
+DEF MIN_TEAM_WORK = 32768     # multiply-adds per row and step worth two barriers
 
 
 cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp *nblocks,
@@ -531,9 +600,22 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
     are several tasks."""
     cdef intp nblocks, ntasks, task, k, blk
     cdef intp[MAX_BLOCKS + 1] bounds
+    cdef rnnx_barrier barrier
     _row_blocks(T, bs, ndir, num_threads, &nblocks, bounds)
     ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
+    if (forward and ntasks == 1 and num_threads > 1 and dirs[0].w_hr == NULL
+            and P * NUM_GATES[cell] * H >= MIN_TEAM_WORK):
+        # too few rows for the threads: they share the time loop, split by hidden units
+        rnnx_barrier_init(&barrier)
+        with parallel(num_threads=num_threads):
+            if typenum == cnp.NPY_FLOAT32:
+                _team_forward(cell, training, T, bs, of, I, H, P, <float *> buf, ld, dirs,
+                              &barrier)
+            else:
+                _team_forward(cell, training, T, bs, of, I, H, P, <double *> buf, ld, dirs,
+                              &barrier)
+        return
     for task in prange(ntasks, num_threads=threads, schedule="static", use_threads_if=threads > 1):
         k = task // nblocks
         blk = task % nblocks

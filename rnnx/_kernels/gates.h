@@ -1,4 +1,6 @@
 /* Fused per-row gate loops of the LSTM and the GRU, one pass over the H units of a batch row.
+ * The forward ones take the n units j = 0..n-1 of pointers that may start inside the row
+ * (a thread's share of the units); H stays the distance between gate blocks.
  *
  * LSTM forward, with x = W_ih x_t (this step's input projection) and hr = W_hh h:
  *   i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (x + (hr + b)) in blocks of H
@@ -23,11 +25,11 @@
 #include "vmath.h"
 
 #define RNNX_DEFINE_LSTM_ROWS(SUFFIX, T, SIG, TANH)                                           \
-static void rnnx_lstm_forward_row_##SUFFIX(ptrdiff_t H, const T *x, const T *restrict hr,      \
-                                           const T *restrict b, T *g, T *restrict c,          \
-                                           T *restrict m) {                                   \
+static void rnnx_lstm_forward_row_##SUFFIX(ptrdiff_t n, ptrdiff_t H, const T *x,              \
+                                           const T *restrict hr, const T *restrict b, T *g,   \
+                                           T *restrict c, T *restrict m) {                    \
     _Pragma("GCC ivdep")                                                                      \
-    for (ptrdiff_t j = 0; j < H; j++) {                                                       \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                       \
         T gi = SIG(x[j] + (hr[j] + b[j]));                                                    \
         T gf = SIG(x[H + j] + (hr[H + j] + b[H + j]));                                        \
         T gg = TANH(x[2 * H + j] + (hr[2 * H + j] + b[2 * H + j]));                           \
@@ -54,11 +56,11 @@ static void rnnx_lstm_backward_row_##SUFFIX(ptrdiff_t H, T *restrict g, const T 
 }
 
 #define RNNX_DEFINE_GRU_ROWS(SUFFIX, T, SIG, TANH)                                            \
-static void rnnx_gru_forward_row_##SUFFIX(ptrdiff_t H, const T *x, const T *hr,               \
+static void rnnx_gru_forward_row_##SUFFIX(ptrdiff_t n, ptrdiff_t H, const T *x, const T *hr,  \
                                           const T *restrict b, const T *restrict bhn, T *g,   \
                                           T *hn, T *restrict h) {                             \
     _Pragma("GCC ivdep")                                                                      \
-    for (ptrdiff_t j = 0; j < H; j++) {                                                       \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                       \
         T gr = SIG(x[j] + (hr[j] + b[j]));                                                    \
         T gz = SIG(x[H + j] + (hr[H + j] + b[H + j]));                                        \
         T hnv = hr[2 * H + j] + bhn[j];                                                       \
