@@ -420,3 +420,32 @@ def test_both_input_projection_paths_match_reference(mode, I, dtype):
     m.eval()
     evaluated = m(x, lengths=lengths)
     np.testing.assert_array_equal(trained[0], evaluated[0])
+
+
+@pytest.mark.parametrize("mode, H", [("LSTM", 96), ("GRU", 112), ("RNN_TANH", 192),
+                                     ("RNN_RELU", 192)])
+def test_thread_team_forward_matches_reference_and_one_thread(mode, H):
+    """A batch too small for row blocks runs the forward on two threads split by hidden
+    units (shares_time_loop): same numbers as the oracle, bitwise the same as one thread."""
+    from rnnx._kernels._recurrent import Cell, shares_time_loop
+    cell = {"LSTM": Cell.LSTM, "GRU": Cell.GRU}.get(mode, Cell.RNN_TANH)
+    assert shares_time_loop(cell, 3, 1, H, H, False, 2)
+    assert not shares_time_loop(cell, 3, 1, H, H, False, 1)
+    assert not shares_time_loop(cell, 16, 1, H, H, False, 2)
+    lengths = np.array([5, 2, 4])
+    rnnx.set_num_threads(2)
+    for dtype in (np.float64, np.float32):
+        compare_with_reference(mode, T=5, B=3, I=5, H=H, num_layers=2, lengths=lengths,
+                               dtype=dtype, param_scale=0.2)
+    m = make_module(mode, 5, H, num_layers=2, dtype=np.float32)
+    x = np.random.default_rng(2).standard_normal((5, 3, 5)).astype(np.float32)
+    results = {}
+    for threads in (1, 2):
+        rnnx.set_num_threads(threads)
+        m.train()
+        out, _ = m(x, lengths=lengths)
+        gx, _ = m.backward(np.ones_like(out))
+        m.eval()
+        results[threads] = (out, gx, m(x, lengths=lengths)[0])
+    for one, two in zip(results[1], results[2]):
+        np.testing.assert_array_equal(one, two)

@@ -103,20 +103,20 @@ cdef extern from "gates.h":
                                  const float *b, float *g, float *c, float *m) noexcept nogil
     void rnnx_lstm_forward_row_d(intp n, intp H, const double *x, const double *hr,
                                  const double *b, double *g, double *c, double *m) noexcept nogil
-    void rnnx_lstm_backward_row_f(intp H, float *g, const float *cn, const float *cp,
+    void rnnx_lstm_backward_row_f(intp n, intp H, float *g, const float *cn, const float *cp,
                                   const float *dm, float *dc) noexcept nogil
-    void rnnx_lstm_backward_row_d(intp H, double *g, const double *cn, const double *cp,
-                                  const double *dm, double *dc) noexcept nogil
+    void rnnx_lstm_backward_row_d(intp n, intp H, double *g, const double *cn,
+                                  const double *cp, const double *dm, double *dc) noexcept nogil
     void rnnx_gru_forward_row_f(intp n, intp H, const float *x, const float *hr,
                                 const float *b, const float *bhn, float *g, float *hn,
                                 float *h) noexcept nogil
     void rnnx_gru_forward_row_d(intp n, intp H, const double *x, const double *hr,
                                 const double *b, const double *bhn, double *g, double *hn,
                                 double *h) noexcept nogil
-    void rnnx_gru_backward_row_f(intp H, float *g, float *hn, const float *hp, float *dgh,
-                                 float *dh) noexcept nogil
-    void rnnx_gru_backward_row_d(intp H, double *g, double *hn, const double *hp, double *dgh,
-                                 double *dh) noexcept nogil
+    void rnnx_gru_backward_row_f(intp n, intp H, float *g, float *hn, const float *hp,
+                                 float *dgh, float *dh) noexcept nogil
+    void rnnx_gru_backward_row_d(intp n, intp H, double *g, double *hn, const double *hp,
+                                 double *dgh, double *dh) noexcept nogil
 
 
 cdef extern from "team.h":
@@ -207,13 +207,12 @@ cdef inline void _rows_to_panels(intp n, intp cols, const floating *src, floatin
                    min(w, cols - j) * sizeof(floating))
 
 
-cdef inline void _row_from_panels(intp cols, const floating *src, intp rows, intp row,
-                                  floating *dst) noexcept nogil:
-    """dst (cols,) = row `row` of a (rows, cols) matrix kept in panels."""
-    cdef intp w = _panel_width(src), jp, j
-    for jp in range((cols + w - 1) // w):
-        j = jp * w
-        memcpy(dst + j, src + j * rows + row * w, min(w, cols - j) * sizeof(floating))
+cdef inline void _units_from_panels(intp u0, intp u1, const floating *src, intp rows, intp row,
+                                    floating *dst) noexcept nogil:
+    """dst[u0:u1] = columns u0..u1-1 of row `row` of a (rows, cols) matrix kept in panels."""
+    cdef intp w = _panel_width(src), j
+    for j in range(u0, u1):
+        dst[j] = src[(j // w) * rows * w + row * w + j % w]
 
 
 cdef inline void _sigmoid(floating *a, intp n) noexcept nogil:
@@ -407,6 +406,67 @@ cdef void _team_forward(int cell, bint training, intp T, const intp *batch_sizes
     rnnx_restore_fp_mode(fp_mode)
 
 
+cdef void _gate_grad_rows(int cell, bint reverse, intp t, intp T, const intp *batch_sizes,
+                          const intp *offsets, intp n, intp r0, intp u0, intp u1, intp H,
+                          intp P, const floating *dout, intp lddo, Dir *d) noexcept nogil:
+    """Step t's gate gradients for hidden units [u0, u1) of its first n rows from batch row
+    r0: adds dout to dh, then turns the activated gates into pre-activation gradients
+    (LSTM: and dc into dL/dc of the step before; GRU: dh into its direct part z * dh)."""
+    cdef intp GH = NUM_GATES[cell] * H, nu = u1 - u0, off = offsets[t] + r0, r, j, k, tp, rr
+    cdef floating *dh = <floating *> d.h
+    cdef floating *dc = <floating *> d.c
+    cdef floating *dgh = <floating *> d.hg
+    cdef const floating *cbuf = <floating *> d.cbuf
+    cdef const floating *cprev
+    cdef const floating *dorow
+    cdef floating *xg
+    cdef floating *dmrow
+    cdef floating hv
+    if dout != NULL:
+        for r in range(n):
+            dorow = dout + (off + r) * lddo
+            for j in range(u0, u1):
+                dh[(r0 + r) * P + j] += dorow[j]
+    for r in range(n):
+        xg = <floating *> d.gates + (off + r) * GH
+        k = (off + r) * H
+        rr = r0 + r     # row in the batch-indexed state buffers
+        if cell == LSTM:
+            dmrow = <floating *> d.dm + rr * H if d.w_hr != NULL else dh + rr * P
+            # c entering step t: c' of the step before it in this direction's order, if the
+            # row was alive there, else c0
+            tp = t + 1 if reverse else t - 1
+            if 0 <= tp < T and rr < batch_sizes[tp]:
+                cprev = cbuf + (offsets[tp] + rr) * H
+            else:
+                cprev = <floating *> d.c0 + rr * H
+            if floating is float:
+                rnnx_lstm_backward_row_f(nu, H, xg + u0, cbuf + k + u0, cprev + u0, dmrow + u0,
+                                         dc + rr * H + u0)
+            else:
+                rnnx_lstm_backward_row_d(nu, H, xg + u0, cbuf + k + u0, cprev + u0, dmrow + u0,
+                                         dc + rr * H + u0)
+        elif cell == GRU:
+            # h entering the step, into dgh's n block (read there before it is written)
+            _units_from_panels(u0, u1, <floating *> d.hprev, offsets[T], off + r,
+                               dgh + rr * GH + 2 * H)
+            if floating is float:
+                rnnx_gru_backward_row_f(nu, H, xg + u0, <floating *> d.hn + k + u0,
+                                        dgh + rr * GH + 2 * H + u0, dgh + rr * GH + u0,
+                                        dh + rr * P + u0)
+            else:
+                rnnx_gru_backward_row_d(nu, H, xg + u0, <floating *> d.hn + k + u0,
+                                        dgh + rr * GH + 2 * H + u0, dgh + rr * GH + u0,
+                                        dh + rr * P + u0)
+        else:
+            for j in range(u0, u1):
+                hv = xg[j]
+                if cell == RNN_TANH:
+                    xg[j] = dh[rr * P + j] * (1 - hv * hv)
+                else:
+                    xg[j] = dh[rr * P + j] if hv > 0 else 0
+
+
 cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_sizes,
                           const intp *offsets, intp r0, intp r1, intp H, intp P,
                           const floating *dout, intp lddo, Dir *d) noexcept nogil:
@@ -418,21 +478,10 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef floating *dh = <floating *> d.h
-    cdef floating *dc = <floating *> d.c
     cdef floating *dm = <floating *> d.dm
     cdef floating *gates = <floating *> d.gates
     cdef floating *dgh = <floating *> d.hg
-    cdef const floating *hprev = <floating *> d.hprev
-    cdef const floating *cbuf = <floating *> d.cbuf
-    cdef const floating *c0 = <floating *> d.c0
-    cdef const floating *cprev
-    cdef floating *hnb = <floating *> d.hn
-    cdef floating *xg
-    cdef floating *dmrow
-    cdef const floating *dorow
-    cdef intp s, t, n, off, r, j, k, tp
-    cdef intp rr
-    cdef floating hv
+    cdef intp s, t, n, off, r, j
 
     for s in range(T):
         t = s if reverse else T - 1 - s
@@ -440,55 +489,63 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
         if n <= 0:
             continue
         off = offsets[t] + r0
-        if dout != NULL:
-            for r in range(n):
-                dorow = dout + (off + r) * lddo
-                for j in range(P):
-                    dh[(r0 + r) * P + j] += dorow[j]
         if cell == LSTM and w_hr != NULL:
+            if dout != NULL:
+                for r in range(n):
+                    for j in range(P):
+                        dh[(r0 + r) * P + j] += dout[(off + r) * lddo + j]
             memcpy(<floating *> d.dhtot + off * P, dh + r0 * P, n * P * sizeof(floating))
             # dm[r0:r0+n] (n, H) = dh[r0:r0+n] (n, P) @ w_hr (P, H)
             gemm(False, False, n, H, P, <floating> 1, dh + r0 * P, P, w_hr, H, <floating> 0,
                  dm + r0 * H, H)
-        for r in range(n):
-            xg = gates + (off + r) * GH
-            k = (off + r) * H
-            rr = r0 + r     # row in the batch-indexed state buffers
-            if cell == LSTM:
-                dmrow = dm + rr * H if w_hr != NULL else dh + rr * P
-                # c entering step t: c' of the step before it in this direction's order, if
-                # the row was alive there, else c0
-                tp = t + 1 if reverse else t - 1
-                if 0 <= tp < T and rr < batch_sizes[tp]:
-                    cprev = cbuf + (offsets[tp] + rr) * H
-                else:
-                    cprev = c0 + rr * H
-                if floating is float:
-                    rnnx_lstm_backward_row_f(H, xg, cbuf + k, cprev, dmrow, dc + rr * H)
-                else:
-                    rnnx_lstm_backward_row_d(H, xg, cbuf + k, cprev, dmrow, dc + rr * H)
-            elif cell == GRU:
-                # h entering the step, into dgh's n block (read there before it is written)
-                _row_from_panels(P, hprev, offsets[T], off + r, dgh + rr * GH + 2 * H)
-                if floating is float:
-                    rnnx_gru_backward_row_f(H, xg, hnb + k, dgh + rr * GH + 2 * H,
-                                            dgh + rr * GH, dh + rr * P)
-                else:
-                    rnnx_gru_backward_row_d(H, xg, hnb + k, dgh + rr * GH + 2 * H,
-                                            dgh + rr * GH, dh + rr * P)
-            else:
-                for j in range(H):
-                    hv = xg[j]
-                    if cell == RNN_TANH:
-                        xg[j] = dh[rr * P + j] * (1 - hv * hv)
-                    else:
-                        xg[j] = dh[rr * P + j] if hv > 0 else 0
+            _gate_grad_rows(cell, reverse, t, T, batch_sizes, offsets, n, r0, 0, H, H, P,
+                            <floating *> NULL, lddo, d)
+        else:
+            _gate_grad_rows(cell, reverse, t, T, batch_sizes, offsets, n, r0, 0, H, H, P, dout,
+                            lddo, d)
         if cell == GRU:
             # dh[r0:r0+n] (n, P) += dgh[r0:r0+n] (n, GH) @ w_hh (GH, P)
             _step_gemm(n, P, GH, dgh + r0 * GH, GH, w_hh_panels, True, dh + r0 * P, P)
         else:
             # dh[r0:r0+n] (n, P) = dgates[off:off+n] (n, GH) @ w_hh (GH, P)
             _step_gemm(n, P, GH, gates + off * GH, GH, w_hh_panels, False, dh + r0 * P, P)
+    rnnx_restore_fp_mode(fp_mode)
+
+
+cdef void _team_backward(int cell, intp T, const intp *batch_sizes, const intp *offsets,
+                         intp H, intp P, const floating *dout, intp lddo, Dir *d,
+                         rnnx_barrier *barrier) noexcept nogil:
+    """One member of a team that back-propagates the time loop of one direction (no
+    projection) together: per step each member computes the gate gradients of its share of
+    the hidden units, the team meets, each member computes its panels of dh's columns, the
+    team meets. The same arithmetic as _recur_backward, so the same result."""
+    cdef unsigned int fp_mode = rnnx_flush_denormals()
+    cdef int size = rnnx_team_size(), me = rnnx_team_member(), sense = 0
+    cdef intp GH = NUM_GATES[cell] * H, w = _panel_width(dout)
+    cdef intp panels = (P + w - 1) // w
+    cdef intp p0 = me * panels // size, p1 = (me + 1) * panels // size
+    cdef intp j0 = p0 * w, cols = min(p1 * w, P) - j0
+    cdef intp u0 = me * H // size, u1 = (me + 1) * H // size
+    cdef floating *dh = <floating *> d.h
+    cdef intp s, t, n
+    rnnx_barrier_join(barrier, size)
+    for s in range(T):
+        t = T - 1 - s
+        n = batch_sizes[t]
+        if u1 > u0:
+            _gate_grad_rows(cell, False, t, T, batch_sizes, offsets, n, 0, u0, u1, H, P, dout,
+                            lddo, d)
+        rnnx_barrier_wait(barrier, &sense)
+        if cols > 0:
+            if cell == GRU:
+                # dh[:n, j0:j0+cols] += dgh[:n] (n, GH) @ w_hh[:, j0:j0+cols]
+                _panel_gemm(n, cols, GH, <floating *> d.hg, GH, 1,
+                            <floating *> d.w_hh_panels + p0 * GH * w, GH * w, True, dh + j0, P)
+            else:
+                # dh[:n, j0:j0+cols] = dgates[off:off+n] (n, GH) @ w_hh[:, j0:j0+cols]
+                _panel_gemm(n, cols, GH, <floating *> d.gates + offsets[t] * GH, GH, 1,
+                            <floating *> d.w_hh_panels + p0 * GH * w, GH * w, False, dh + j0, P)
+        rnnx_barrier_wait(barrier, &sense)
     rnnx_restore_fp_mode(fp_mode)
 
 
@@ -570,6 +627,15 @@ cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp *
         blk += 1
 
 
+cpdef bint shares_time_loop(int cell, intp B, intp ndir, intp H, intp P, bint projection,
+                            int num_threads) noexcept nogil:
+    """Whether the forward time loop runs on a team of threads split by hidden units
+    (_team_forward): one direction whose B rows are too few to split into row blocks,
+    several threads, no projection, and steps big enough to pay for two barriers."""
+    return (ndir == 1 and B < 2 * MIN_BLOCK_ROWS and num_threads > 1 and not projection
+            and P * NUM_GATES[cell] * H >= MIN_TEAM_WORK)
+
+
 cdef void _forward_task(int typenum, int cell, bint training, intp k, intp r0, intp r1, intp T,
                         const intp *bs, const intp *of, intp I, intp H, intp P, void *out,
                         intp ld, Dir *dirs) noexcept nogil:
@@ -604,17 +670,20 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
     _row_blocks(T, bs, ndir, num_threads, &nblocks, bounds)
     ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
-    if (forward and ntasks == 1 and num_threads > 1 and dirs[0].w_hr == NULL
-            and P * NUM_GATES[cell] * H >= MIN_TEAM_WORK):
+    if shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr != NULL, num_threads):
         # too few rows for the threads: they share the time loop, split by hidden units
         rnnx_barrier_init(&barrier)
         with parallel(num_threads=num_threads):
-            if typenum == cnp.NPY_FLOAT32:
+            if forward and typenum == cnp.NPY_FLOAT32:
                 _team_forward(cell, training, T, bs, of, I, H, P, <float *> buf, ld, dirs,
                               &barrier)
-            else:
+            elif forward:
                 _team_forward(cell, training, T, bs, of, I, H, P, <double *> buf, ld, dirs,
                               &barrier)
+            elif typenum == cnp.NPY_FLOAT32:
+                _team_backward(cell, T, bs, of, H, P, <float *> buf, ld, dirs, &barrier)
+            else:
+                _team_backward(cell, T, bs, of, H, P, <double *> buf, ld, dirs, &barrier)
         return
     for task in prange(ntasks, num_threads=threads, schedule="static", use_threads_if=threads > 1):
         k = task // nblocks

@@ -1,6 +1,6 @@
 /* Fused per-row gate loops of the LSTM and the GRU, one pass over the H units of a batch row.
- * The forward ones take the n units j = 0..n-1 of pointers that may start inside the row
- * (a thread's share of the units); H stays the distance between gate blocks.
+ * Each takes the n units j = 0..n-1 of pointers that may start inside the row (a thread's
+ * share of the units); H stays the distance between gate blocks.
  *
  * LSTM forward, with x = W_ih x_t (this step's input projection) and hr = W_hh h:
  *   i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (x + (hr + b)) in blocks of H
@@ -40,10 +40,10 @@ static void rnnx_lstm_forward_row_##SUFFIX(ptrdiff_t n, ptrdiff_t H, const T *x,
         m[j] = go * TANH(cn);                                                                 \
     }                                                                                         \
 }                                                                                             \
-static void rnnx_lstm_backward_row_##SUFFIX(ptrdiff_t H, T *restrict g, const T *restrict cn, \
-                                            const T *restrict cp, const T *restrict dm,       \
-                                            T *restrict dc) {                                 \
-    for (ptrdiff_t j = 0; j < H; j++) {                                                       \
+static void rnnx_lstm_backward_row_##SUFFIX(ptrdiff_t n, ptrdiff_t H, T *restrict g,          \
+                                            const T *restrict cn, const T *restrict cp,       \
+                                            const T *restrict dm, T *restrict dc) {           \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                       \
         T gi = g[j], gf = g[H + j], gg = g[2 * H + j], go = g[3 * H + j];                     \
         T tc = TANH(cn[j]);                                                                   \
         T dct = dc[j] + dm[j] * go * (1 - tc * tc);                                           \
@@ -70,10 +70,11 @@ static void rnnx_gru_forward_row_##SUFFIX(ptrdiff_t n, ptrdiff_t H, const T *x, 
         h[j] = gn + gz * (h[j] - gn);                                                         \
     }                                                                                         \
 }                                                                                             \
-static void rnnx_gru_backward_row_##SUFFIX(ptrdiff_t H, T *restrict g, T *restrict hn,        \
-                                           const T *hp, T *dgh, T *restrict dh) {             \
+static void rnnx_gru_backward_row_##SUFFIX(ptrdiff_t n, ptrdiff_t H, T *restrict g,           \
+                                           T *restrict hn, const T *hp, T *dgh,               \
+                                           T *restrict dh) {                                  \
     _Pragma("GCC ivdep")                                                                      \
-    for (ptrdiff_t j = 0; j < H; j++) {                                                       \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                       \
         T gr = g[j], gz = g[H + j], gn = g[2 * H + j], dhv = dh[j];                           \
         T dn = dhv * (1 - gz) * (1 - gn * gn);                                                \
         T dr = dn * hn[j] * gr * (1 - gr);                                                    \
