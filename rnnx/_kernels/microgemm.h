@@ -6,7 +6,8 @@
  * panels of 2W columns (W = 8 floats or 4 doubles per vector), panel jp holding rows
  * p = 0..k-1 of columns [2W jp, 2W jp + 2W) back to back, so that a panel streams through
  * the cache without the set conflicts of a power-of-two row stride. Each block of 6 rows of
- * A keeps 12 vector accumulators in registers (the shape of the usual Haswell micro-kernel).
+ * A keeps 12 vector accumulators in registers (the shape of the usual Haswell micro-kernel);
+ * 4 leftover rows take 8, and the last rows go one at a time over four panels.
  * The last panel is zero-padded; only the valid columns of C are written. With the
  * kernels' -march flag the vectors are AVX2/FMA (or AVX-512) registers; without it the
  * compiler splits them into what the target has. Every element of C is one dot product
@@ -107,7 +108,31 @@ static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ar
             NAME##_store(c, c50, c51, nj, accumulate);                                        \
         }                                                                                     \
     }                                                                                         \
-    for (i = i0 + (i1 - i0) / 6 * 6; i < i1; i++)     /* the last rows, one by one */         \
+    i = i0 + (i1 - i0) / 6 * 6;                                                               \
+    if (i1 - i >= 4) {                  /* 4 of the last rows: 8 accumulators per panel */    \
+        for (j = 0; j < n; j += 2 * W) {                                                      \
+            const T *panel = Bp + j / (2 * W) * panel_stride;                                 \
+            ptrdiff_t nj = n - j < 2 * W ? n - j : 2 * W;                                     \
+            const T *a0 = A + i * ars, *a1 = a0 + ars, *a2 = a1 + ars, *a3 = a2 + ars;        \
+            V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0},               \
+              c30 = {0}, c31 = {0};                                                           \
+            for (p = 0; p < k; p++) {                                                         \
+                V b0 = NAME##_load(panel + 2 * W * p), b1 = NAME##_load(panel + 2 * W * p + W);\
+                ptrdiff_t q = p * aps;                                                        \
+                c00 += a0[q] * b0; c01 += a0[q] * b1;                                         \
+                c10 += a1[q] * b0; c11 += a1[q] * b1;                                         \
+                c20 += a2[q] * b0; c21 += a2[q] * b1;                                         \
+                c30 += a3[q] * b0; c31 += a3[q] * b1;                                         \
+            }                                                                                 \
+            T *c = C + i * ldc + j;                                                           \
+            NAME##_store(c, c00, c01, nj, accumulate); c += ldc;                              \
+            NAME##_store(c, c10, c11, nj, accumulate); c += ldc;                              \
+            NAME##_store(c, c20, c21, nj, accumulate); c += ldc;                              \
+            NAME##_store(c, c30, c31, nj, accumulate);                                        \
+        }                                                                                     \
+        i += 4;                                                                               \
+    }                                                                                         \
+    for (; i < i1; i++)                 /* the rest one by one */                             \
         NAME##_row(n, k, A + i * ars, aps, Bp, panel_stride, accumulate, C + i * ldc);        \
     }                                                                                         \
 }
