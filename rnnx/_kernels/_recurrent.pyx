@@ -1,10 +1,12 @@
 # Fused LSTM / GRU / RNN layer kernels, forward and backward through time.
 #
 # One call runs one layer, both directions. Rows of a batch never interact, so the time loop
-# is split into tasks (direction x fixed block of batch rows) that run on parallel threads;
-# the whole-sequence GEMMs are split into fixed blocks of rows too (pgemm). BLAS itself stays
-# single-threaded (rnnx._threads): the blocks depend on the shapes only, never on the thread
-# count, so results are bitwise the same whatever the number of threads.
+# is split into tasks (direction x block of batch rows) that run on parallel threads; a batch
+# too small for row blocks runs on a team of threads split by hidden units instead (team.h);
+# the whole-sequence GEMMs are split into blocks of rows. Every element is the same dot
+# product in the same order, and every gate the same arithmetic, whichever thread computes
+# it, and BLAS itself stays single-threaded (rnnx._threads): results are bitwise the same
+# whatever the number of threads.
 # The sequence is *packed* as in PyTorch's PackedSequence: step t holds the first
 # batch_sizes[t] rows of a length-sorted batch, stored at rows offsets[t] .. offsets[t+1]
 # of the (N, features) arrays, N = sum(batch_sizes). A full-length batch is the special
@@ -15,10 +17,10 @@
 #   GRU   r, z, n:     n = tanh(W_in x + b_in + r*(W_hn h + b_hn)),  h' = (1-z)*n + z*h
 #   RNN   h' = tanh or relu(W_ih x + b_ih + W_hh h + b_hh)
 #
-# Forward per direction: one GEMM projects all N rows of the input, then per step one
-# recurrent GEMM and one fused loop for gates and states. The projected-input buffer is
-# overwritten in place with the activated gates (what backward needs), and backward
-# overwrites them again with the pre-activation gate gradients, which the whole-sequence
+# Forward per direction and step: the input projection GEMM (or, for weights too big for
+# L2, one GEMM for all N rows up front), the recurrent GEMM, and one fused loop for gates
+# and states (gates.h). Training stores the activated gates (what backward needs), and
+# backward overwrites them with the pre-activation gate gradients, which the whole-sequence
 # GEMMs for dW_ih, dW_hh and dX then read.
 cimport numpy as cnp
 from libc.string cimport memcpy
@@ -27,6 +29,11 @@ from cython.parallel cimport parallel, prange
 from ._blas cimport floating, gemm, pgemm
 
 cnp.import_array()
+
+DEF MAX_BLOCKS = 64
+DEF MIN_BLOCK_ROWS = 8
+DEF K_CHUNK = 256             # rows of k per packed chunk in the weight-gradient GEMMs
+DEF MIN_TEAM_WORK = 32768     # multiply-adds per row and step worth two barriers
 
 cdef extern from *:
     """
@@ -83,7 +90,7 @@ cdef struct Dir:
     void *dhtot      # (N, P) hidden-state gradient per step (LSTM proj backward)
     void *dm         # (B, H) gradient of o*tanh(c) for one step (LSTM proj backward)
     # Backward gradient accumulators (+=): NULL bias grads when the module has no bias.
-    void *x_panels   # layer input (N, I) in panels, for gw_ih
+    void *x_chunks   # per thread, K_CHUNK rows of the layer input in panels, for gw_ih
     void *gw_ih
     void *gw_hh
     void *gb_ih
@@ -163,21 +170,60 @@ cdef void _gemm_tn_accumulate(intp m, intp n, intp k, const floating *a, intp ld
     """C (m, n) += A.T @ B over a long k: a = A (k, m) row-major with row stride lda, read in
     place; bp = B (k, n) in panels.
 
-    k is cut into chunks of 256 so that a chunk of each panel stays in cache over a block of
+    k is cut into chunks of K_CHUNK so that a chunk of each panel stays in cache over a block of
     rows; each chunk's product is added to C in chunk order, and the rows of C are split into
     fixed blocks over the threads: the result does not depend on the thread count."""
     cdef intp width = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0
     if num_threads <= 1 or blocks <= 1:
-        for k0 in range(0, k, 256):
-            _panel_gemm(m, n, min(256, k - k0), a + k0 * lda, 1, lda, bp + k0 * width, k * width,
+        for k0 in range(0, k, K_CHUNK):
+            _panel_gemm(m, n, min(K_CHUNK, k - k0), a + k0 * lda, 1, lda, bp + k0 * width, k * width,
                         True, c, n)
         return
     for i in prange(blocks, num_threads=num_threads, schedule="static"):
         r0 = i * m // blocks
         r1 = (i + 1) * m // blocks
-        for k0 in range(0, k, 256):
-            _panel_gemm(r1 - r0, n, min(256, k - k0), a + k0 * lda + r0, 1, lda,
+        for k0 in range(0, k, K_CHUNK):
+            _panel_gemm(r1 - r0, n, min(K_CHUNK, k - k0), a + k0 * lda + r0, 1, lda,
                         bp + k0 * width, k * width, True, c + r0 * n, n)
+
+
+cpdef intp x_chunks_size(intp I, intp itemsize, int num_threads) noexcept nogil:
+    """Elements of the x_chunks scratch that backward_layer needs for an input of I features."""
+    cdef intp w = 64 // itemsize
+    return num_threads * K_CHUNK * ((I + w - 1) // w) * w
+
+
+cdef void _gemm_tn_accumulate_rows(intp m, intp n, intp k, const floating *a, intp lda,
+                                   const floating *b, floating *chunks, floating *c,
+                                   int num_threads) noexcept nogil:
+    """C (m, n) += A.T @ B like _gemm_tn_accumulate, but B (k, n) row-major: each chunk of
+    K_CHUNK rows of B is packed into panels just before its product, in `chunks`, one
+    K_CHUNK x (n rounded up to a panel) buffer per thread, instead of a whole packed copy of
+    B. The same sums in the same order: the same result."""
+    cdef intp w = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0, kc
+    cdef intp chunk = K_CHUNK * ((n + w - 1) // w) * w
+    cdef int me, size
+    cdef floating *buf
+    if num_threads <= 1 or blocks <= 1:
+        for k0 in range(0, k, K_CHUNK):
+            kc = min(K_CHUNK, k - k0)
+            _rows_to_panels(kc, n, b + k0 * n, chunks, kc, 0)
+            _panel_gemm(m, n, kc, a + k0 * lda, 1, lda, chunks, kc * w, True, c, n)
+        return
+    with parallel(num_threads=num_threads):
+        me = rnnx_team_member()
+        size = rnnx_team_size()
+        buf = chunks + me * chunk
+        for k0 in range(0, k, K_CHUNK):
+            kc = min(K_CHUNK, k - k0)
+            _rows_to_panels(kc, n, b + k0 * n, buf, kc, 0)
+            i = me
+            while i < blocks:
+                r0 = i * m // blocks
+                r1 = (i + 1) * m // blocks
+                _panel_gemm(r1 - r0, n, kc, a + k0 * lda + r0, 1, lda, buf, kc * w, True,
+                            c + r0 * n, n)
+                i = i + size
 
 
 cdef void _parallel_step_gemm(intp m, intp n, intp k, const floating *a, intp lda,
@@ -563,11 +609,11 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
     gradients that _recur_backward left in gates (N, GH) (and in hn, dhtot)."""
     cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *hnb = <floating *> d.hn
-    cdef const floating *x_panels = <floating *> d.x_panels
     cdef const floating *hprev_panels = <floating *> d.hprev
 
     # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I)
-    _gemm_tn_accumulate(GH, I, N, gates, GH, x_panels, <floating *> d.gw_ih, nt)
+    _gemm_tn_accumulate_rows(GH, I, N, gates, GH, <floating *> d.x, <floating *> d.x_chunks,
+                             <floating *> d.gw_ih, nt)
     if cell == GRU:
         # gw_hh[:2H] (2H, P) += dgates[:, :2H].T @ hprev;  gw_hh[2H:] (H, P) += dhn.T @ hprev
         _gemm_tn_accumulate(2 * H, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, nt)
@@ -592,10 +638,6 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
 # ---------------------------------------------------------------------------------------
 # Python entry points. Every array is checked here (type, dtype, C order, size), so that
 # whatever the caller passes, the nogil code only touches memory it owns.
-
-DEF MAX_BLOCKS = 64
-DEF MIN_BLOCK_ROWS = 8
-DEF MIN_TEAM_WORK = 32768     # multiply-adds per row and step worth two barriers
 
 
 cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp *nblocks,
@@ -799,7 +841,8 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     cdef void *op = _ptr(out, typenum, N * ndir * P, "out")
     cdef Dir[2] dirs
     for k in range(ndir):
-        _fill_dir(&dirs[k], directions[k], typenum, cell, training, proj, False, N, B, I, H, P)
+        _fill_dir(&dirs[k], directions[k], typenum, cell, training, proj, False, N, B, I, H, P,
+                  num_threads)
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
@@ -838,12 +881,14 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     if not proj and P != H:
         raise ValueError("h has the wrong number of columns")
     cdef intp ld = ndir * P
-    _ptr(x, typenum, N * I, "x")
+    cdef void *xp = _ptr(x, typenum, N * I, "x")
     cdef void *gop = _optional_ptr(grad_out, typenum, N * ld, "grad_out")
     cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x")
     cdef Dir[2] dirs
     for k in range(ndir):
-        _fill_dir(&dirs[k], directions[k], typenum, cell, True, proj, True, N, B, I, H, P)
+        _fill_dir(&dirs[k], directions[k], typenum, cell, True, proj, True, N, B, I, H, P,
+                  num_threads)
+        dirs[k].x = xp
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
@@ -872,7 +917,7 @@ cdef inline intp _round_up(intp n, intp multiple):
 
 
 cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, bint backward,
-               intp N, intp B, intp I, intp H, intp P):
+               intp N, intp B, intp I, intp H, intp P, int num_threads):
     """Checks one direction's arrays and stores their data pointers in d."""
     cdef intp GH = NUM_GATES[cell] * H
     cdef bint lstm = cell == LSTM, gru = cell == GRU
@@ -902,9 +947,10 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.dhtot = _ptr(a["dhtot"], typenum, N * P, "dhtot") if backward and proj else NULL
     d.dm = _ptr(a["dm"], typenum, B * H, "dm") if backward and proj else NULL
     d.gw_ih = d.gw_hh = d.gb_ih = d.gb_hh = d.gw_hr = NULL
-    d.x_panels = NULL
+    d.x_chunks = NULL
     if backward:
-        d.x_panels = _ptr(a["x_panels"], typenum, _round_up(I, pw) * N, "x_panels")
+        d.x_chunks = _ptr(a["x_chunks"], typenum, x_chunks_size(I, 64 // pw, num_threads),
+                          "x_chunks")
         d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih")
         d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh")
         d.gw_hr = _ptr(a["gw_hr"], typenum, P * H, "gw_hr") if proj else NULL

@@ -10,7 +10,7 @@ from .._kernels._recurrent import Cell, backward_layer, forward_layer
 from .module import Module, Parameter, check_dtype
 from .._workspace import POOL
 from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes,
-                  direction_buffers, panels, release_buffers, reset_uniform)
+                  direction_buffers, input_chunks, release_buffers, reset_uniform)
 
 _ONE_STEP_OFFSETS = {}
 
@@ -101,13 +101,13 @@ class RNNCellBase(Module):
         dh = self._check_state(grad_h, shape_x, "grad_h")
         dc = self._check_state(grad_c, shape_x, "grad_c") if self.mode == Cell.LSTM else None
         self._pop_record()
-        x_panels = panels(x2)
-        attach_gradients(bufs, self._weights(), dh, dc, x_panels)
+        x_chunks = input_chunks(x2.shape[1], x2.dtype, 1)
+        attach_gradients(bufs, self._weights(), dh, dc, x_chunks)
         grad_x = np.empty_like(x2)
         bs, offsets = _one_step_packing(B)
         backward_layer(int(self.mode), x2, bs, offsets, [bufs], None, grad_x, self.hidden_size)
         release_buffers(bufs)
-        POOL.give(x_panels)
+        POOL.give(x_chunks)
         if unbatched:
             return grad_x[0], dh[0], (None if dc is None else dc[0])
         return grad_x, dh, dc

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _random, _threads
 from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_panels,
-                                   projects_per_step)
+                                   projects_per_step, x_chunks_size)
 from ..utils.rnn import PackedSequence, packing_of_lengths
 from .._workspace import POOL
 from .module import Module, Parameter, check_dtype
@@ -97,15 +97,21 @@ def panels(b):
     return out
 
 
-def attach_gradients(bufs, weights, dh, dc, x_panels):
+def input_chunks(input_size, dtype, threads):
+    """Pooled scratch in which the backward kernel packs the layer input chunk by chunk for
+    the input-weight gradient (one chunk per thread)."""
+    return POOL.take((x_chunks_size(input_size, dtype.itemsize, threads),), dtype)
+
+
+def attach_gradients(bufs, weights, dh, dc, x_chunks):
     """Turn a forward record's direction dict into the kernel's backward dict, in place.
 
-    x_panels: panels(layer input), shared by the directions of a layer."""
+    x_chunks: input_chunks(...), scratch shared by the directions of a layer."""
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     gates = bufs["gates"]
     POOL.give(bufs.pop("w_hh_panels"), bufs.pop("w_ih_panels"))  # forward's layouts
     bufs.update(h=dh, c=dc, gw_ih=w_ih.grad, gw_hh=w_hh.grad, w_hh_panels=panels(w_hh.data),
-                w_ih_panels=panels(w_ih.data), x_panels=x_panels,
+                w_ih_panels=panels(w_ih.data), x_chunks=x_chunks,
                 gb_ih=None if b_ih is None else b_ih.grad,
                 gb_hh=None if b_hh is None else b_hh.grad)
     if w_hr is not None:
@@ -437,10 +443,10 @@ class RNNBase(Module):
         threads = _threads.get_num_threads()
         for layer in reversed(range(self.num_layers)):
             layer_in, dirs, _ = rec.layers[layer]
-            x_panels = panels(layer_in)
+            x_chunks = input_chunks(layer_in.shape[1], self.dtype, threads)
             for d in range(D):
                 attach_gradients(dirs[d], self._weights[layer][d], dh[layer * D + d],
-                                 None if dc is None else dc[layer * D + d], x_panels)
+                                 None if dc is None else dc[layer * D + d], x_chunks)
             # Gradients between layers are scratch; the input gradient goes to the caller.
             grad_in = (POOL.take(layer_in.shape, self.dtype) if layer > 0
                        else np.empty(layer_in.shape, self.dtype))
@@ -448,7 +454,7 @@ class RNNBase(Module):
                            grad, grad_in, H, threads)
             for bufs in dirs:
                 release_buffers(bufs)
-            POOL.give(x_panels)
+            POOL.give(x_chunks)
             if layer < self.num_layers - 1:
                 POOL.give(grad)         # from the layer above, not the caller's grad_output
             if layer > 0:
