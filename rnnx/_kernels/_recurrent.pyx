@@ -411,6 +411,20 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     rnnx_restore_fp_mode(fp_mode)
 
 
+cdef void _team_share(rnnx_barrier *barrier, intp ncols, intp H, intp w, intp *p0, intp *cols,
+                      intp *u0, intp *u1) noexcept nogil:
+    """Join the team at `barrier` and take this member's share of the work: the column panels
+    p0.. (cols columns) of a GEMM with ncols columns in panels of w, and the hidden units
+    [u0, u1)."""
+    cdef int size = rnnx_team_size(), me = rnnx_team_member()
+    cdef intp panels = (ncols + w - 1) // w
+    rnnx_barrier_join(barrier, size)
+    p0[0] = me * panels // size
+    cols[0] = min((me + 1) * panels // size * w, ncols) - p0[0] * w
+    u0[0] = me * H // size
+    u1[0] = (me + 1) * H // size
+
+
 cdef void _team_forward(int cell, bint training, intp T, const intp *batch_sizes,
                         const intp *offsets, intp I, intp H, intp P, floating *out, intp ldo,
                         Dir *d, rnnx_barrier *barrier) noexcept nogil:
@@ -419,23 +433,21 @@ cdef void _team_forward(int cell, bint training, intp T, const intp *batch_sizes
     meets, each member runs the gate loop for its share of the hidden units, the team meets.
     Every element is computed as in _recur_forward, so the result is the same."""
     cdef unsigned int fp_mode = rnnx_flush_denormals()
-    cdef int size = rnnx_team_size(), me = rnnx_team_member(), sense = 0
-    cdef intp GH = NUM_GATES[cell] * H, w = _panel_width(out)
-    cdef intp panels = (GH + w - 1) // w
-    cdef intp p0 = me * panels // size, p1 = (me + 1) * panels // size
-    cdef intp j0 = p0 * w, cols = min(p1 * w, GH) - j0
-    cdef intp u0 = me * H // size, u1 = (me + 1) * H // size
+    cdef int sense = 0
+    cdef bint lead = rnnx_team_member() == 0
+    cdef intp GH = NUM_GATES[cell] * H, w = _panel_width(out), p0, j0, cols, u0, u1
     cdef const floating *x = <floating *> d.x
     cdef floating *xs = <floating *> d.xs
     cdef floating *h = <floating *> d.h
     cdef intp s, n, off, B = batch_sizes[0]
-    rnnx_barrier_join(barrier, size)
-    if training and cell == LSTM and me == 0:
+    _team_share(barrier, GH, H, w, &p0, &cols, &u0, &u1)
+    j0 = p0 * w
+    if training and cell == LSTM and lead:
         memcpy(<floating *> d.c0, <floating *> d.c, B * H * sizeof(floating))
     for s in range(T):
         n = batch_sizes[s]
         off = offsets[s]
-        if training and me == 0:
+        if training and lead:
             _rows_to_panels(n, P, h, <floating *> d.hprev, offsets[T], off)
         if cols > 0:
             if xs != NULL:
@@ -566,15 +578,12 @@ cdef void _team_backward(int cell, intp T, const intp *batch_sizes, const intp *
     the hidden units, the team meets, each member computes its panels of dh's columns, the
     team meets. The same arithmetic as _recur_backward, so the same result."""
     cdef unsigned int fp_mode = rnnx_flush_denormals()
-    cdef int size = rnnx_team_size(), me = rnnx_team_member(), sense = 0
-    cdef intp GH = NUM_GATES[cell] * H, w = _panel_width(dout)
-    cdef intp panels = (P + w - 1) // w
-    cdef intp p0 = me * panels // size, p1 = (me + 1) * panels // size
-    cdef intp j0 = p0 * w, cols = min(p1 * w, P) - j0
-    cdef intp u0 = me * H // size, u1 = (me + 1) * H // size
+    cdef int sense = 0
+    cdef intp GH = NUM_GATES[cell] * H, w = _panel_width(dout), p0, j0, cols, u0, u1
     cdef floating *dh = <floating *> d.h
     cdef intp s, t, n
-    rnnx_barrier_join(barrier, size)
+    _team_share(barrier, P, H, w, &p0, &cols, &u0, &u1)
+    j0 = p0 * w
     for s in range(T):
         t = T - 1 - s
         n = batch_sizes[t]
