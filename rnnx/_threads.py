@@ -1,11 +1,13 @@
-"""Thread count of rnnx: its own kernel threads and the BLAS pool under them.
+"""Thread count of rnnx: its own kernel threads and the BLAS pools under and beside them.
 
 `set_num_threads(n)` / `get_num_threads()`; the default is every core this process may run
-on. The kernels split their work into fixed blocks (independent (direction, batch rows) time
-loops; row blocks of the whole-sequence GEMMs) and run them on OpenMP threads, each block a
-single-threaded BLAS call. The BLAS that scipy loaded (the one the kernels call, not numpy's)
-is therefore kept at one thread, so OpenMP and BLAS threads never oversubscribe the cores and
-results do not depend on the thread count: the blocks follow the shapes alone.
+on. The kernels split their work into blocks (independent (direction, batch rows) time loops
+or a team split by hidden units; row blocks of the whole-sequence GEMMs) and run them on
+OpenMP threads, each block a single-threaded BLAS call. The BLAS that scipy loaded (the one
+the kernels call) is therefore kept at one thread, so OpenMP and BLAS threads never
+oversubscribe the cores, and every element is computed the same way whatever the thread
+count. NumPy's own OpenBLAS (behind `Linear` and any matmul between rnnx calls, never run
+inside a kernel) follows n, when it is a library of its own.
 """
 import ctypes
 import os
@@ -21,36 +23,44 @@ def _available_cores():
         return max(1, os.cpu_count() or 1)
 
 
-def _find_openblas_setter():
-    """ctypes function setting the thread count of the OpenBLAS that scipy loaded, or None.
+def _openblas_setter(path):
+    """ctypes function setting the thread count of the OpenBLAS at `path`, or None."""
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:
+        return None
+    for name in ("scipy_openblas_set_num_threads", "openblas_set_num_threads",
+                 "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_"):
+        setter = getattr(lib, name, None)
+        if setter is not None:
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+            return setter
+    return None
 
-    numpy may load an OpenBLAS of its own; scipy's (bundled beside scipy, or the system's)
-    is the one scipy.linalg.cython_blas calls, so it is tried first and numpy's never.
+
+def _find_openblas_setters():
+    """(scipy's, numpy's) OpenBLAS thread-count setters; None where not found, and None for
+    numpy's when it shares scipy's library (which must stay at one thread).
+
+    scipy's (bundled beside scipy, or the system's) is the one scipy.linalg.cython_blas calls;
+    numpy's wheel brings its own in numpy.libs.
     """
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
     except OSError:
-        return None
-    scipy_root = os.path.dirname(os.path.dirname(scipy.__file__))
-    numpy_libs = os.path.join(scipy_root, "numpy.libs")
-    paths = sorted((p for p in paths if not p.startswith(numpy_libs)),
-                   key=lambda p: not p.startswith(os.path.join(scipy_root, "scipy")))
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas", "scipy_openblas64_", "openblas64_"):
-            setter = getattr(lib, prefix + "_set_num_threads", None) or \
-                getattr(lib, prefix + "set_num_threads", None)
-            if setter is not None:
-                setter.argtypes, setter.restype = [ctypes.c_int], None
-                return setter
-    return None
+        return None, None
+    root = os.path.dirname(os.path.dirname(scipy.__file__))
+    numpy_libs = os.path.join(root, "numpy.libs")
+    ours = sorted((p for p in paths if not p.startswith(numpy_libs)),
+                  key=lambda p: not p.startswith(os.path.join(root, "scipy")))
+    theirs = sorted(p for p in paths if p.startswith(numpy_libs))
+    scipy_setter = next(filter(None, map(_openblas_setter, ours)), None)
+    numpy_setter = next(filter(None, map(_openblas_setter, theirs)), None)
+    return scipy_setter, numpy_setter
 
 
-_blas_setter = _find_openblas_setter()
+_blas_setter, _numpy_blas_setter = _find_openblas_setters()
 _num_threads = _available_cores()
 
 
@@ -60,11 +70,13 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use n >= 1 threads in rnnx kernels."""
+    """Use n >= 1 threads in rnnx kernels and in NumPy's BLAS."""
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"number of threads must be a positive int, got {n!r}")
     _num_threads = n
+    if _numpy_blas_setter is not None:
+        _numpy_blas_setter(n)
 
 
 if _blas_setter is not None:

@@ -718,3 +718,24 @@ def test_repr():
     assert repr(rnnx.RNN(2, 3, nonlinearity="relu")) == "RNN(2, 3)"  # as torch
     assert "proj_size=2" in repr(rnnx.LSTM(2, 3, proj_size=2))
     assert "float64" in repr(rnnx.LSTM(2, 3, dtype=np.float64))
+
+
+def test_set_num_threads_governs_numpy_blas():
+    """NumPy's own OpenBLAS follows rnnx.set_num_threads; scipy's (the kernels') stays at 1."""
+    import ctypes
+    from rnnx import _threads
+    if _threads._numpy_blas_setter is None:
+        pytest.skip("NumPy has no OpenBLAS of its own here")
+    numpy_libs = [line.split()[-1] for line in open("/proc/self/maps")
+                  if "numpy.libs" in line and "openblas" in line.lower()]
+    lib = ctypes.CDLL(numpy_libs[0])
+    getter = next(getattr(lib, name) for name in (
+        "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+        "openblas_get_num_threads64_", "openblas_get_num_threads") if hasattr(lib, name))
+    saved = rnnx.get_num_threads()
+    try:
+        for n in (1, 2):
+            rnnx.set_num_threads(n)
+            assert getter() == n
+    finally:
+        rnnx.set_num_threads(saved)
