@@ -99,8 +99,6 @@ cdef struct Dir:
 
 
 cdef extern from "vmath.h":
-    void rnnx_sigmoid_f(float *a, intp n) noexcept nogil
-    void rnnx_sigmoid_d(double *a, intp n) noexcept nogil
     void rnnx_tanh_f(float *a, intp n) noexcept nogil
     void rnnx_tanh_d(double *a, intp n) noexcept nogil
 
@@ -199,7 +197,8 @@ cdef void _gemm_tn_accumulate_rows(intp m, intp n, intp k, const floating *a, in
     """C (m, n) += A.T @ B like _gemm_tn_accumulate, but B (k, n) row-major: each chunk of
     K_CHUNK rows of B is packed into panels just before its product, in `chunks`, one
     K_CHUNK x (n rounded up to a panel) buffer per thread, instead of a whole packed copy of
-    B. The same sums in the same order: the same result."""
+    B. The same sums in the same order: the same result. The padding columns of the last
+    panel are left as they are: they only feed output lanes that are never stored."""
     cdef intp w = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0, kc
     cdef intp chunk = K_CHUNK * ((n + w - 1) // w) * w
     cdef int me, size
@@ -259,14 +258,6 @@ cdef inline void _units_from_panels(intp u0, intp u1, const floating *src, intp 
     cdef intp w = _panel_width(src), j
     for j in range(u0, u1):
         dst[j] = src[(j // w) * rows * w + row * w + j % w]
-
-
-cdef inline void _sigmoid(floating *a, intp n) noexcept nogil:
-    """a[:n] = 1 / (1 + exp(-a[:n])), vectorized."""
-    if floating is float:
-        rnnx_sigmoid_f(a, n)
-    else:
-        rnnx_sigmoid_d(a, n)
 
 
 cdef inline void _tanh(floating *a, intp n) noexcept nogil:
@@ -464,27 +455,30 @@ cdef void _team_forward(int cell, bint training, intp T, const intp *batch_sizes
     rnnx_restore_fp_mode(fp_mode)
 
 
+cdef inline void _add_output_grads(intp n, intp off, intp r0, intp j0, intp j1, intp P,
+                                   const floating *dout, intp lddo, floating *dh) noexcept nogil:
+    """dh[r0:r0+n, j0:j1] += dout[off:off+n, j0:j1] (this direction's output gradients)."""
+    cdef intp r, j
+    for r in range(n):
+        for j in range(j0, j1):
+            dh[(r0 + r) * P + j] += dout[(off + r) * lddo + j]
+
+
 cdef void _gate_grad_rows(int cell, bint reverse, intp t, intp T, const intp *batch_sizes,
                           const intp *offsets, intp n, intp r0, intp u0, intp u1, intp H,
-                          intp P, const floating *dout, intp lddo, Dir *d) noexcept nogil:
+                          intp P, floating *dh, Dir *d) noexcept nogil:
     """Step t's gate gradients for hidden units [u0, u1) of its first n rows from batch row
-    r0: adds dout to dh, then turns the activated gates into pre-activation gradients
-    (LSTM: and dc into dL/dc of the step before; GRU: dh into its direct part z * dh)."""
+    r0, from dh = d.h (output gradients already added): turns the activated gates into
+    pre-activation gradients (LSTM: and dc into dL/dc of the step before; GRU: dh into its
+    direct part z * dh)."""
     cdef intp GH = NUM_GATES[cell] * H, nu = u1 - u0, off = offsets[t] + r0, r, j, k, tp, rr
-    cdef floating *dh = <floating *> d.h
     cdef floating *dc = <floating *> d.c
     cdef floating *dgh = <floating *> d.hg
     cdef const floating *cbuf = <floating *> d.cbuf
     cdef const floating *cprev
-    cdef const floating *dorow
     cdef floating *xg
     cdef floating *dmrow
     cdef floating hv
-    if dout != NULL:
-        for r in range(n):
-            dorow = dout + (off + r) * lddo
-            for j in range(u0, u1):
-                dh[(r0 + r) * P + j] += dorow[j]
     for r in range(n):
         xg = <floating *> d.gates + (off + r) * GH
         k = (off + r) * H
@@ -539,7 +533,7 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef floating *dm = <floating *> d.dm
     cdef floating *gates = <floating *> d.gates
     cdef floating *dgh = <floating *> d.hg
-    cdef intp s, t, n, off, r, j
+    cdef intp s, t, n, off
 
     for s in range(T):
         t = s if reverse else T - 1 - s
@@ -547,20 +541,14 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
         if n <= 0:
             continue
         off = offsets[t] + r0
+        if dout != NULL:
+            _add_output_grads(n, off, r0, 0, P, P, dout, lddo, dh)
         if cell == LSTM and w_hr != NULL:
-            if dout != NULL:
-                for r in range(n):
-                    for j in range(P):
-                        dh[(r0 + r) * P + j] += dout[(off + r) * lddo + j]
             memcpy(<floating *> d.dhtot + off * P, dh + r0 * P, n * P * sizeof(floating))
             # dm[r0:r0+n] (n, H) = dh[r0:r0+n] (n, P) @ w_hr (P, H)
             gemm(False, False, n, H, P, <floating> 1, dh + r0 * P, P, w_hr, H, <floating> 0,
                  dm + r0 * H, H)
-            _gate_grad_rows(cell, reverse, t, T, batch_sizes, offsets, n, r0, 0, H, H, P,
-                            <floating *> NULL, lddo, d)
-        else:
-            _gate_grad_rows(cell, reverse, t, T, batch_sizes, offsets, n, r0, 0, H, H, P, dout,
-                            lddo, d)
+        _gate_grad_rows(cell, reverse, t, T, batch_sizes, offsets, n, r0, 0, H, H, P, dh, d)
         if cell == GRU:
             # dh[r0:r0+n] (n, P) += dgh[r0:r0+n] (n, GH) @ w_hh (GH, P)
             _step_gemm(n, P, GH, dgh + r0 * GH, GH, w_hh_panels, True, dh + r0 * P, P)
@@ -588,8 +576,9 @@ cdef void _team_backward(int cell, intp T, const intp *batch_sizes, const intp *
         t = T - 1 - s
         n = batch_sizes[t]
         if u1 > u0:
-            _gate_grad_rows(cell, False, t, T, batch_sizes, offsets, n, 0, u0, u1, H, P, dout,
-                            lddo, d)
+            if dout != NULL:    # no projection: P == H, so units and columns coincide
+                _add_output_grads(n, offsets[t], 0, u0, u1, P, dout, lddo, dh)
+            _gate_grad_rows(cell, False, t, T, batch_sizes, offsets, n, 0, u0, u1, H, P, dh, d)
         rnnx_barrier_wait(barrier, &sense)
         if cols > 0:
             if cell == GRU:
@@ -680,8 +669,8 @@ cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp *
 
 cpdef bint shares_time_loop(int cell, intp B, intp ndir, intp H, intp P, bint projection,
                             int num_threads) noexcept nogil:
-    """Whether the forward time loop runs on a team of threads split by hidden units
-    (_team_forward): one direction whose B rows are too few to split into row blocks,
+    """Whether the time loops run on a team of threads split by hidden units (_team_forward,
+    _team_backward): one direction whose B rows are too few to split into row blocks,
     several threads, no projection, and steps big enough to pay for two barriers."""
     return (ndir == 1 and B < 2 * MIN_BLOCK_ROWS and num_threads > 1 and not projection
             and P * NUM_GATES[cell] * H >= MIN_TEAM_WORK)

@@ -86,12 +86,6 @@ static inline float rnnx_sigmoidf(float x) { return 1.0f / (1.0f + rnnx_expf(-x)
 static inline double rnnx_sigmoid(double x) { return 1.0 / (1.0 + rnnx_exp(-x)); }
 
 /* In-place array versions: a[i] = f(a[i]) for i < n. */
-static void rnnx_sigmoid_f(float *a, ptrdiff_t n) {
-    for (ptrdiff_t i = 0; i < n; i++) a[i] = rnnx_sigmoidf(a[i]);
-}
-static void rnnx_sigmoid_d(double *a, ptrdiff_t n) {
-    for (ptrdiff_t i = 0; i < n; i++) a[i] = rnnx_sigmoid(a[i]);
-}
 static void rnnx_tanh_f(float *a, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; i++) a[i] = rnnx_tanhf(a[i]);
 }
