@@ -163,26 +163,47 @@ cdef inline void _step_gemm(intp m, intp n, intp k, const floating *a, intp lda,
     _panel_gemm(m, n, k, a, lda, 1, bp, k * _panel_width(c), accumulate, c, ldc)
 
 
+cdef inline void _column_sums(intp rows, intp c0, intp c1, const floating *a, intp lda,
+                              floating *acc, floating *acc2, intp n2) noexcept nogil:
+    """acc[c0:c1] += a[:rows, c0:c1].sum(0) and, if acc2 is not NULL, acc2[c0:n2] likewise
+    (columns below n2 only), rows added in order; nothing when acc is NULL."""
+    cdef intp r, j, j2 = min(c1, n2)
+    if acc == NULL:
+        return
+    for r in range(rows):
+        for j in range(c0, c1):
+            acc[j] += a[r * lda + j]
+        if acc2 != NULL:
+            for j in range(c0, j2):
+                acc2[j] += a[r * lda + j]
+
+
 cdef void _gemm_tn_accumulate(intp m, intp n, intp k, const floating *a, intp lda,
-                              const floating *bp, floating *c, int num_threads) noexcept nogil:
+                              const floating *bp, floating *c, floating *acc, floating *acc2,
+                              intp n2, int num_threads) noexcept nogil:
     """C (m, n) += A.T @ B over a long k: a = A (k, m) row-major with row stride lda, read in
-    place; bp = B (k, n) in panels.
+    place; bp = B (k, n) in panels. Also acc (m,) += A.sum(0) and acc2 (n2,) += A[:, :n2].sum(0)
+    (the bias gradients; NULL: none), while each piece of A is still in cache.
 
     k is cut into chunks of K_CHUNK so that a chunk of each panel stays in cache over a block of
     rows; each chunk's product is added to C in chunk order, and the rows of C are split into
-    fixed blocks over the threads: the result does not depend on the thread count."""
-    cdef intp width = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0
+    fixed blocks over the threads: the result does not depend on the thread count (nor do the
+    sums, each column's rows being added in order by the block that owns it)."""
+    cdef intp width = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0, kc
     if num_threads <= 1 or blocks <= 1:
         for k0 in range(0, k, K_CHUNK):
-            _panel_gemm(m, n, min(K_CHUNK, k - k0), a + k0 * lda, 1, lda, bp + k0 * width, k * width,
-                        True, c, n)
+            kc = min(K_CHUNK, k - k0)
+            _panel_gemm(m, n, kc, a + k0 * lda, 1, lda, bp + k0 * width, k * width, True, c, n)
+            _column_sums(kc, 0, m, a + k0 * lda, lda, acc, acc2, n2)
         return
     for i in prange(blocks, num_threads=num_threads, schedule="static"):
         r0 = i * m // blocks
         r1 = (i + 1) * m // blocks
         for k0 in range(0, k, K_CHUNK):
-            _panel_gemm(r1 - r0, n, min(K_CHUNK, k - k0), a + k0 * lda + r0, 1, lda,
-                        bp + k0 * width, k * width, True, c + r0 * n, n)
+            kc = min(K_CHUNK, k - k0)
+            _panel_gemm(r1 - r0, n, kc, a + k0 * lda + r0, 1, lda, bp + k0 * width, k * width,
+                        True, c + r0 * n, n)
+            _column_sums(kc, r0, r1, a + k0 * lda, lda, acc, acc2, n2)
 
 
 cpdef intp x_chunks_size(intp I, intp itemsize, int num_threads) noexcept nogil:
@@ -193,8 +214,10 @@ cpdef intp x_chunks_size(intp I, intp itemsize, int num_threads) noexcept nogil:
 
 cdef void _gemm_tn_accumulate_rows(intp m, intp n, intp k, const floating *a, intp lda,
                                    const floating *b, floating *chunks, floating *c,
+                                   floating *acc, floating *acc2, intp n2,
                                    int num_threads) noexcept nogil:
-    """C (m, n) += A.T @ B like _gemm_tn_accumulate, but B (k, n) row-major: each chunk of
+    """C (m, n) += A.T @ B (and the column sums of A) like _gemm_tn_accumulate, but B (k, n)
+    row-major: each chunk of
     K_CHUNK rows of B is packed into panels just before its product, in `chunks`, one
     K_CHUNK x (n rounded up to a panel) buffer per thread, instead of a whole packed copy of
     B. The same sums in the same order: the same result. The padding columns of the last
@@ -208,6 +231,7 @@ cdef void _gemm_tn_accumulate_rows(intp m, intp n, intp k, const floating *a, in
             kc = min(K_CHUNK, k - k0)
             _rows_to_panels(kc, n, b + k0 * n, chunks, kc, 0)
             _panel_gemm(m, n, kc, a + k0 * lda, 1, lda, chunks, kc * w, True, c, n)
+            _column_sums(kc, 0, m, a + k0 * lda, lda, acc, acc2, n2)
         return
     with parallel(num_threads=num_threads):
         me = rnnx_team_member()
@@ -222,6 +246,7 @@ cdef void _gemm_tn_accumulate_rows(intp m, intp n, intp k, const floating *a, in
                 r1 = (i + 1) * m // blocks
                 _panel_gemm(r1 - r0, n, kc, a + k0 * lda + r0, 1, lda, buf, kc * w, True,
                             c + r0 * n, n)
+                _column_sums(kc, r0, r1, a + k0 * lda, lda, acc, acc2, n2)
                 i = i + size
 
 
@@ -593,14 +618,6 @@ cdef void _team_backward(int cell, intp T, const intp *batch_sizes, const intp *
     rnnx_restore_fp_mode(fp_mode)
 
 
-cdef void _column_sums(intp rows, intp cols, const floating *a, intp lda, floating *acc) noexcept nogil:
-    """acc (cols,) += a.sum(axis=0), rows summed in order."""
-    cdef intp r, j
-    for r in range(rows):
-        for j in range(cols):
-            acc[j] += a[r * lda + j]
-
-
 cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gates, Dir *d,
                         int nt) noexcept nogil:
     """Whole-sequence GEMMs: accumulate dW_ih, dW_hh, db_ih, db_hh (and dW_hr) from the gate
@@ -609,24 +626,25 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
     cdef const floating *hnb = <floating *> d.hn
     cdef const floating *hprev_panels = <floating *> d.hprev
 
-    # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I)
+    cdef floating *gb_ih = <floating *> d.gb_ih    # NULL without bias
+    cdef floating *gb_hh = <floating *> d.gb_hh
+
+    # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I);  gb_ih += dgates.sum(0), and gb_hh too
+    # (the GRU's n columns of gb_hh come from dhn instead)
     _gemm_tn_accumulate_rows(GH, I, N, gates, GH, <floating *> d.x, <floating *> d.x_chunks,
-                             <floating *> d.gw_ih, nt)
+                             <floating *> d.gw_ih, gb_ih, gb_hh, 2 * H if cell == GRU else GH,
+                             nt)
     if cell == GRU:
         # gw_hh[:2H] (2H, P) += dgates[:, :2H].T @ hprev;  gw_hh[2H:] (H, P) += dhn.T @ hprev
-        _gemm_tn_accumulate(2 * H, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, nt)
-        _gemm_tn_accumulate(H, P, N, hnb, H, hprev_panels, <floating *> d.gw_hh + 2 * H * P, nt)
+        _gemm_tn_accumulate(2 * H, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL,
+                            NULL, 0, nt)
+        # gb_hh[2H:] += dhn.sum(0)
+        _gemm_tn_accumulate(H, P, N, hnb, H, hprev_panels, <floating *> d.gw_hh + 2 * H * P,
+                            gb_hh + 2 * H if gb_hh != NULL else NULL, NULL, 0, nt)
     else:
         # gw_hh (GH, P) += dgates.T (GH, N) @ hprev (N, P)
-        _gemm_tn_accumulate(GH, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, nt)
-    if d.gb_ih != NULL:
-        # gb_ih += dgates.sum(0); gb_hh likewise, with the GRU's n columns from dhn
-        _column_sums(N, GH, gates, GH, <floating *> d.gb_ih)
-        if cell == GRU:
-            _column_sums(N, 2 * H, gates, GH, <floating *> d.gb_hh)
-            _column_sums(N, H, hnb, H, <floating *> d.gb_hh + 2 * H)
-        else:
-            _column_sums(N, GH, gates, GH, <floating *> d.gb_hh)
+        _gemm_tn_accumulate(GH, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL, NULL,
+                            0, nt)
     if cell == LSTM and d.w_hr != NULL:
         # gw_hr (P, H) += dhtot.T (P, N) @ m (N, H)
         pgemm(True, False, P, H, N, <floating> 1, <floating *> d.dhtot, P, <floating *> d.m, H,
