@@ -4,6 +4,7 @@ test accuracy side by side.
 
     python bench/mnist_vs_torch.py                          # 1 epoch on the full data
     python bench/mnist_vs_torch.py --limit-train 6400 --json bench/results/mnist.json
+    python bench/mnist_vs_torch.py --seed 1                 # other initial weights and order
 """
 import argparse
 import sys
@@ -98,6 +99,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=POSITIVE_INT, default=1)
     parser.add_argument("--limit-train", type=POSITIVE_INT, metavar="N",
                         help="train on the first N training images (default: all 60,000)")
+    parser.add_argument("--limit-test", type=POSITIVE_INT, metavar="N",
+                        help="score on the first N test images (default: all 10,000)")
+    parser.add_argument("--seed", type=int, default=RUN_DEFAULTS["seed"],
+                        help="seed of the initial weights and the data order (default: "
+                        "%(default)s)")
     parser.add_argument("--threads", type=POSITIVE_INT, default=rnnx.get_num_threads(),
                         help="threads of both libraries (default: %(default)s)")
     parser.add_argument("--data-dir", metavar="DIR",
@@ -106,9 +112,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rnnx.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    config = {**RUN_DEFAULTS, "limit_train": args.limit_train, "epochs": args.epochs,
-              "threads": args.threads}
-    data = load_data(args.data_dir, args.limit_train)
+    config = {**RUN_DEFAULTS, "seed": args.seed, "limit_train": args.limit_train,
+              "limit_test": args.limit_test, "epochs": args.epochs, "threads": args.threads}
+    data = load_data(args.data_dir, args.limit_train, args.limit_test)
     rnnx.manual_seed(config["seed"])
     model = build_model(config)
     twin = torch_twin(model, config)

@@ -74,3 +74,25 @@ def test_memory_probe():
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads(proc.stdout.splitlines()[-1])
     assert row["lib"] == "rnnx" and row["case"] == "mnist" and row["peak_mb"] >= 0
+
+
+REAL_MNIST = os.path.join(os.path.dirname(os.path.dirname(BENCH)), "shared", "data", "mnist")
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_MNIST), reason=f"real MNIST not found at {REAL_MNIST}")
+def test_mnist_vs_torch(tmp_path):
+    """Both libraries train the same model for an epoch of 256 images and score it on 500."""
+    pytest.importorskip("torch")
+    out = tmp_path / "mnist.json"
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "mnist_vs_torch.py"),
+                           "--data-dir", REAL_MNIST, "--limit-train", "256", "--limit-test", "500",
+                           "--seed", "3",
+                           "--json", str(out)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rnnx s" in proc.stdout and "torch acc" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["config"]["seed"] == 3 and data["config"]["limit_train"] == 256
+    assert data["config"]["limit_test"] == 500
+    for lib in ("rnnx", "torch"):
+        (epoch,) = data[lib]
+        assert epoch["train_seconds"] > 0 and 0 <= epoch["test_accuracy"] <= 1
