@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _random
 from .nn.loss import CrossEntropyLoss
+from .nn.module import accepts_input_grad
 from .optim.lr_scheduler import ReduceLROnPlateau
 from .serialization import save
 from .utils.clip_grad import clip_grad_norm_
@@ -183,6 +184,8 @@ class Trainer:
         self.config = dict(config or {})
         self.progress = Progress(sys.stderr if stream is None else stream, log_interval)
         self.rng = shuffle_generator(seed)
+        # the input is data: its gradient is not wanted (skipped if the model can)
+        self._backward_options = {"input_grad": False} if accepts_input_grad(model) else {}
         self.epoch = 0     # completed epochs
         self.step = 0      # completed batches of the epoch in progress
         self.history = []  # one dict per completed epoch
@@ -299,7 +302,7 @@ class Trainer:
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss} at epoch {self.epoch + 1}, step "
                                        f"{b + 1}/{steps}: training stopped. {self._kept()}")
-            self.model.backward(self.loss_fn.backward())
+            self.model.backward(self.loss_fn.backward(), **self._backward_options)
         except BaseException:
             self.model.clear_records()
             self.loss_fn.clear_records()

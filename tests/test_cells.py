@@ -124,6 +124,31 @@ def test_cell_finite_differences(name, kw):
         np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("name,kw", CELLS)
+def test_cell_backward_without_input_grad(name, kw):
+    """input_grad=False: grad_x is None, the state and parameter gradients are unchanged."""
+    rnnx.manual_seed(0)
+    cell = getattr(rnnx.nn, name)(3, 4, **kw)
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    g = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    grad = (g, g) if name == "LSTMCell" else g
+    results = []
+    for input_grad in (True, False):
+        cell.zero_grad()
+        cell(x)
+        gx, gstate = cell.backward(grad, input_grad=input_grad)
+        results.append((gx, gstate, [p.grad.copy() for p in cell.parameters()]))
+    (gx1, s1, p1), (gx2, s2, p2) = results
+    assert gx1 is not None and gx2 is None
+    for a, b in zip(s1, s2) if name == "LSTMCell" else [(s1, s2)]:
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(p1, p2):
+        np.testing.assert_array_equal(a, b)
+    cell(x[0])
+    gx, _ = cell.backward((g[0], None) if name == "LSTMCell" else g[0], input_grad=False)
+    assert gx is None
+
+
 def test_cell_errors():
     cell = rnnx.LSTMCell(4, 5)
     with pytest.raises(ValueError, match="Expected input to be 1D or 2D, got 3D"):

@@ -53,6 +53,39 @@ def test_sequential_chains_forward_backward_and_names():
         Sequential(Linear(2, 2), np.zeros(2))
 
 
+class Doubler(Module):
+    """y = 2 x, with a backward that knows nothing of input_grad."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad):
+        return 2 * grad
+
+
+def test_sequential_input_grad_false_skips_the_first_module_input_gradient():
+    rnnx.manual_seed(0)
+    model = Sequential(Linear(4, 5, dtype=np.float64), Dropout(0.5), Linear(5, 3, dtype=np.float64))
+    x = np.random.default_rng(0).standard_normal((6, 4))
+    g = np.random.default_rng(1).standard_normal((6, 3))
+    rnnx.manual_seed(1)
+    model(x)
+    grad_x = model.backward(g)
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    rnnx.manual_seed(1)
+    model(x)
+    assert model.backward(g, input_grad=False) is None
+    for p, expected in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, expected)
+    assert grad_x is not None
+    # a first module of one's own, without input_grad, is asked for its gradient as usual
+    custom = Sequential(Doubler(), Linear(4, 3, dtype=np.float64))
+    custom(x)
+    np.testing.assert_allclose(custom.backward(g, input_grad=False),
+                               2 * g @ custom[1].weight.data)
+
+
 def test_sequential_records_are_lifo_and_eval_records_nothing():
     model = Sequential(Linear(3, 2, dtype=np.float64), Linear(2, 2, dtype=np.float64))
     x1, x2 = np.ones((1, 3)), np.full((1, 3), 2.0)

@@ -636,6 +636,33 @@ def test_unidirectional_row_blocks_do_not_change_results(mode, B, skewed):
         assert np.array_equal(one[6][k], two[6][k]), k
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_backward_without_input_grad(mode, bidirectional):
+    """input_grad=False: grad_x is None; every other gradient is bitwise the same."""
+    m = make(mode, 3, 4, dtype=np.float32, num_layers=2, bidirectional=bidirectional)
+    r = np.random.default_rng(14)
+    x = r.standard_normal((5, 7, 3)).astype(np.float32)
+    lengths = r.integers(1, 6, 7)
+    go = r.standard_normal((5, 7, 8 if bidirectional else 4)).astype(np.float32)
+    hs, cs = state_shapes(m, 7)
+    gh = r.standard_normal(hs).astype(np.float32)
+    full = run(m, x, None, lengths, go, gh)
+    m.zero_grad()
+    m(x, lengths=lengths)
+    if is_lstm(m):
+        gx, (gh0, gc0) = m.backward(go, (gh, None), input_grad=False)
+    else:
+        gc0 = None
+        gx, gh0 = m.backward(go, gh, input_grad=False)
+    assert gx is None and full[3] is not None
+    assert np.array_equal(gh0, full[4])
+    if gc0 is not None:
+        assert np.array_equal(gc0, full[5])
+    for name, p in m.named_parameters():
+        assert np.array_equal(p.grad, full[6][name]), name
+
+
 def test_set_num_threads_rejects_bad_values():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="positive int"):

@@ -96,6 +96,27 @@ def test_fit_learns_and_records_history():
     assert trainer.model.training and all(not m._records for m in trainer.model.modules())
 
 
+def test_trainer_skips_the_input_gradient_when_the_model_can():
+    calls = []
+
+    class Recording(nn.Sequential):
+        def backward(self, *grad, input_grad=True):
+            calls.append(input_grad)
+            return super().backward(*grad, input_grad=input_grad)
+
+    class Plain(nn.Sequential):
+        def backward(self, *grad):
+            calls.append("plain")
+            return super().backward(*grad)
+
+    x, y = make_data(64)
+    for cls in (Recording, Plain):
+        model = cls(nn.LSTM(F, 8, batch_first=True), nn.LastHidden(), nn.Linear(8, C))
+        Trainer(model, SGD(model.parameters(), lr=0.1), batch_size=32,
+                stream=io.StringIO()).fit(x, y, 1)
+    assert calls == [False, False, "plain", "plain"]
+
+
 def test_shuffling_is_seeded_and_covers_every_sample(monkeypatch):
     x, y = make_data(70)
     seen = []

@@ -94,7 +94,7 @@ class RNNCellBase(Module):
         else:
             release_buffers(bufs)
 
-    def _backward_step(self, grad_h, grad_c):
+    def _backward_step(self, grad_h, grad_c, input_grad):
         x2, bufs, unbatched = self._peek_record()
         B = x2.shape[0]
         shape_x = x2[0] if unbatched else x2
@@ -103,13 +103,13 @@ class RNNCellBase(Module):
         self._pop_record()
         x_chunks = input_chunks(x2.shape[1], x2.dtype, 1)
         attach_gradients(bufs, self._weights(), dh, dc, x_chunks)
-        grad_x = np.empty_like(x2)
+        grad_x = np.empty_like(x2) if input_grad else None
         bs, offsets = _one_step_packing(B)
         backward_layer(int(self.mode), x2, bs, offsets, [bufs], None, grad_x, self.hidden_size)
         release_buffers(bufs)
         POOL.give(x_chunks)
         if unbatched:
-            return grad_x[0], dh[0], (None if dc is None else dc[0])
+            return (None if grad_x is None else grad_x[0]), dh[0], (None if dc is None else dc[0])
         return grad_x, dh, dc
 
 
@@ -139,12 +139,13 @@ class LSTMCell(RNNCellBase):
         self._step(x, h, c)
         return (h[0], c[0]) if x.ndim == 1 else (h, c)
 
-    def backward(self, grad):
-        """grad_x, (grad_h, grad_c) = cell.backward((grad_h1, grad_c1)); either may be None."""
+    def backward(self, grad, *, input_grad=True):
+        """grad_x, (grad_h, grad_c) = cell.backward((grad_h1, grad_c1)); either may be None.
+        input_grad=False: grad_x is not computed (None)."""
         if grad is not None and (not isinstance(grad, (tuple, list)) or len(grad) != 2):
             raise TypeError("LSTMCell.backward expects (grad_h1, grad_c1)")
         gh, gc = (None, None) if grad is None else grad
-        grad_x, dh, dc = self._backward_step(gh, gc)
+        grad_x, dh, dc = self._backward_step(gh, gc, input_grad)
         return grad_x, (dh, dc)
 
 
@@ -158,9 +159,9 @@ class _HiddenStateCell(RNNCellBase):
         self._step(x, h, None)
         return h[0] if x.ndim == 1 else h
 
-    def backward(self, grad_h1):
-        """grad_x, grad_h = cell.backward(grad_h1)."""
-        grad_x, dh, _ = self._backward_step(grad_h1, None)
+    def backward(self, grad_h1, *, input_grad=True):
+        """grad_x, grad_h = cell.backward(grad_h1); input_grad=False: grad_x is None."""
+        grad_x, dh, _ = self._backward_step(grad_h1, None, input_grad)
         return grad_x, dh
 
 

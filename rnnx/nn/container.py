@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .module import Module
+from .module import Module, accepts_input_grad
 
 
 class Sequential(Module):
@@ -55,13 +55,19 @@ class Sequential(Module):
         self._push_record(tuple_flags)
         return x
 
-    def backward(self, *grad):
+    def backward(self, *grad, input_grad=True):
         """grad has the structure of the forward output (one array, or the tuple's items);
-        returns the gradient w.r.t. the forward input."""
+        returns the gradient w.r.t. the forward input. input_grad=False: it is not wanted;
+        the first module skips computing it if its backward takes input_grad (None is then
+        returned)."""
         tuple_flags = self._pop_record()
         g = grad if tuple_flags and tuple_flags[-1][1] else grad[0]
-        for module, (input_was_tuple, output_was_tuple) in zip(reversed(self), reversed(tuple_flags)):
-            g = module.backward(*g) if output_was_tuple else module.backward(g)
+        first = len(tuple_flags) - 1
+        for i, (module, (input_was_tuple, output_was_tuple)) in enumerate(
+                zip(reversed(self), reversed(tuple_flags))):
+            skip = i == first and not input_grad and accepts_input_grad(module)
+            kwargs = {"input_grad": False} if skip else {}
+            g = module.backward(*g, **kwargs) if output_was_tuple else module.backward(g, **kwargs)
             if isinstance(g, tuple) and not input_was_tuple:
                 g = g[0]  # a recurrent layer fed a single array also returns its state gradient
         return g

@@ -57,7 +57,8 @@ class Linear(Module):
         self._push_record((x2, x.shape[:-1]))
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
-    def backward(self, grad_y):
+    def backward(self, grad_y, *, input_grad=True):
+        """Accumulates weight.grad and bias.grad; returns grad_x (None if not input_grad)."""
         x2, lead = self._peek_record()
         grad_y = as_float_array(grad_y, self.dtype, "grad_y")
         if grad_y.shape != lead + (self.out_features,):
@@ -68,6 +69,8 @@ class Linear(Module):
         self.weight.grad += g2.T @ x2
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
+        if not input_grad:
+            return None
         return (g2 @ self.weight.data).reshape(lead + (self.in_features,))
 
     def extra_repr(self):
@@ -98,7 +101,7 @@ class Dropout(Module):
         self._push_record(mask)
         return x * mask
 
-    def backward(self, grad_y):
+    def backward(self, grad_y, *, input_grad=True):
         mask = self._peek_record()
         if mask is None:
             grad_y = as_float_array(grad_y, self.dtype, "grad_y")
@@ -109,7 +112,7 @@ class Dropout(Module):
                                  f"got {grad_y.shape}")
             grad_y = grad_y * mask
         self._pop_record()
-        return grad_y
+        return grad_y if input_grad else None
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -5,8 +5,11 @@ attribute assignment as in torch.nn. Layers run forward with `module(x)` and bac
 `module.backward(grad)`: each forward call in training mode pushes a record of what its
 backward needs, each backward call pops the most recent one (last in, first out), so a
 module applied several times is back-propagated by calling backward in reverse order.
-Eval mode records nothing.
+Eval mode records nothing. rnnx's layers take `backward(..., input_grad=False)` when the
+gradient with respect to their input is not wanted (their input is data, as for the first
+layer of a model): they skip computing it and return None in its place.
 """
+import inspect
 from collections import OrderedDict
 
 import numpy as np
@@ -23,6 +26,15 @@ def check_dtype(dtype):
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def accepts_input_grad(module):
+    """Whether module.backward takes input_grad= (rnnx's layers do; a Module of one's own may
+    not, and is then always asked for its input gradient)."""
+    try:
+        return "input_grad" in inspect.signature(module.backward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class Parameter:

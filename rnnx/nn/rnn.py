@@ -425,12 +425,13 @@ class RNNBase(Module):
             return output, (h_out, self._final_state(c_n, batch))
         return output, h_out
 
-    def backward(self, grad_output=None, grad_hx=None):
+    def backward(self, grad_output=None, grad_hx=None, *, input_grad=True):
         """grad_x, grad_h0 = rnn.backward(grad_out, grad_h_n)
         (LSTM: grad_x, (grad_h0, grad_c0) = lstm.backward(grad_out, (grad_h_n, grad_c_n))).
 
         Consumes the most recent forward record; either gradient may be None (zeros).
-        Parameter gradients accumulate into each parameter's .grad.
+        Parameter gradients accumulate into each parameter's .grad. input_grad=False skips
+        the first layer's input gradient (dX = dgates @ W_ih) and returns None for grad_x.
         """
         rec = self._peek_record()
         batch = rec.batch
@@ -448,8 +449,10 @@ class RNNBase(Module):
                 attach_gradients(dirs[d], self._weights[layer][d], dh[layer * D + d],
                                  None if dc is None else dc[layer * D + d], x_chunks)
             # Gradients between layers are scratch; the input gradient goes to the caller.
-            grad_in = (POOL.take(layer_in.shape, self.dtype) if layer > 0
-                       else np.empty(layer_in.shape, self.dtype))
+            if layer > 0:
+                grad_in = POOL.take(layer_in.shape, self.dtype)
+            else:
+                grad_in = np.empty(layer_in.shape, self.dtype) if input_grad else None
             backward_layer(int(self.mode), layer_in, batch.batch_sizes, batch.offsets, dirs,
                            grad, grad_in, H, threads)
             for bufs in dirs:
@@ -463,7 +466,7 @@ class RNNBase(Module):
                 if mask is not None:
                     grad_in *= mask
             grad = grad_in
-        grad_x = batch.to_caller(grad)
+        grad_x = batch.to_caller(grad) if input_grad else None
         grad_h0 = self._final_state(dh, batch)
         if rec.has_c:
             return grad_x, (grad_h0, self._final_state(dc, batch))
