@@ -328,6 +328,11 @@ def test_parameter_names_shapes_and_order(mode, kw):
             assert getattr(m, n) is p
             assert p.dtype == dtype and p.grad.shape == tuple(tp.shape)
         assert [p.shape for p in m.parameters()] == [tuple(p.shape) for p in tm.parameters()]
+        assert ([[p.shape for p in ps] for ps in m.all_weights]
+                == [[tuple(p.shape) for p in ps] for ps in tm.all_weights])
+        assert all(getattr(m, n) is p for ns, ps in zip(tm._all_weights, m.all_weights)
+                   for n, p in zip(ns, ps))
+        assert m.flatten_parameters() is None
 
 
 @pytest.mark.parametrize("mode", MODES)

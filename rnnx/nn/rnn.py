@@ -267,6 +267,16 @@ class RNNBase(Module):
     def reset_parameters(self):
         reset_uniform(self)
 
+    @property
+    def all_weights(self):
+        """Per layer and direction, [weight_ih, weight_hh, (bias_ih, bias_hh), (weight_hr)]
+        Parameters, as torch's all_weights."""
+        return [[p for p in weights if p is not None] for per_dir in self._weights
+                for weights in per_dir]
+
+    def flatten_parameters(self):
+        """A no-op, as torch's on CPU: the weights are always contiguous arrays here."""
+
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.proj_size:
