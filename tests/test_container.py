@@ -86,6 +86,22 @@ def test_sequential_input_grad_false_skips_the_first_module_input_gradient():
                                2 * g @ custom[1].weight.data)
 
 
+def test_children_and_apply_walk_the_tree_as_torch():
+    model = Sequential(rnnx.LSTM(2, 3), LastHidden(), Sequential(Linear(3, 3), Linear(3, 1)))
+    assert [n for n, _ in model.named_children()] == ["0", "1", "2"]
+    assert [m for _, m in model.named_children()] == list(model.children())
+    seen = []
+    assert model.apply(lambda m: seen.append(type(m).__name__)) is model
+    assert seen == ["LSTM", "LastHidden", "Linear", "Linear", "Sequential", "Sequential"]
+
+    def zero_linear_biases(m):
+        if isinstance(m, Linear):
+            m.bias.data[...] = 0
+
+    model.apply(zero_linear_biases)
+    assert not model[2][0].bias.data.any() and not model[2][1].bias.data.any()
+
+
 def test_sequential_records_are_lifo_and_eval_records_nothing():
     model = Sequential(Linear(3, 2, dtype=np.float64), Linear(2, 2, dtype=np.float64))
     x1, x2 = np.ones((1, 3)), np.full((1, 3), 2.0)

@@ -113,6 +113,17 @@ class Module:
     def children(self):
         return iter(self._modules.values())
 
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def apply(self, fn):
+        """fn(m) for every child module (recursively), then fn(self); returns self (as torch's,
+        e.g. for a custom initialisation)."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
     def named_parameters(self, prefix="", recurse=True):
         """(name, Parameter) pairs in registration order, children after own parameters."""
         seen = set()
