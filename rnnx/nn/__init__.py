@@ -5,3 +5,4 @@ from .cells import LSTMCell, GRUCell, RNNCell
 from .linear import Linear, Dropout
 from .loss import CrossEntropyLoss, MSELoss
 from .container import Sequential, LastHidden, LastTimeStep
+from . import init
