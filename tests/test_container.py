@@ -102,6 +102,41 @@ def test_children_and_apply_walk_the_tree_as_torch():
     assert not model[2][0].bias.data.any() and not model[2][1].bias.data.any()
 
 
+def test_to_casts_every_module_like_a_model_built_in_that_dtype():
+    rnnx.manual_seed(0)
+    m32 = Sequential(rnnx.LSTM(3, 4, 2, batch_first=True), LastHidden(), Dropout(0.5),
+                     Linear(4, 2))
+    rnnx.manual_seed(0)
+    m64 = Sequential(rnnx.LSTM(3, 4, 2, batch_first=True, dtype=np.float64), LastHidden(),
+                     Dropout(0.5), Linear(4, 2, dtype=np.float64))
+    m64.load_state_dict(m32.state_dict())
+    loss = CrossEntropyLoss(weight=np.array([1.0, 2.0], np.float32))
+    assert m32.to("cpu") is m32 and m32.to(dtype=None) is m32
+    assert m32.to("cpu", np.float64) is m32 and loss.double() is loss
+    assert all(p.dtype == np.float64 and p.grad.dtype == np.float64 for p in m32.parameters())
+    assert m32[0].dtype == np.float64 and m32[3].dtype == np.float64 and m32[2].dtype is None
+    assert loss.weight.dtype == np.float64
+    x = np.random.default_rng(0).standard_normal((5, 6, 3))
+    y = np.array([0, 1, 1, 0, 1])
+    for m in (m32, m64):
+        m.eval()
+    np.testing.assert_array_equal(m32(x), m64(x))
+    m32.train()
+    rnnx.manual_seed(1)
+    loss(m32(x), y)
+    m32.backward(loss.backward())
+    assert all(p.grad.dtype == np.float64 for p in m32.parameters())
+    assert m32.float()[0].weight_ih_l0.dtype == np.float32
+    m32(x)
+    with pytest.raises(RuntimeError, match="records pending"):
+        m32.double()
+    m32.clear_records()
+    with pytest.raises(ValueError, match="CPU only"):
+        m32.to("cuda")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        m32.to(np.int32)
+
+
 def test_sequential_records_are_lifo_and_eval_records_nothing():
     model = Sequential(Linear(3, 2, dtype=np.float64), Linear(2, 2, dtype=np.float64))
     x1, x2 = np.ones((1, 3)), np.full((1, 3), 2.0)

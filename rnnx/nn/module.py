@@ -158,6 +158,43 @@ class Module:
         for m in self.modules():
             m._records.clear()
 
+    # -- dtype and device ------------------------------------------------------------------
+    def to(self, *args, dtype=None, device=None):
+        """module.to(np.float64), .to("cpu"), .to("cpu", np.float64), as torch's: casts every
+        parameter (and its gradient) and every float array attribute of every submodule to
+        dtype, and the modules' own dtype, in place; returns self. The device can only be the
+        CPU. Build the optimizer after a cast: its state keeps the dtype it was made with."""
+        for arg in args:
+            if isinstance(arg, str) or type(arg).__name__ == "device":
+                device = arg
+            else:
+                dtype = arg
+        if device is not None and str(device) != "cpu":
+            raise ValueError(f"rnnx runs on the CPU only, got device {device!r}")
+        if dtype is None:
+            return self
+        dt = check_dtype(dtype)
+        if any(m._records for m in self.modules()):
+            raise RuntimeError("cannot change the dtype with forward records pending: call "
+                               "backward() or clear_records() first")
+        for m in self.modules():
+            for p in m._parameters.values():
+                p.data, p.grad = p.data.astype(dt), p.grad.astype(dt)
+            for name, value in vars(m).items():
+                if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                    object.__setattr__(m, name, value.astype(dt))
+            if getattr(m, "dtype", None) is not None:
+                m.dtype = dt
+        return self
+
+    def float(self):
+        """to(np.float32)."""
+        return self.to(np.float32)
+
+    def double(self):
+        """to(np.float64)."""
+        return self.to(np.float64)
+
     # -- state ----------------------------------------------------------------------
     def state_dict(self):
         """name -> copy of the parameter array, PyTorch's names and layouts."""
