@@ -217,11 +217,10 @@ cdef void _gemm_tn_accumulate_rows(intp m, intp n, intp k, const floating *a, in
                                    floating *acc, floating *acc2, intp n2,
                                    int num_threads) noexcept nogil:
     """C (m, n) += A.T @ B (and the column sums of A) like _gemm_tn_accumulate, but B (k, n)
-    row-major: each chunk of
-    K_CHUNK rows of B is packed into panels just before its product, in `chunks`, one
-    K_CHUNK x (n rounded up to a panel) buffer per thread, instead of a whole packed copy of
-    B. The same sums in the same order: the same result. The padding columns of the last
-    panel are left as they are: they only feed output lanes that are never stored."""
+    row-major: each chunk of K_CHUNK rows of B is packed into panels just before its product,
+    in `chunks`, one K_CHUNK x (n rounded up to a panel) buffer per thread, instead of a whole
+    packed copy of B. The same sums in the same order: the same result. The padding columns of
+    the last panel are left as they are: they only feed output lanes that are never stored."""
     cdef intp w = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0, kc
     cdef intp chunk = K_CHUNK * ((n + w - 1) // w) * w
     cdef int me, size
