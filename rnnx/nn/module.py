@@ -179,10 +179,10 @@ class Module:
                                "backward() or clear_records() first")
         for m in self.modules():
             for p in m._parameters.values():
-                p.data, p.grad = p.data.astype(dt), p.grad.astype(dt)
-            for name, value in vars(m).items():
+                p.data, p.grad = p.data.astype(dt, copy=False), p.grad.astype(dt, copy=False)
+            for name, value in list(vars(m).items()):
                 if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                    object.__setattr__(m, name, value.astype(dt))
+                    object.__setattr__(m, name, value.astype(dt, copy=False))
             if getattr(m, "dtype", None) is not None:
                 m.dtype = dt
         return self
