@@ -90,9 +90,7 @@ def panels(b):
     """b (k, n) as the kernels' step GEMM reads it (microgemm.h): column panels of 64 bytes
     (16 float32 or 8 float64), the last one zero-padded; shape (ceil(n / width), k, width).
     The array comes from the pool."""
-    k, n = b.shape
-    width = 64 // b.itemsize
-    out = POOL.take(((n + width - 1) // width, k, width), b.dtype)
+    out = panels_buffer(*b.shape, b.dtype)
     pack_panels(b, out)
     return out
 
