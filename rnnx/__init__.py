@@ -15,6 +15,7 @@ from .utils.rnn import (PackedSequence, pack_padded_sequence, pad_packed_sequenc
 from ._threads import get_num_threads, set_num_threads
 from .serialization import save, load
 from .train import Trainer
-from . import nn, optim, utils
+from .nn.parallel import DistributedDataParallel
+from . import nn, optim, utils, distributed
 
 __version__ = "0.1.0"

@@ -6,3 +6,4 @@ from .linear import Linear, Dropout
 from .loss import CrossEntropyLoss, MSELoss
 from .container import Sequential, LastHidden, LastTimeStep
 from . import init
+from . import parallel

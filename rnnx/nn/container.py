@@ -60,6 +60,17 @@ class Sequential(Module):
         returns the gradient w.r.t. the forward input. input_grad=False: it is not wanted;
         the first module skips computing it if its backward takes input_grad (None is then
         returned)."""
+        steps = self.backward_steps(*grad, input_grad=input_grad)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def backward_steps(self, *grad, input_grad=True):
+        """backward() one child at a time: a generator that yields each child (last to first)
+        once its backward has run, and returns the gradient w.r.t. the forward input (e.g. for
+        DistributedDataParallel to reduce a child's gradients while the earlier ones run)."""
         tuple_flags = self._pop_record()
         g = grad if tuple_flags and tuple_flags[-1][1] else grad[0]
         first = len(tuple_flags) - 1
@@ -70,6 +81,7 @@ class Sequential(Module):
             g = module.backward(*g, **kwargs) if output_was_tuple else module.backward(g, **kwargs)
             if isinstance(g, tuple) and not input_was_tuple:
                 g = g[0]  # a recurrent layer fed a single array also returns its state gradient
+            yield module
         return g
 
 
