@@ -8,6 +8,7 @@ final hidden state (both directions' when bidirectional). LSTM forget gates star
     python -m rnnx.mnist --epochs 1 --limit-train 6000    # a quick run on 6,000 images
     python -m rnnx.mnist --resume --epochs 12             # continue the checkpointed run
     python -m rnnx.mnist --eval-only                      # score the checkpoint
+    mpiexec -n 2 python -m rnnx.mnist --distributed       # data-parallel over 2 MPI ranks
 """
 import argparse
 import os
@@ -17,6 +18,7 @@ import numpy as np
 
 from . import get_num_threads, load, manual_seed, nn, set_num_threads
 from .datasets.mnist import load_mnist
+from .distributed import _cli as distributed_cli
 from .optim import SGD
 from .train import Trainer, TrainingDiverged, evaluate
 
@@ -136,6 +138,11 @@ def build_parser():
     parser.add_argument("--metrics-json", metavar="PATH",
                         help="write {config, epochs: [{epoch, train_seconds, train_loss, "
                         "test_loss, test_accuracy, ...}]} here after every training epoch")
+    parser.add_argument("--distributed", action="store_true",
+                        help="run as one rank of a data-parallel job started by mpiexec (needs "
+                        "rnnx[distributed]): --batch-size is the global batch, split across the "
+                        "ranks; rank 0 reports and writes the files; each rank uses its share "
+                        "of its host's cores unless --threads is given")
     return parser
 
 
@@ -178,7 +185,16 @@ def main(argv=None):
     """Entry point of `rnnx-mnist` / `python -m rnnx.mnist`; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    state = _load_checkpoint(parser, args) if args.resume or args.eval_only else None
+    if args.distributed:
+        return distributed_cli.run(parser, lambda: _main(parser, args))
+    return _main(parser, args)
+
+
+def _main(parser, args):
+    """main() after the arguments are parsed (and the process group set up)."""
+    state = None
+    if args.resume or args.eval_only:  # read by rank 0, sent to every rank
+        state = distributed_cli.on_rank_0(lambda: _load_checkpoint(parser, args))
     if args.threads is not None:
         set_num_threads(args.threads)
     config = _run_config(parser, args, state)
@@ -210,19 +226,21 @@ def _train(args, config, model, state, data):
     trainer = Trainer(model, SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"]),
                       batch_size=config["batch_size"], clip=config["clip"], seed=config["seed"],
                       checkpoint=checkpoint, metrics_json=args.metrics_json, config=config)
+    main_process = distributed_cli.is_main_process()
     if state is not None:
         trainer.load_state_dict(state)
-    elif checkpoint is not None and os.path.exists(checkpoint):
+    elif checkpoint is not None and os.path.exists(checkpoint) and main_process:
         print(f"rnnx-mnist: starting a new run over {checkpoint} (--resume continues it)",
               file=sys.stderr)
-    print(f"rnnx-mnist: {config['num_layers']}-layer {config['cell'].upper()} "
-          f"{'bidirectional ' if config['bidirectional'] else ''}hidden {config['hidden_size']}, "
-          f"{len(y_train)} training / {len(y_test)} test images, {config['threads']} threads",
-          file=sys.stderr)
+    if main_process:
+        print(f"rnnx-mnist: {config['num_layers']}-layer {config['cell'].upper()} "
+              f"{'bidirectional ' if config['bidirectional'] else ''}"
+              f"hidden {config['hidden_size']}, {len(y_train)} training / {len(y_test)} test "
+              f"images, {config['threads']} threads{_ranks_text()}", file=sys.stderr)
     try:
         history = trainer.fit(x_train, y_train, args.epochs, eval_data=(x_test, y_test))
     except KeyboardInterrupt:
-        if checkpoint is not None:
+        if checkpoint is not None and main_process:
             print(f"rnnx-mnist: interrupted; continue with: rnnx-mnist --resume "
                   f"--checkpoint {checkpoint} --epochs {args.epochs}", file=sys.stderr)
         return INTERRUPTED
@@ -233,6 +251,13 @@ def _train(args, config, model, state, data):
     print(f"epoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, test loss "
           f"{last['test_loss']:.4f}, train {last['train_seconds']:.1f} s")
     return 0
+
+
+def _ranks_text():
+    """' per rank, 2 ranks' in a data-parallel run, else ''."""
+    if not distributed_cli.is_initialized():
+        return ""
+    return f" per rank, {distributed_cli.get_world_size()} ranks"
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from . import _random
+from .distributed._trainer import NullStream, data_parallel
 from .nn.loss import CrossEntropyLoss
 from .nn.module import accepts_input_grad
 from .optim.lr_scheduler import ReduceLROnPlateau
@@ -168,6 +169,12 @@ class Trainer:
     once); any KeyboardInterrupt saves one and is re-raised. A non-finite loss raises
     TrainingDiverged before the step is applied, keeping the last good checkpoint.
 
+    Data-parallel when rnnx.distributed is initialised (e.g. under `mpiexec -n 4`): batch_size is
+    the global batch, split across the ranks, which train the model wrapped in
+    DistributedDataParallel (see rnnx.distributed._trainer); evaluation is split and reduced; the
+    settings must agree across ranks (ValueError otherwise); only rank 0 reports progress and
+    writes the checkpoint and metrics; a Ctrl-C stops every rank at the same step.
+
     config: plain values (str, int, float, bool, None) stored in checkpoints and metrics.
     Progress goes to `stream` (default sys.stderr): see Progress for `log_interval`.
     """
@@ -182,10 +189,18 @@ class Trainer:
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.clip, self.checkpoint, self.metrics_json = clip, checkpoint, metrics_json
         self.config = dict(config or {})
+        # data-parallel when rnnx.distributed is initialised (see rnnx.distributed._trainer)
+        self._group = data_parallel(model, optimizer, {
+            "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+            "clip": clip, "seed": seed})
+        self._net = model if self._group is None else self._group.net
+        if self._group is not None:
+            self.model = self._net.module
+            stream = stream if self._group.is_main else NullStream()
         self.progress = Progress(sys.stderr if stream is None else stream, log_interval)
         self.rng = shuffle_generator(seed)
         # the input is data: its gradient is not wanted (skipped if the model can)
-        self._backward_options = {"input_grad": False} if accepts_input_grad(model) else {}
+        self._backward_options = {"input_grad": False} if accepts_input_grad(self.model) else {}
         self.epoch = 0     # completed epochs
         self.step = 0      # completed batches of the epoch in progress
         self.history = []  # one dict per completed epoch
@@ -193,7 +208,7 @@ class Trainer:
         self._epoch_start_state = self.rng.bit_generator.state
         self._train_size = None
         self._saved_at = None  # position of the last checkpoint written or loaded
-        self._stop_requested = False
+        self._stop_requested = self._stop_agreed = False  # agreed: by every rank
         self._busy = False  # inside an update that a KeyboardInterrupt would leave half done
 
     # -- state --------------------------------------------------------------------------
@@ -229,14 +244,20 @@ class Trainer:
     def save_checkpoint(self):
         """Write state_dict() to the checkpoint path (atomically); no-op without a path."""
         if self.checkpoint is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.checkpoint)), exist_ok=True)
-            save(self.state_dict(), self.checkpoint)
+            if self._group is None or self._group.is_main:
+                os.makedirs(os.path.dirname(os.path.abspath(self.checkpoint)), exist_ok=True)
+                save(self.state_dict(), self.checkpoint)
             self._saved_at = self._where()
+            if self._group is not None:
+                self._group.barrier()  # written before any rank goes on (or exits)
 
     # -- training -------------------------------------------------------------------------
     def evaluate(self, x, y, lengths=None):
         """(mean loss, accuracy) on (x, y); see evaluate(). A Ctrl-C during fit stops it
-        between batches."""
+        between batches (between evaluations when data-parallel)."""
+        if self._group is not None:
+            return self._group.evaluate(evaluate, self.model, self.loss_fn, x, y,
+                                        self.eval_batch_size, lengths)
         return evaluate(self.model, self.loss_fn, x, y, self.eval_batch_size, self._check_stop,
                         lengths)
 
@@ -259,7 +280,7 @@ class Trainer:
             raise ValueError(f"the interrupted epoch was over {self._train_size} samples, "
                              f"got {len(x)}")
         self._train_size = len(x)
-        self._stop_requested = self._busy = False
+        self._stop_requested = self._stop_agreed = self._busy = False
         with self._deferred_sigint():
             try:
                 while self.epoch < epochs:
@@ -278,8 +299,9 @@ class Trainer:
             self._check_stop()
             t0 = time.perf_counter()
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            loss, correct = self._train_step(x[idx], y[idx], b, steps,
-                                             None if lengths is None else lengths[idx])
+            mine = idx if self._group is None else self._group.shard(idx)
+            loss, correct = self._train_step(x[mine], y[mine], b, steps,
+                                             None if lengths is None else lengths[mine])
             run["loss_sum"] += loss * len(idx)
             run["correct"] += correct
             run["seen"] += len(idx)
@@ -297,12 +319,18 @@ class Trainer:
         """One optimisation step; returns (loss, number of correct predictions)."""
         self.optimizer.zero_grad()
         try:
-            out = _forward(self.model, xb, lengths)
-            loss = float(self.loss_fn(out, yb))
+            out = _forward(self._net, xb, lengths)
+            loss, correct = float(self.loss_fn(out, yb)), _count_correct(out, yb)
+            if self._group is not None:  # the whole batch's, on every rank
+                loss, correct, self._stop_agreed = self._group.agree(loss, correct,
+                                                                     self._stop_requested)
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss} at epoch {self.epoch + 1}, step "
                                        f"{b + 1}/{steps}: training stopped. {self._kept()}")
-            self.model.backward(self.loss_fn.backward(), **self._backward_options)
+            grad = self.loss_fn.backward()
+            if self._group is not None:
+                grad = self._group.weight(grad)
+            self._net.backward(grad, **self._backward_options)
         except BaseException:
             self.model.clear_records()
             self.loss_fn.clear_records()
@@ -312,7 +340,7 @@ class Trainer:
             clip_grad_norm_(self.model.parameters(), self.clip)
         self.optimizer.step()
         self._busy = False
-        return loss, _count_correct(out, yb)
+        return loss, correct
 
     def _finish_epoch(self, y, test_loss, test_acc, epochs):
         run = self._running
@@ -337,7 +365,7 @@ class Trainer:
         self._epoch_start_state = self.rng.bit_generator.state
         self._busy = False
         self.save_checkpoint()
-        if self.metrics_json is not None:
+        if self.metrics_json is not None and (self._group is None or self._group.is_main):
             write_json_atomic({"config": self.config, "epochs": self.history}, self.metrics_json)
         test = "" if test_loss is None else f"; test loss {test_loss:.4f}{_fmt_acc(test_acc)}"
         self.progress.message(
@@ -366,7 +394,7 @@ class Trainer:
         return f"The last good checkpoint ({self._saved_at}) is kept at {self.checkpoint}."
 
     def _check_stop(self):
-        if self._stop_requested:
+        if self._stop_agreed if self._group is not None else self._stop_requested:
             raise KeyboardInterrupt
 
     def _on_interrupt(self):

@@ -231,14 +231,22 @@ def _communicator():
 
 
 def _check_same(what, value):
-    """ValueError on every rank unless `value` (picklable, compared with ==) is the same on every
-    rank; the message names `what` and the ranks that differ from rank 0."""
+    """ValueError on every rank unless `value` (picklable, compared with ==; a dict of plain
+    values, or a plain value) is the same on every rank; the message names `what`, the first
+    rank that differs from rank 0 and (for a dict) the keys that differ."""
     group = _get_group()
     values = group.comm.allgather(value)
     differ = [r for r, v in enumerate(values) if v != values[0]]
-    if differ:
-        shown = "; ".join(f"rank {r}: {values[r]!r}" for r in [0] + differ[:3])
-        raise ValueError(f"{what} differs across the ranks of the process group ({shown})")
+    if not differ:
+        return
+    r = differ[0]
+    if isinstance(value, dict):  # name the keys that differ
+        keys = [k for k in values[0] if values[0][k] != values[r].get(k)]
+        shown = "; ".join(f"{k}: {values[0][k]!r} on rank 0, {values[r].get(k)!r} on rank {r}"
+                          for k in keys)
+    else:
+        shown = f"{values[0]!r} on rank 0, {values[r]!r} on rank {r}"
+    raise ValueError(f"{what} differs across the ranks of the process group: {shown}")
 
 
 __all__ = ["ReduceOp", "is_available", "init_process_group", "is_initialized", "get_rank",

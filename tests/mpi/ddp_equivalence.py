@@ -24,9 +24,8 @@ def build(cell, bidirectional, dtype, seed):
     return model.to(dtype)
 
 
-def train(model, backward, xs, ys, no_sync_every=0):
-    """STEPS of SGD with momentum on (xs[s], ys[s]); every no_sync_every-th step accumulates
-    into the next one."""
+def train(model, backward, xs, ys):
+    """STEPS of SGD with momentum on (xs[s], ys[s])."""
     opt = rnnx.SGD(model.parameters(), lr=0.5, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     for s in range(STEPS):
