@@ -1,0 +1,315 @@
+"""rnnx.distributed and DistributedDataParallel: the API in this process (a world of one rank,
+MPI's singleton start), and jobs of two ranks launched with mpiexec (scripts in tests/mpi/)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import rnnx
+import rnnx.distributed as dist
+from rnnx import nn
+from rnnx.mnist import main as mnist_main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "tests", "mpi")
+TIMEOUT = 120  # seconds: a hang fails the test instead of blocking the suite
+
+
+def _find_mpiexec():
+    """The mpiexec of the MPI that mpi4py uses: beside this Python (pip install mpich), else
+    on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+
+
+needs_mpi4py = pytest.mark.skipif(not dist.is_available(),
+                                  reason='mpi4py is not installed: pip install "rnnx[distributed]"')
+MPIEXEC = _find_mpiexec()
+needs_mpiexec = pytest.mark.skipif(
+    not dist.is_available() or MPIEXEC is None,
+    reason='mpi4py or mpiexec missing: pip install "rnnx[distributed]" (mpi4py and mpich)')
+
+
+def mpiexec(*args, ranks=2, timeout=TIMEOUT):
+    """Run `python args...` on `ranks` ranks with this worktree importable; the
+    CompletedProcess (stdout and stderr as text) and the seconds it took."""
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    done = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return done, time.perf_counter() - start
+
+
+# -- without mpiexec --------------------------------------------------------------------------
+def test_import_without_mpi4py():
+    """Without mpi4py, import rnnx works, is_available() is False, init_process_group says what
+    to install."""
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "import rnnx, rnnx.distributed as d\n"
+            "assert not d.is_available()\n"
+            "try:\n    d.init_process_group()\nexcept ImportError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert 'pip install "rnnx[distributed]"' in done.stdout and "mpich" in done.stdout
+
+
+def test_not_initialized():
+    assert not dist.is_initialized()
+    for call in (dist.get_rank, dist.get_world_size, dist.barrier):
+        with pytest.raises(ValueError, match="has not been initialized"):
+            call()
+    with pytest.raises(ValueError, match="has not been initialized"):
+        nn.parallel.DistributedDataParallel(nn.Linear(2, 2))
+
+
+@pytest.fixture
+def group():
+    """A process group of this process alone (MPI singleton); destroyed afterwards."""
+    if not dist.is_available():
+        pytest.skip('mpi4py is not installed: pip install "rnnx[distributed]"')
+    threads = rnnx.get_num_threads()
+    dist.init_process_group()
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    rnnx.set_num_threads(threads)
+
+
+def test_group_of_one(group):
+    assert dist.is_initialized() and dist.get_rank() == 0 and dist.get_world_size() == 1
+    assert sys.excepthook is not sys.__excepthook__  # ends the whole job on an exception
+    with pytest.raises(ValueError, match="twice"):
+        dist.init_process_group()
+    dist.barrier()
+    dist.destroy_process_group()
+    assert not dist.is_initialized() and sys.excepthook is sys.__excepthook__
+    dist.init_process_group()  # again after destroy
+
+
+@needs_mpi4py
+def test_backend_and_install_errors(monkeypatch):
+    with pytest.raises(ValueError, match="'mpi' backend only, got 'nccl'"):
+        dist.init_process_group("nccl")
+    monkeypatch.setattr(dist, "is_available", lambda: False)
+    with pytest.raises(ImportError, match=r'pip install "rnnx\[distributed\]"'):
+        dist.init_process_group()
+    assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize("op, expected", [("sum", [1.0, -2.0]), ("avg", [1.0, -2.0]),
+                                          ("prod", [1.0, -2.0]), ("min", [1.0, -2.0]),
+                                          ("max", [1.0, -2.0]), (dist.ReduceOp.SUM, [1.0, -2.0])])
+def test_all_reduce_one_rank(group, op, expected):
+    a = np.array([1.0, -2.0])
+    assert dist.all_reduce(a, op=op) is None
+    np.testing.assert_array_equal(a, expected)
+
+
+def test_collective_errors(group):
+    with pytest.raises(ValueError, match="op must be one of"):
+        dist.all_reduce(np.zeros(2), op="mean")
+    with pytest.raises(TypeError, match="'avg' needs a float array, got dtype int64"):
+        dist.all_reduce(np.zeros(2, np.int64), op="avg")
+    with pytest.raises(TypeError, match="expects a NumPy array, got list"):
+        dist.all_reduce([1.0])
+    with pytest.raises(ValueError, match="C-contiguous and writeable"):
+        dist.all_reduce(np.zeros((3, 3))[:, 0])
+    with pytest.raises(ValueError, match=r"src must be a rank in \[0, 1\), got 1"):
+        dist.broadcast(np.zeros(2), src=1)
+    with pytest.raises(ValueError, match="must have 1 items"):
+        dist.all_gather_object([], 1)
+
+
+def test_objects_and_broadcast_one_rank(group):
+    gathered = [None]
+    dist.all_gather_object(gathered, {"a": 1})
+    assert gathered == [{"a": 1}]
+    items = ["x", 2]
+    dist.broadcast_object_list(items)
+    assert items == ["x", 2]
+    a = np.arange(3.0)
+    dist.broadcast(a, src=0)
+    np.testing.assert_array_equal(a, [0.0, 1.0, 2.0])
+
+
+def _model(seed=0):
+    rnnx.manual_seed(seed)
+    return nn.Sequential(nn.GRU(3, 4, batch_first=True), nn.LastHidden(), nn.Linear(4, 2))
+
+
+def test_ddp_one_rank_is_the_module(group):
+    model, reference = _model(), _model()
+    ddp = rnnx.DistributedDataParallel(model)
+    assert ddp.module is model and rnnx.nn.parallel.DistributedDataParallel is type(ddp)
+    assert list(ddp.state_dict()) == ["module." + k for k in model.state_dict()]
+    assert ddp.parameters() == model.parameters()
+    x = np.random.default_rng(0).standard_normal((5, 6, 3)).astype(np.float32)
+    np.testing.assert_array_equal(ddp(x), reference(x))
+    g = np.ones((5, 2), np.float32)
+    assert ddp.backward(g, input_grad=False) is None
+    reference.backward(g, input_grad=False)
+    with ddp.no_sync():
+        assert not ddp.require_backward_grad_sync
+    assert ddp.require_backward_grad_sync
+    ddp.reduce_gradients()
+    for p, q in zip(ddp.parameters(), reference.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)
+
+
+def test_ddp_errors(group):
+    with pytest.raises(TypeError, match="must be an rnnx Module, got list"):
+        rnnx.DistributedDataParallel([])
+    with pytest.raises(ValueError, match="bucket_cap_mb must be a positive number, got 0"):
+        rnnx.DistributedDataParallel(nn.Linear(2, 2), bucket_cap_mb=0)
+
+
+def test_parameter_groups_follow_the_backward():
+    """One group per Sequential child with parameters, last child first; a parameter shared
+    by two children goes with the first; buckets split by size and dtype."""
+    from rnnx.nn.parallel import _parameter_groups, _split
+    first, last = nn.Linear(2, 2), nn.Linear(2, 2)
+    last.weight = first.weight  # tied
+    model = nn.Sequential(first, nn.LastTimeStep(), last)
+    groups = _parameter_groups(model)
+    assert [child for child, _ in groups] == [last, first]
+    assert groups[0][1] == [last.bias] and groups[1][1] == [first.bias, first.weight]
+    assert _parameter_groups(first) == [(None, [first.bias, first.weight])]
+    a, b = nn.Parameter(np.zeros(4)), nn.Parameter(np.zeros(4))
+    c = nn.Parameter(np.zeros(2, np.float32))
+    assert _split([a, b, c], 64) == [[a, b], [c]]
+    assert _split([a, b, c], 40) == [[a], [b], [c]]
+
+
+def test_trainer_in_a_group_of_one_matches_a_plain_trainer(group):
+    """The data-parallel code paths of the Trainer, with one rank: the same run exactly."""
+    data = np.random.default_rng(1)
+    x, y = data.standard_normal((23, 5, 3)), data.integers(0, 2, 23)
+    histories, params = [], []
+    for distributed in (False, True):
+        if not distributed:
+            dist.destroy_process_group()
+        else:
+            dist.init_process_group()
+        model = _model(3).double()
+        trainer = rnnx.Trainer(model, rnnx.SGD(model.parameters(), lr=0.5, momentum=0.9),
+                               batch_size=6, eval_batch_size=7, stream=open(os.devnull, "w"))
+        histories.append(trainer.fit(x, y, 2, eval_data=(x[:11], y[:11])))
+        params.append([p.data.copy() for p in model.parameters()])
+    strip = [[{k: v for k, v in h.items() if k != "train_seconds"} for h in hs] for hs in histories]
+    assert strip[0] == strip[1]
+    for a, b in zip(*params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_trainer_batch_must_cover_the_ranks(group, monkeypatch):
+    monkeypatch.setattr(dist._group, "size", 4)
+    model = _model()
+    with pytest.raises(ValueError, match="batch_size 3 is the global batch: it must be at least "
+                                         "the world size 4"):
+        rnnx.Trainer(model, rnnx.SGD(model.parameters(), lr=0.1), batch_size=3)
+
+
+# -- two ranks under mpiexec --------------------------------------------------------------------
+@needs_mpiexec
+def test_ddp_matches_one_process_and_ranks_stay_identical():
+    """LSTM/GRU/RNN, uni- and bidirectional, float32/64, 4 SGD steps: parameters equal to one
+    process on the full batch (to float rounding) and bitwise equal across ranks; no_sync
+    accumulation with small buckets; reduce_gradients on a rank without samples."""
+    done, _ = mpiexec(os.path.join(SCRIPTS, "ddp_equivalence.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rank 0: OK" in done.stdout and "rank 1: OK" in done.stdout
+
+
+@needs_mpiexec
+def test_trainer_matches_one_process(tmp_path):
+    """Uneven parts, a rank without a sample, split evaluation: the single-process run; files
+    from rank 0 only."""
+    done, _ = mpiexec(os.path.join(SCRIPTS, "trainer_equivalence.py"), str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["rank0.json", "rank0.npz", "single.json",
+                                            "single.npz"]
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("mode, shown", [
+    ("raise", "RuntimeError: injected failure on rank 1"),
+    ("kill", "signal 9"),
+    ("model", "the model differs across ranks: parameter #0 (name, shape, dtype) is "
+              "('0.weight_ih_l0', (12, 3), 'float32') on rank 0 and ('0.weight_ih_l0', (15, 3), "
+              "'float32') on rank 1"),
+    ("batch", "the Trainer's configuration differs across the ranks of the process group: "
+              "batch_size: 4 on rank 0, 8 on rank 1"),
+])
+def test_a_failing_rank_ends_the_job(mode, shown):
+    """An exception (with its traceback), a killed rank, or a configuration that differs
+    across ranks ends the whole job with a non-zero exit, never a hang."""
+    done, seconds = mpiexec(os.path.join(SCRIPTS, "failures.py"), mode, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert shown in output
+    assert "which it should not have" not in output
+    if mode == "raise":
+        assert "Traceback (most recent call last)" in output and "on rank 1 of 2" in output
+    assert seconds < 30, f"{seconds:.0f} s to end the job"
+
+
+MNIST_ARGS = ["--epochs", "1", "--limit-train", "200", "--limit-test", "100", "--hidden-size",
+              "16", "--num-layers", "1", "--batch-size", "20"]
+
+
+@pytest.fixture
+def mnist_dir():
+    for candidate in (os.environ.get("RNNX_DATA"),
+                      os.path.join(ROOT, "..", "shared", "data", "mnist"),
+                      "/work/shared/data/mnist"):
+        if candidate and os.path.exists(os.path.join(candidate, "train-images-idx3-ubyte.gz")):
+            return os.path.abspath(candidate)
+    pytest.skip("MNIST data not found ($RNNX_DATA or ../shared/data/mnist)")
+
+
+def _metrics(path):
+    with open(path) as f:
+        return json.load(f)["epochs"]
+
+
+@needs_mpiexec
+def test_mnist_cli_two_ranks_is_the_one_process_run(tmp_path, mnist_dir, capsys):
+    """mpiexec -n 2 rnnx-mnist --distributed: the one-process run to float32 rounding, one
+    report, and --resume continues the group's run."""
+    args = MNIST_ARGS + ["--data-dir", mnist_dir]
+    ck = str(tmp_path / "ck.npz")
+    done, _ = mpiexec("-m", "rnnx.mnist", "--distributed", *args, "--checkpoint", ck,
+                      "--metrics-json", str(tmp_path / "two.json"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("epoch 1: test accuracy") == 1  # rank 0 reports
+    assert "2 ranks" in done.stderr
+    done, _ = mpiexec("-m", "rnnx.mnist", "--distributed", *args, "--checkpoint", ck, "--resume",
+                      "--epochs", "2", "--metrics-json", str(tmp_path / "two.json"))
+    assert done.returncode == 0, done.stderr
+    assert mnist_main(args + ["--epochs", "2", "--checkpoint", str(tmp_path / "one.npz"),
+                              "--metrics-json", str(tmp_path / "one.json")]) == 0
+    capsys.readouterr()
+    two, one = _metrics(tmp_path / "two.json"), _metrics(tmp_path / "one.json")
+    assert len(two) == len(one) == 2
+    for a, b in zip(two, one):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4)
+        assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.02  # 2 of 100 images
+
+
+@needs_mpiexec
+def test_mnist_cli_error_on_rank_0_only_ends_the_job(tmp_path, mnist_dir):
+    """--resume reads the checkpoint on rank 0 (sent to the others): its usage error there
+    ends every rank."""
+    done, seconds = mpiexec("-m", "rnnx.mnist", "--distributed", *MNIST_ARGS, "--data-dir",
+                            mnist_dir, "--resume", "--checkpoint", str(tmp_path / "none.npz"),
+                            timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--resume: no checkpoint at" in done.stderr and "exits with code 2" in done.stderr
+    assert seconds < 30
