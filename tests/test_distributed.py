@@ -27,8 +27,6 @@ def _find_mpiexec():
     return beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
 
 
-needs_mpi4py = pytest.mark.skipif(not dist.is_available(),
-                                  reason='mpi4py is not installed: pip install "rnnx[distributed]"')
 MPIEXEC = _find_mpiexec()
 needs_mpiexec = pytest.mark.skipif(
     not dist.is_available() or MPIEXEC is None,
@@ -92,7 +90,6 @@ def test_group_of_one(group):
     dist.init_process_group()  # again after destroy
 
 
-@needs_mpi4py
 def test_backend_and_install_errors(monkeypatch):
     with pytest.raises(ValueError, match="'mpi' backend only, got 'nccl'"):
         dist.init_process_group("nccl")
@@ -100,6 +97,14 @@ def test_backend_and_install_errors(monkeypatch):
     with pytest.raises(ImportError, match=r'pip install "rnnx\[distributed\]"'):
         dist.init_process_group()
     assert not dist.is_initialized()
+
+
+def test_mnist_cli_without_mpi4py(monkeypatch, capsys):
+    monkeypatch.setattr(dist, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        mnist_main(["--distributed", "--epochs", "1"])
+    assert exc.value.code == 2
+    assert 'pip install "rnnx[distributed]"' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("op, expected", [("sum", [1.0, -2.0]), ("avg", [1.0, -2.0]),
