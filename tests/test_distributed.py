@@ -3,6 +3,7 @@ MPI's singleton start), and jobs of two ranks launched with mpiexec (scripts in 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -318,3 +319,30 @@ def test_mnist_cli_error_on_rank_0_only_ends_the_job(tmp_path, mnist_dir):
     assert done.returncode == 2, done.stderr
     assert "--resume: no checkpoint at" in done.stderr and "exits with code 2" in done.stderr
     assert seconds < 30
+
+
+@needs_mpiexec
+def test_mnist_cli_ctrl_c_stops_every_rank_at_one_step(tmp_path, mnist_dir):
+    """Ctrl-C to mpiexec (forwarded to every rank): the ranks agree on the step to stop at,
+    rank 0 saves the checkpoint, the job exits with 130; --resume finishes the run."""
+    args = ["-m", "rnnx.mnist", "--distributed", "--data-dir", mnist_dir, "--epochs", "1",
+            "--limit-train", "6000", "--limit-test", "100", "--hidden-size", "64",
+            "--batch-size", "20", "--checkpoint", str(tmp_path / "ck.npz")]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, *args], env=env, cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in job.stderr:  # rank 0's progress: the first step is done
+            if "step 1/300" in line:
+                break
+        job.send_signal(signal.SIGINT)
+        stdout, stderr = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == 130, stderr
+    assert "interrupted: checkpoint saved" in stderr and "exits with code 130" in stderr
+    done, _ = mpiexec(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("epoch 1: test accuracy") == 1
