@@ -108,6 +108,32 @@ def test_mnist_cli_without_mpi4py(monkeypatch, capsys):
     assert 'pip install "rnnx[distributed]"' in capsys.readouterr().err
 
 
+class _FakeHost:
+    """The shared-memory communicator of a host whose ranks may run on `affinities`."""
+
+    def __init__(self, affinities):
+        self.affinities = affinities
+
+    def allgather(self, own):
+        return self.affinities
+
+    def Get_size(self):
+        return len(self.affinities)
+
+
+@pytest.mark.parametrize("affinities, own, expected", [
+    ([{0, 1}, {0, 1}], {0, 1}, 1),                  # 2 ranks on 2 cores, unbound
+    ([{0}, {1}], {0}, 1),                           # bound to a core each
+    ([set(range(8))] * 2, set(range(8)), 4),        # 2 ranks sharing 8 cores
+    ([set(range(8))] * 3, set(range(8)), 2),        # 3 ranks on 8 cores
+    ([{0, 1}] * 4, {0, 1}, 1),                      # more ranks than cores: at least 1
+    ([set(range(8)), {0}], {0}, 1),                 # never more than this rank's own cores
+])
+def test_threads_are_the_hosts_cores_shared_by_its_ranks(monkeypatch, affinities, own, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: own)
+    assert dist._host_share_of_cores(_FakeHost(affinities)) == expected
+
+
 @pytest.mark.parametrize("op, expected", [("sum", [1.0, -2.0]), ("avg", [1.0, -2.0]),
                                           ("prod", [1.0, -2.0]), ("min", [1.0, -2.0]),
                                           ("max", [1.0, -2.0]), (dist.ReduceOp.SUM, [1.0, -2.0])])
@@ -294,7 +320,8 @@ def test_mnist_cli_two_ranks_is_the_one_process_run(tmp_path, mnist_dir, capsys)
                       "--metrics-json", str(tmp_path / "two.json"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("epoch 1: test accuracy") == 1  # rank 0 reports
-    assert "2 ranks" in done.stderr
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)  # mpiexec binds no cores by default
+    assert f"{threads} threads per rank, 2 ranks" in done.stderr
     done, _ = mpiexec("-m", "rnnx.mnist", "--distributed", *args, "--checkpoint", ck, "--resume",
                       "--epochs", "2", "--metrics-json", str(tmp_path / "two.json"))
     assert done.returncode == 0, done.stderr

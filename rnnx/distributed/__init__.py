@@ -1,4 +1,4 @@
-"""rnnx.distributed: the process group of a data-parallel job, over MPI (mpi4py), as torch.distributed.
+"""rnnx.distributed: the process group of a data-parallel job over MPI (mpi4py), as in torch.
 
     mpiexec -n 2 python train.py          # every rank runs the same script
 
@@ -16,9 +16,9 @@ init_process_group also
 - installs a sys.excepthook that prints an uncaught exception's traceback and then ends the
   whole job with MPI_Abort (exit code 1, 130 for KeyboardInterrupt) instead of leaving the
   other ranks waiting forever in their next collective call. (A rank killed by a signal ends
-  the job through mpiexec. A rank that calls sys.exit(code) on its own is not covered: end
-  such a job with MPI.COMM_WORLD.Abort(code), or run the script as `python -m mpi4py
-  script.py`, which does both.)
+  the job through mpiexec. A rank that calls sys.exit(code) on its own is not covered, as
+  Python runs no hook for it: call abort(code) there instead, or run the script as `python -m
+  mpi4py script.py`, which also aborts on SystemExit. rnnx-mnist --distributed handles it.)
 
 Importing rnnx never imports mpi4py; is_available() tells whether it is installed.
 """
@@ -190,7 +190,7 @@ def _check_src(src, group):
 
 
 def all_gather_object(object_list, obj):
-    """object_list[r] = rank r's obj (picklable), on every rank; object_list has world size items."""
+    """object_list[r] = rank r's obj (picklable), on every rank (world-size items)."""
     group = _get_group()
     if len(object_list) != group.size:
         raise ValueError(f"all_gather_object: object_list must have {group.size} items (the "

@@ -4,7 +4,7 @@
     ddp = DistributedDataParallel(model)      # every rank starts from rank 0's parameters
     out = ddp(x_local)                        # this rank's share of the global batch
     loss = loss_fn(out, y_local)              # the local mean
-    ddp.backward(loss_fn.backward())          # p.grad = average over ranks = grad of the global mean
+    ddp.backward(loss_fn.backward())          # p.grad: the average over ranks, the global mean's
     optimizer.step()                          # identical on every rank
 
 Gradients are reduced in flat buckets: one per child of a Sequential (children of more than
