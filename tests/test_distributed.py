@@ -239,6 +239,16 @@ def test_trainer_in_a_group_of_one_matches_a_plain_trainer(group):
         np.testing.assert_array_equal(a, b)
 
 
+def test_trainer_takes_a_wrapped_model(group):
+    """Given a DistributedDataParallel, the Trainer trains through it and checkpoints the
+    module inside (the keys of a single-process run)."""
+    model = _model()
+    ddp = rnnx.DistributedDataParallel(model)
+    trainer = rnnx.Trainer(ddp, rnnx.SGD(ddp.parameters(), lr=0.1), batch_size=4)
+    assert trainer.model is model and trainer._net is ddp
+    assert list(trainer.state_dict()["model"]) == list(model.state_dict())
+
+
 def test_trainer_batch_must_cover_the_ranks(group, monkeypatch):
     monkeypatch.setattr(dist._group, "size", 4)
     model = _model()
