@@ -18,3 +18,11 @@ from .train import Trainer
 from . import nn, optim, utils
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """rnnx.onnx is imported on first use: it needs the optional onnx package."""
+    if name == "onnx":
+        import importlib
+        return importlib.import_module(".onnx", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,8 +8,10 @@ final hidden state (both directions' when bidirectional). LSTM forget gates star
     python -m rnnx.mnist --epochs 1 --limit-train 6000    # a quick run on 6,000 images
     python -m rnnx.mnist --resume --epochs 12             # continue the checkpointed run
     python -m rnnx.mnist --eval-only                      # score the checkpoint
+    python -m rnnx.mnist --eval-only --export-onnx mnist.onnx  # ... and export it to ONNX
 """
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -136,6 +138,10 @@ def build_parser():
     parser.add_argument("--metrics-json", metavar="PATH",
                         help="write {config, epochs: [{epoch, train_seconds, train_loss, "
                         "test_loss, test_accuracy, ...}]} here after every training epoch")
+    parser.add_argument("--export-onnx", metavar="PATH",
+                        help="after training (or --eval-only), write the model to this ONNX "
+                        "file: input x (batch, 28, 28) float32, output logits (batch, 10); "
+                        "needs the onnx package")
     return parser
 
 
@@ -178,6 +184,8 @@ def main(argv=None):
     """Entry point of `rnnx-mnist` / `python -m rnnx.mnist`; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.export_onnx and importlib.util.find_spec("onnx") is None:
+        parser.error("--export-onnx needs the onnx package (pip install onnx)")
     state = _load_checkpoint(parser, args) if args.resume or args.eval_only else None
     if args.threads is not None:
         set_num_threads(args.threads)
@@ -189,9 +197,13 @@ def main(argv=None):
         return 1
     manual_seed(config["seed"])
     model = build_model(config)
-    if args.eval_only:
-        return _eval_only(args, model, state, data[2:])
-    return _train(args, config, model, state, data)
+    code = (_eval_only(args, model, state, data[2:]) if args.eval_only
+            else _train(args, config, model, state, data))
+    if code == 0 and args.export_onnx:
+        from . import onnx  # imports the onnx package: only when asked
+        onnx.export(model, data[2][:1], args.export_onnx, output_names=["logits"])
+        print(f"rnnx-mnist: model exported to {args.export_onnx}", file=sys.stderr)
+    return code
 
 
 def _eval_only(args, model, state, test):
