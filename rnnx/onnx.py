@@ -193,7 +193,7 @@ def _run_example(model, args):
         model(*args)
     finally:
         for m, training in flags:
-            m.training = training
+            object.__setattr__(m, "training", training)
 
 
 def _first_leaf(model):

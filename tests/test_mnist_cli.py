@@ -203,3 +203,28 @@ def test_smoke_run_on_real_mnist(tmp_path):
     assert (tmp_path / "checkpoints" / "mnist.npz").is_file()  # the default checkpoint
     (entry,) = json.loads((tmp_path / "m.json").read_text())["epochs"]
     assert 0 <= entry["test_accuracy"] <= 1 and entry["train_seconds"] > 0
+
+
+def test_export_onnx(run, tmp_path, monkeypatch, capsys):
+    """--export-onnx: the trained (or --eval-only) classifier, whose logits ONNX Runtime
+    reproduces; refused up front without the onnx package."""
+    ort = pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime")
+    pytest.importorskip("onnx", reason="--export-onnx needs the onnx package")
+    x = mnist.prepare_images(np.random.default_rng(1).integers(0, 256, (3, 28, 28)))
+    for args in (["--epochs", 1], ["--eval-only"]):
+        path = tmp_path / "mnist.onnx"
+        code, _, err = run(*args, "--export-onnx", path)
+        assert code == 0 and f"model exported to {path}" in err
+        state = rnnx.load(tmp_path / "run.npz")
+        model = mnist.build_model(state["config"])
+        model.load_state_dict(state["model"])
+        model.eval()
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (logits,) = session.run(["logits"], {"x": x})
+        np.testing.assert_allclose(logits, model(x), rtol=1e-4, atol=2e-5)
+        path.unlink()
+    monkeypatch.setattr(mnist.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit):
+        run("--epochs", 1, "--export-onnx", tmp_path / "mnist.onnx")
+    assert "--export-onnx needs the onnx package" in capsys.readouterr().err
+    assert not (tmp_path / "mnist.onnx").exists()
