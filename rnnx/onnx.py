@@ -3,12 +3,13 @@
     rnnx.onnx.export(model, x, "model.onnx")
 
 The graph computes the model's eval-mode forward with ONNX's own operators: a recurrent layer
-becomes one ONNX LSTM/GRU/RNN node per layer (both directions in one node) and a cell one such
-node over a single time step; Linear a Gemm (MatMul + Add for input that is not 2-D); Dropout
-nothing; LastHidden and LastTimeStep a Gather (Slice, Transpose and Reshape when
-bidirectional). Weights are initializers with their gate blocks in ONNX's order: LSTM
-i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h with linear_before_reset=1 (torch's GRU applies r to
-the hidden matmul plus its bias). batch_first is a Transpose on each side.
+becomes one ONNX LSTM/GRU/RNN node per layer (both directions in one node), a cell one such
+node over a single time step; an LSTM with proj_size, which ONNX's LSTM cannot express, a
+Scan over time of its step per layer and direction. Linear is a Gemm (MatMul + Add for input
+that is not 2-D); Dropout nothing; LastHidden and LastTimeStep a Gather (Slice, Transpose and
+Reshape when bidirectional). Weights are initializers with their gate blocks in ONNX's order:
+LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h with linear_before_reset=1 (torch's GRU applies r
+to the hidden matmul plus its bias). batch_first is a Transpose on each side.
 """
 import os
 import tempfile
@@ -62,6 +63,12 @@ class _Builder:
         self._taken.add(name)
         return name
 
+    def subgraph(self):
+        """A builder of a subgraph's nodes: same names in use, initializers in this graph."""
+        sub = _Builder(())
+        sub._taken, sub.initializers = self._taken, self.initializers
+        return sub
+
     def const(self, array, hint):
         name = self.fresh(hint)
         self.initializers.append(numpy_helper.from_array(np.asarray(array, order="C"), name))
@@ -87,7 +94,7 @@ def export(model, example_input, f, *, input_names=None, output_names=None, opse
            dynamic_axes=True, with_lengths=False):
     """Write `model`'s eval-mode forward to the ONNX file at path `f`; returns the ModelProto.
 
-    model: LSTM, GRU, RNN (every option but proj_size), LSTMCell, GRUCell, RNNCell, Linear,
+    model: LSTM, GRU, RNN (every option), LSTMCell, GRUCell, RNNCell, Linear,
     Dropout, or a Sequential of these with LastHidden and LastTimeStep; float32 (float64 only
     without recurrent layers: ONNX Runtime runs LSTM, GRU and RNN in float32 only).
     example_input: x, or the tuple of the call's positional arguments (x, hx); the model is
@@ -169,9 +176,6 @@ def _check_model(model):
             raise TypeError(f"rnnx.onnx.export: cannot export {path} ({type(module).__name__}); "
                             f"supported are LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, "
                             f"Dropout, and Sequential with LastHidden and LastTimeStep")
-        if isinstance(module, RNNBase) and module.proj_size:
-            raise ValueError(f"rnnx.onnx.export: cannot export {path}, an LSTM with proj_size="
-                             f"{module.proj_size}: ONNX's LSTM operator has no projection")
         recurrent |= isinstance(module, (RNNBase, RNNCellBase))
     dtypes = {p.data.dtype for p in model.parameters()}
     if len(dtypes) > 1:
@@ -250,7 +254,8 @@ def _graph_inputs(model, leaf, x_shape, dynamic, names, with_lengths):
         lead = (model.num_layers * model.num_directions,) if isinstance(model, RNNBase) else ()
         mid = (batch,) if batched else ()
         states = names[1:1 + len(_state_names(model))]
-        inputs += [_Value(name, lead + mid + (model.hidden_size,)) for name in states]
+        widths = (getattr(model, "_state_size", model.hidden_size), model.hidden_size)  # h, c
+        inputs += [_Value(name, lead + mid + (width,)) for name, width in zip(states, widths)]
     if with_lengths:
         inputs.append(_Value(names[-1], (batch,)))
     return inputs
@@ -340,7 +345,7 @@ def _layer_node(b, module, weights, x, h0, c0, lengths):
 
 def _recurrent(b, m, x, states, lengths):
     """(out, h_n) or (out, (h_n, c_n)) of an LSTM/GRU/RNN layer stack."""
-    L, D, H = m.num_layers, m.num_directions, m.hidden_size
+    L, D, H, P = m.num_layers, m.num_directions, m.hidden_size, m._state_size
     lstm = m.mode == Cell.LSTM
     unbatched = len(x.dims) == 2
     if unbatched:
@@ -354,19 +359,22 @@ def _recurrent(b, m, x, states, lengths):
         y = x.name
     states = [b.op("Unsqueeze", [s.name, b.ints([1])], "state_batched") if unbatched else s.name
               for s in states]
+    mask = None
+    if m.proj_size:
+        if not states:
+            states = [_zero_state(b, y, L * D, width, m.dtype) for width in (P, H)]
+        if lengths:
+            mask = _step_mask(b, y, lengths)
     h_layers, c_layers = [], []
     for layer in range(L):
         init = [(b.op("Slice", [s, b.ints([layer * D]), b.ints([(layer + 1) * D]), b.ints([0])],
                       f"state_l{layer}") if L > 1 else s) for s in states]
-        outs = _layer_node(b, m, m._weights[layer], y, *(init + ["", ""])[:2], lengths)
-        h_layers.append(outs[1])
-        if lstm:
-            c_layers.append(outs[2])
-        if D == 1:
-            y = b.op("Squeeze", [outs[0], b.ints([1])], f"out_l{layer}")
+        if m.proj_size:
+            y, h_l, c_l = _projected_layer(b, m, m._weights[layer], y, init, mask, B)
         else:
-            y = b.op("Transpose", [outs[0]], f"out_l{layer}", perm=[0, 2, 1, 3])
-            y = b.op("Reshape", [y, b.ints([0, 0, D * H], "shape")], f"out_l{layer}")
+            y, h_l, c_l = _operator_layer(b, m, m._weights[layer], y, init, lengths)
+        h_layers.append(h_l)
+        c_layers.append(c_l)
 
     def finish(parts, hint):
         s = b.op("Concat", parts, hint, axis=0) if L > 1 else parts[0]
@@ -378,11 +386,99 @@ def _recurrent(b, m, x, states, lengths):
         y = b.op("Transpose", [y], "output", perm=[1, 0, 2])
     out_dims = (T,) if unbatched else (B, T) if m.batch_first else (T, B)
     state_dims = (L * D,) + (() if unbatched else (B,))
-    out = _Value(y, out_dims + (D * H,), "output")
-    h_n = _Value(finish(h_layers, "h_n"), state_dims + (H,), "h_n")
+    out = _Value(y, out_dims + (D * P,), "output")
+    h_n = _Value(finish(h_layers, "h_n"), state_dims + (P,), "h_n")
     if lstm:
         return out, (h_n, _Value(finish(c_layers, "c_n"), state_dims + (H,), "c_n"))
     return out, h_n
+
+
+def _operator_layer(b, m, weights, x, init, lengths):
+    """One layer as an ONNX LSTM/GRU/RNN node: (out (T, B, D*H), h_n (D, B, H), c_n or None)."""
+    outs = _layer_node(b, m, weights, x, *(init + ["", ""])[:2], lengths)
+    if len(weights) == 1:
+        y = b.op("Squeeze", [outs[0], b.ints([1])], "out")
+    else:  # (T, D, B, H) -> (T, B, D*H)
+        y = b.op("Transpose", [outs[0]], "out", perm=[0, 2, 1, 3])
+        y = b.op("Reshape", [y, b.ints([0, 0, len(weights) * m.hidden_size], "shape")], "out")
+    return y, outs[1], outs[2] if len(outs) == 3 else None
+
+
+def _zero_state(b, x, rows, width, dtype):
+    """Zeros (rows, B, width) for x (T, B, F)."""
+    batch = b.op("Slice", [b.op("Shape", [x], "shape"), b.ints([1]), b.ints([2])], "batch")
+    shape = b.op("Concat", [b.ints([rows], "rows"), batch, b.ints([width], "width")], "shape",
+                 axis=0)
+    zero = helper.make_tensor("value", _ELEM_TYPE[np.dtype(dtype)], [1], [0])
+    return b.op("ConstantOfShape", [shape], "zero_state", value=zero)
+
+
+def _step_mask(b, x, lengths):
+    """(T, B, 1) bool: whether step t is within sequence b (t < lengths[b]), for x (T, B, F)."""
+    T = b.op("Gather", [b.op("Shape", [x], "shape"), b.ints(0, "index")], "T", axis=0)
+    steps = b.op("Range", [b.ints(0, "start"), T, b.ints(1, "delta")], "steps")
+    lens = b.op("Cast", [lengths], "lengths", to=TensorProto.INT64)
+    mask = b.op("Less", [b.op("Unsqueeze", [steps, b.ints([1])], "steps"),
+                         b.op("Unsqueeze", [lens, b.ints([0])], "lengths")], "mask")
+    return b.op("Unsqueeze", [mask, b.ints([2])], "mask")
+
+
+def _projected_layer(b, m, weights, x, init, mask, batch):
+    """One layer of an LSTM with proj_size, which ONNX's LSTM cannot express: a Scan over
+    time per direction (reverse: scanning backwards) of _projected_step, after one MatMul for
+    the input projection of every step. Returns (out (T, B, D*P), h_n (D, B, P), c_n (D, B, H));
+    with lengths, `mask` keeps the state and zeroes the output past each sequence's end (the
+    reverse direction thus starts at each end)."""
+    ys, hs, cs = [], [], []
+    for d, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(weights):
+        xw = b.op("MatMul", [x, b.const(w_ih.data.T, "W_ih_t")], "xw")
+        if b_ih is not None:
+            xw = b.op("Add", [xw, b.const(b_ih.data + b_hh.data, "bias")], "xw")
+        h0, c0 = (b.op("Gather", [s, b.ints(d, "index")], "state", axis=0) for s in init)
+        scanned = [xw] + ([mask] if mask else [])
+        body = _projected_step(b, w_hh.data, w_hr.data, batch, mask is not None)
+        h_d, c_d, y_d = b.op("Scan", [h0, c0] + scanned, "scan", num_outputs=3, body=body,
+                             num_scan_inputs=len(scanned),
+                             scan_input_directions=[d] * len(scanned), scan_output_directions=[d])
+        ys.append(y_d)
+        hs.append(b.op("Unsqueeze", [h_d, b.ints([0])], "h_n"))
+        cs.append(b.op("Unsqueeze", [c_d, b.ints([0])], "c_n"))
+    if len(weights) == 1:
+        return ys[0], hs[0], cs[0]
+    return tuple(b.op("Concat", parts, hint, axis=axis)
+                 for parts, hint, axis in ((ys, "out", 2), (hs, "h_n", 0), (cs, "c_n", 0)))
+
+
+def _projected_step(b, w_hh, w_hr, batch, masked):
+    """The Scan body of one LSTM step with projection (torch's gate order i, f, g, o):
+    (h (B, P), c (B, H), xw_t (B, 4H) [, mask_t (B, 1)]) -> (h', c', y_t = h'), where
+    c' = f*c + i*g, h' = (o * tanh(c')) @ W_hr^T; masked rows keep h and c and get y_t = 0.
+    Its weights are initializers of the main graph (outer scope)."""
+    sub = b.subgraph()
+    H, P = w_hr.shape[1], w_hr.shape[0]
+    elem = _ELEM_TYPE[w_hh.dtype]
+    h, c, xw = sub.fresh("h_prev"), sub.fresh("c_prev"), sub.fresh("xw_t")
+    inputs = [helper.make_tensor_value_info(name, elem, [batch, width])
+              for name, width in ((h, P), (c, H), (xw, 4 * H))]
+    gates = sub.op("Add", [xw, sub.op("MatMul", [h, b.const(w_hh.T, "W_hh_t")], "hw")], "gates")
+    i, f, g, o = sub.op("Split", [gates, b.ints([H] * 4, "split")], "gate", num_outputs=4,
+                        axis=1)
+    i, f, o = (sub.op("Sigmoid", [v], "gate") for v in (i, f, o))
+    g = sub.op("Tanh", [g], "gate")
+    c_new = sub.op("Add", [sub.op("Mul", [f, c], "fc"), sub.op("Mul", [i, g], "ig")], "c")
+    m = sub.op("Mul", [o, sub.op("Tanh", [c_new], "tanh_c")], "m")
+    h_new = sub.op("MatMul", [m, b.const(w_hr.T, "W_hr_t")], "h")
+    if masked:
+        mask = sub.fresh("mask_t")
+        inputs.append(helper.make_tensor_value_info(mask, TensorProto.BOOL, [batch, 1]))
+        y = sub.op("Where", [mask, h_new, b.const(np.zeros((), w_hh.dtype), "zero")], "y")
+        h_new = sub.op("Where", [mask, h_new, h], "h")
+        c_new = sub.op("Where", [mask, c_new, c], "c")
+    else:
+        y = sub.op("Identity", [h_new], "y")
+    outputs = [helper.make_tensor_value_info(name, elem, [batch, width])
+               for name, width in ((h_new, P), (c_new, H), (y, P))]
+    return helper.make_graph(sub.nodes, "lstm_projection_step", inputs, outputs)
 
 
 def _cell(b, m, x, states):
