@@ -125,7 +125,8 @@ def export(model, example_input, f, *, input_names=None, output_names=None, opse
 
     default_names = ["x"] + _state_names(model) + (["lengths"] if with_lengths else [])
     input_names = _check_names(input_names, default_names, "input_names")
-    b = _Builder(input_names + list(output_names or ()))
+    b = _Builder(input_names + (list(output_names) if isinstance(output_names, (list, tuple))
+                                else []))
     inputs = _graph_inputs(model, leaf, np.shape(args[0]), dynamic_axes, input_names,
                            with_lengths)
     states, lengths = inputs[1:], None
@@ -216,10 +217,10 @@ def _describe(model, leaf):
 
 
 def _state_names(model):
-    lstm = isinstance(model, (RNNBase, RNNCellBase)) and model.mode == Cell.LSTM
-    if isinstance(model, (RNNBase, RNNCellBase)):
-        return ["h0", "c0"] if lstm else ["h0"]
-    return []
+    """The default names of the state inputs of a recurrent layer or cell (none otherwise)."""
+    if not isinstance(model, (RNNBase, RNNCellBase)):
+        return []
+    return ["h0", "c0"] if model.mode == Cell.LSTM else ["h0"]
 
 
 def _check_names(names, defaults, what):
@@ -242,11 +243,9 @@ def _graph_inputs(model, leaf, x_shape, dynamic, names, with_lengths):
         batched = ndim == 3
         axes = (("batch", "time") if leaf.batch_first else ("time", "batch")) if batched \
             else ("time",)
-    elif isinstance(leaf, RNNCellBase):
-        batched = ndim == 2
+    else:  # a cell's x is (B, I) or (I,); Linear's and Dropout's (B, ..., F) or (F,)
+        batched = ndim >= 2
         axes = ("batch",) if batched else ()
-    else:
-        axes = ("batch",) if ndim >= 2 else ()
     x_dims = axes + tuple(x_shape[len(axes):]) if dynamic else tuple(x_shape)
     batch = (x_dims[axes.index("batch")] if "batch" in axes else 1)
     inputs = [_Value(names[0], x_dims)]
@@ -285,7 +284,8 @@ def _name_outputs(b, outputs, names, input_names):
 
 
 def _write_atomically(proto, path):
-    """onnx.save to a temporary file next to `path`, then os.replace (no partial file)."""
+    """The serialized model to a temporary file next to `path`, then os.replace: `path` is
+    written whole or not at all, and the temporary file removed on failure."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".rnnx-onnx-", suffix=".tmp", dir=directory)
     try:

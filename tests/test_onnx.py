@@ -125,6 +125,14 @@ def test_lstm_with_projection_in_sequential_and_unbatched(bidirectional, tmp_pat
     assert_runs_like(session, model, (randn(2, 3),))
 
 
+@pytest.mark.parametrize("opset", [13, 18, 21])
+def test_lstm_with_projection_opsets(opset, tmp_path):
+    model = nn.LSTM(3, 5, 2, bidirectional=True, proj_size=2)
+    x, (h0, c0) = randn(4, 2, 3), state(model, 2)
+    session = exported(model, x, tmp_path, opset_version=opset, with_lengths=True)
+    assert_runs_like(session, model, (x, (h0[..., :2], c0)), [2, 4])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_recurrent_layer_unbatched(kind, tmp_path):
     model = recurrent(kind, 3, 4, 2, bidirectional=True)
@@ -132,6 +140,8 @@ def test_recurrent_layer_unbatched(kind, tmp_path):
     session = exported(model, runs[0][0], tmp_path)  # example x alone: h0 is still an input
     for args in runs:
         assert_runs_like(session, model, args)
+    session = exported(model, runs[0][0], tmp_path, with_lengths=True)
+    assert_runs_like(session, model, (randn(6, 3), runs[0][1]), [4])
 
 
 @pytest.mark.parametrize("kind", KINDS)
