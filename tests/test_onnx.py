@@ -343,6 +343,15 @@ def test_path_checks_and_existing_file_untouched(tmp_path):
     onnx.checker.check_model(str(path), full_check=True)
 
 
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    def fail(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        export(nn.GRU(3, 3), randn(4, 2, 3), tmp_path / "model.onnx")
+    assert os.listdir(tmp_path) == []
+
+
 def test_subclass_keeping_forward_is_exported(tmp_path):
     model = InitOnlyLSTM(3, 4)
     session = exported(model, randn(5, 2, 3), tmp_path)
