@@ -15,8 +15,13 @@ import os
 import tempfile
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+try:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError as exc:
+    raise ImportError("rnnx.onnx needs the onnx package: pip install onnx (or the rnnx[onnx] "
+                      "extra)") from exc
 
 from ._kernels._recurrent import Cell
 from .nn import (GRU, LSTM, RNN, Dropout, GRUCell, LastHidden, LastTimeStep, Linear, LSTMCell,
