@@ -191,20 +191,6 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(run, tmp_path, m
     assert len(metrics(tmp_path)["epochs"]) == 1
 
 
-@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"real MNIST not found at {REAL_MNIST}")
-def test_smoke_run_on_real_mnist(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "rnnx.mnist", "--data-dir", str(REAL_MNIST), "--limit-train", "512",
-         "--limit-test", "256", "--epochs", "1", "--hidden-size", "16", "--metrics-json",
-         "m.json"], cwd=tmp_path, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "512 training / 256 test images" in proc.stderr
-    assert proc.stdout.startswith("epoch 1: test accuracy ")
-    assert (tmp_path / "checkpoints" / "mnist.npz").is_file()  # the default checkpoint
-    (entry,) = json.loads((tmp_path / "m.json").read_text())["epochs"]
-    assert 0 <= entry["test_accuracy"] <= 1 and entry["train_seconds"] > 0
-
-
 def test_export_onnx(run, tmp_path, monkeypatch, capsys):
     """--export-onnx: the trained (or --eval-only) classifier, whose logits ONNX Runtime
     reproduces; refused up front without the onnx package."""
@@ -228,3 +214,18 @@ def test_export_onnx(run, tmp_path, monkeypatch, capsys):
         run("--epochs", 1, "--export-onnx", tmp_path / "mnist.onnx")
     assert "--export-onnx needs the onnx package" in capsys.readouterr().err
     assert not (tmp_path / "mnist.onnx").exists()
+
+
+@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"real MNIST not found at {REAL_MNIST}")
+def test_smoke_run_on_real_mnist(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnx.mnist", "--data-dir", str(REAL_MNIST), "--limit-train", "512",
+         "--limit-test", "256", "--epochs", "1", "--hidden-size", "16", "--metrics-json",
+         "m.json"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "512 training / 256 test images" in proc.stderr
+    assert proc.stdout.startswith("epoch 1: test accuracy ")
+    assert (tmp_path / "checkpoints" / "mnist.npz").is_file()  # the default checkpoint
+    (entry,) = json.loads((tmp_path / "m.json").read_text())["epochs"]
+    assert 0 <= entry["test_accuracy"] <= 1 and entry["train_seconds"] > 0
+
