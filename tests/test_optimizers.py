@@ -428,3 +428,22 @@ def test_one_cycle_lr_needs_momentum_or_betas():
     assert sched.get_last_lr() == pytest.approx([0.04, 0.04], rel=1e-15, abs=0)
     with pytest.raises(TypeError, match="is not an Optimizer"):
         lr_scheduler.OneCycleLR(object(), max_lr=1.0, total_steps=10)
+
+
+@pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad])
+def test_one_element_parameter_state_round_trip(cls):
+    """'step' is told from the moments by its name, not by its shape."""
+    p = FreezableParameter(np.array([0.5]))
+    t = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    opt, ref = cls([p], lr=0.1), getattr(torch.optim, cls.__name__)([t], lr=0.1)
+    for g in (0.3, -1.2, 0.7):
+        p.grad, t.grad = np.array([g]), torch.tensor([g], dtype=torch.float64)
+        opt.step()
+        ref.step()
+    np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-14)
+    opt2 = cls([FreezableParameter(np.array([0.5]))], lr=0.1)
+    opt2.load_state_dict(opt.state_dict())
+    (state,) = opt2.state.values()
+    assert state["step"] == 3
+    assert all(isinstance(v, np.ndarray) and v.shape == (1,) for k, v in state.items()
+               if k != "step")

@@ -91,7 +91,7 @@ class Optimizer:
 
     def load_state_dict(self, state_dict):
         """Restore hyper-parameters and state saved by state_dict(); state arrays are copied and
-        cast to their parameter's dtype, scalars (step counts) become Python numbers.
+        cast to their parameter's dtype, 'step' counts become Python numbers.
         Everything is validated before anything changes."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
@@ -108,7 +108,7 @@ class Optimizer:
             p = id_map[key]
             new_state[p] = {}
             for name, value in values.items():
-                if np.ndim(value) == 0:
+                if name == "step":  # a count, whatever the parameter's shape
                     new_state[p][name] = np.asarray(value).item()
                     continue
                 value = np.array(value, dtype=p.dtype)
@@ -128,7 +128,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is None or not getattr(p, "requires_grad", True):
                     continue
-                self._update(p, -p.grad if group["maximize"] else p.grad, group)
+                self._update(p, -p.grad if group.get("maximize") else p.grad, group)
         return loss
 
     def _update(self, p, grad, group):
