@@ -445,3 +445,14 @@ def test_download_size_is_bounded(tmp_path, fake_remote, monkeypatch):
     monkeypatch.setattr(mnist, "MAX_DOWNLOAD_BYTES", 100)
     with pytest.raises(FileNotFoundError, match="more than 100 bytes: not an MNIST file"):
         download_mnist(tmp_path / "data", mirrors=[base + "good/"], timeout=5)
+
+
+def test_load_mnist_test_split_only(tmp_path, fake_remote, monkeypatch):
+    base, arrays = fake_remote
+    monkeypatch.setattr(mnist, "MIRRORS", [base + "good/"])
+    result = load_mnist(tmp_path / "data", train=False)
+    assert result[:2] == (None, None)
+    np.testing.assert_array_equal(result[2], arrays[2])
+    np.testing.assert_array_equal(result[3], arrays[3])
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == \
+        sorted(n + ".gz" for n in NAMES[2:])  # the training files were not downloaded

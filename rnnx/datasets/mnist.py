@@ -127,10 +127,11 @@ def _find(directory, name):
     return None
 
 
-def _locate(directory):
-    """Paths of the 4 files in ``directory`` or else ``directory/mnist``; None if neither holds all."""
+def _locate(directory, names=FILES):
+    """Paths of the files ``names`` in ``directory`` or else ``directory/mnist``; None if neither
+    holds all."""
     for d in (directory, directory / "mnist"):
-        paths = [_find(d, name) for name in FILES]
+        paths = [_find(d, name) for name in names]
         if all(paths):
             return paths
     return None
@@ -224,8 +225,9 @@ def _download(directory, name, mirrors, timeout, unreachable):
     raise _not_found(directory, f"\nDownloading {name}.gz failed from every mirror:\n  {details}")
 
 
-def download_mnist(data_dir, mirrors=MIRRORS, timeout=30.0):
-    """Download the MNIST files missing from ``data_dir`` as ``<name>.gz``; return the 4 paths.
+def download_mnist(data_dir, mirrors=MIRRORS, timeout=30.0, names=FILES):
+    """Download the MNIST files ``names`` (default: all 4) missing from ``data_dir`` as
+    ``<name>.gz``; return their paths.
 
     Mirrors are tried in order for each file: an HTTP error, corrupt data or a
     checksum mismatch moves on to the next mirror; an unreachable mirror
@@ -236,7 +238,7 @@ def download_mnist(data_dir, mirrors=MIRRORS, timeout=30.0):
     directory.mkdir(parents=True, exist_ok=True)
     unreachable = set()
     return [_find(directory, name) or _download(directory, name, mirrors, timeout, unreachable)
-            for name in FILES]
+            for name in names]
 
 
 def _read_checked(path, magic, verify):
@@ -250,23 +252,25 @@ def _read_checked(path, magic, verify):
     return _parse_idx(data, path, magic)
 
 
-def load_mnist(data_dir=None, download=True, verify=False):
+def load_mnist(data_dir=None, download=True, verify=False, train=True):
     """Load MNIST as ``(train_images, train_labels, test_images, test_labels)``.
 
     Images are uint8 ``(n, 28, 28)`` (n = 60000 / 10000 for the real data), labels int64 ``(n,)``.
     The files are looked up in ``data_dir`` (default: :func:`default_data_dir`) or its
     ``mnist/`` subdirectory; missing ones are downloaded into ``data_dir`` when
     ``download`` is true, else ``FileNotFoundError`` is raised. ``verify`` also checks
-    the sha256 of local files (downloads are always checked).
+    the sha256 of local files (downloads are always checked). ``train=False`` leaves the
+    training files alone (neither read nor downloaded) and returns None in their place.
     """
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    paths = _locate(directory)
+    names = FILES if train else FILES[2:]
+    paths = _locate(directory, names)
     if paths is None:
         if not download:
             raise _not_found(directory, " Downloading is disabled (download=False).")
-        paths = download_mnist(directory, mirrors=MIRRORS)
-    arrays = []
-    for images_path, labels_path in (paths[:2], paths[2:]):
+        paths = download_mnist(directory, mirrors=MIRRORS, names=names)
+    arrays = [] if train else [None, None]
+    for images_path, labels_path in zip(paths[::2], paths[1::2]):
         images = _read_checked(images_path, IMAGES_MAGIC, verify)
         labels = _read_checked(labels_path, LABELS_MAGIC, verify)
         if images.shape[1:] != (28, 28):
