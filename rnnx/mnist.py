@@ -334,8 +334,8 @@ def _train(parser, args, config, model, state, data, started):
         last, seconds = trainer.history[-1], time.perf_counter() - started
         train_seconds = sum(entry["train_seconds"] for entry in trainer.history)
         print(f"epoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, test loss "
-              f"{last['test_loss']:.4f}; {last['epoch']} epochs trained in "
-              f"{_fmt_seconds(train_seconds)} ({_fmt_seconds(seconds)} in this session, "
+              f"{last['test_loss']:.4f}; {last['epoch']} epochs, {_fmt_seconds(train_seconds)} "
+              f"of training steps in all; this session {_fmt_seconds(seconds)} (loading and "
               f"evaluation included); checkpoint: {checkpoint or 'none (--no-checkpoint)'}")
     return code
 

@@ -98,8 +98,9 @@ def test_train_metrics_and_eval_only(run, tmp_path):
     last = data["epochs"][-1]
     total = data["epochs"][0]["train_seconds"] + last["train_seconds"]
     assert out.startswith(f"epoch 2: test accuracy {last['test_accuracy']:.4f}, test loss "
-                          f"{last['test_loss']:.4f}; 2 epochs trained in {total:.1f} s (")
-    assert out.endswith(f" s in this session, evaluation included); checkpoint: "
+                          f"{last['test_loss']:.4f}; 2 epochs, {total:.1f} s of training steps "
+                          f"in all; this session ")
+    assert out.endswith(f" s (loading and evaluation included); checkpoint: "
                         f"{tmp_path / 'run.npz'}\n")
 
     code, out, _ = run("--eval-only")
