@@ -123,11 +123,11 @@ def main(argv=None):
           f"{len(data[3])} test images, {args.threads} threads, torch {torch.__version__}")
     results = {"config": config, "rnnx": run_rnnx(model, config, data, args.epochs),
                "torch": run_torch(twin, config, data, args.epochs)}
-    print(f"{'epoch':>5} {'rnnx s':>9} {'torch s':>9} {'speed-up':>8} {'rnnx acc':>9} "
+    print(f"{'epoch':>5} {'rnnx s':>9} {'torch s':>9} {'rnnx/torch':>10} {'rnnx acc':>9} "
           f"{'torch acc':>9}")
     for ours, theirs in zip(results["rnnx"], results["torch"]):
         print(f"{ours['epoch']:>5} {ours['train_seconds']:>9.1f} {theirs['train_seconds']:>9.1f} "
-              f"{theirs['train_seconds'] / ours['train_seconds']:>7.2f}x "
+              f"{ours['train_seconds'] / theirs['train_seconds']:>10.2f} "
               f"{ours['test_accuracy']:>9.4f} {theirs['test_accuracy']:>9.4f}")
     if args.json:
         write_json_atomic(results, args.json)
