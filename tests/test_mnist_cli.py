@@ -249,6 +249,22 @@ def test_unwritable_paths_are_refused_before_training(run, tmp_path, capsys, opt
         assert "Traceback" not in err
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root may write into a read-only directory")
+def test_read_only_directory_is_refused_before_training(run, tmp_path, capsys, no_training):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            run("--checkpoint", locked / "run.npz")
+    finally:
+        locked.chmod(0o700)
+    assert exc.value.code == 2
+    assert (f"rnnx-mnist: error: --checkpoint {locked / 'run.npz'}: cannot write there "
+            f"(Permission denied)") in capsys.readouterr().err
+
+
 def test_plot_draws_the_learning_curves(run, tmp_path):
     pytest.importorskip("matplotlib")
     code, _, _ = run("--epochs", 2, "--plot", tmp_path / "plots" / "curves.png")
