@@ -163,7 +163,9 @@ def _load_checkpoint(parser, args):
         parser.error(f"{flag}: {exc}")
     if not (isinstance(state, dict) and isinstance(state.get("config"), dict)
             and all(key in state["config"] for key in RUN_DEFAULTS)
-            and {"model", "epoch", "step"} <= set(state)):
+            and {"model", "epoch", "step"} <= set(state)
+            and all(isinstance(value, int) and not isinstance(value, bool) for value in
+                    (state["epoch"], state["step"], state["config"].get("epochs", 1)))):
         parser.error(f"{flag}: {args.checkpoint} was not written by rnnx-mnist")
     return state
 
@@ -298,15 +300,17 @@ def _train(parser, args, config, model, state, data, started):
     x_train, y_train, x_test, y_test = data
     epochs = config["epochs"]
     checkpoint = None if args.no_checkpoint else args.checkpoint
-    trainer = Trainer(model, SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"]),
-                      batch_size=config["batch_size"], clip=config["clip"], seed=config["seed"],
-                      checkpoint=checkpoint, metrics_json=args.metrics_json, config=config)
-    if state is not None:
-        try:
+    try:
+        trainer = Trainer(model, SGD(model.parameters(), lr=config["lr"],
+                                     momentum=config["momentum"]),
+                          batch_size=config["batch_size"], clip=config["clip"],
+                          seed=config["seed"], checkpoint=checkpoint,
+                          metrics_json=args.metrics_json, config=config)
+        if state is not None:
             trainer.load_state_dict(state)
-        except (KeyError, TypeError, ValueError) as exc:
-            _inconsistent(parser, args, config, exc)
-    elif checkpoint is not None and os.path.exists(checkpoint):
+    except (KeyError, TypeError, ValueError) as exc:
+        _inconsistent(parser, args, config, exc)
+    if state is None and checkpoint is not None and os.path.exists(checkpoint):
         print(f"rnnx-mnist: starting a new run over {checkpoint} (--resume continues it)",
               file=sys.stderr)
     print(f"rnnx-mnist: {config['num_layers']}-layer {config['cell'].upper()} "

@@ -143,6 +143,12 @@ def test_resume_rejects_a_foreign_checkpoint(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run("--resume")
     assert "was not written by rnnx-mnist" in capsys.readouterr().err
+    assert run("--epochs", 1)[0] == 0
+    state = rnnx.load(tmp_path / "run.npz")
+    rnnx.save({**state, "epoch": "one"}, tmp_path / "run.npz")
+    with pytest.raises(SystemExit):
+        run("--resume")
+    assert "was not written by rnnx-mnist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sigint", [False, True], ids=["KeyboardInterrupt", "SIGINT"])
@@ -306,7 +312,8 @@ def test_empty_data_sets_are_an_error(tmp_path, capsys, empty, no_training):
 
 
 @pytest.mark.parametrize("flag", ["--resume", "--eval-only"])
-@pytest.mark.parametrize("damage", ["hidden_size", "cell", "weights", "optimizer"])
+@pytest.mark.parametrize("damage", ["hidden_size", "cell", "weights", "optimizer", "batch_size",
+                                    "lr"])
 def test_inconsistent_checkpoints_are_usage_errors(run, tmp_path, capsys, flag, damage,
                                                    fake_mnist):
     assert run("--epochs", 1)[0] == 0
@@ -317,13 +324,15 @@ def test_inconsistent_checkpoints_are_usage_errors(run, tmp_path, capsys, flag, 
         state["config"]["cell"] = "transformer"
     elif damage == "weights":
         state["model"]["0.weight_hh_l0"] = state["model"]["0.weight_hh_l0"][:, :3]
+    elif damage in ("batch_size", "lr"):
+        state["config"][damage] = -1
     else:
         state["optimizer"] = {"state": "nonsense"}
     rnnx.save(state, tmp_path / "run.npz")
     capsys.readouterr()
     args = [flag, "--epochs", "2", "--checkpoint", str(tmp_path / "run.npz"), "--data-dir",
             str(fake_mnist)]
-    if flag == "--eval-only" and damage == "optimizer":
+    if flag == "--eval-only" and damage in ("optimizer", "batch_size", "lr"):
         assert mnist.main(args) == 0  # --eval-only reads the model alone
         return
     with pytest.raises(SystemExit) as exc:
