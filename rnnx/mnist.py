@@ -329,11 +329,12 @@ def _train(parser, args, config, model, state, data, started):
         print(f"rnnx-mnist: error: {exc}\nA lower --lr or a --clip may help.", file=sys.stderr)
         code = 1
     except OSError as exc:
-        print(f"rnnx-mnist: error: writing {exc.filename or 'a file'} failed: "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        code = 1
+        code = _write_failed(exc)
     if args.plot is not None and trainer.history:
-        plot_history(trainer.history, args.plot)
+        try:
+            plot_history(trainer.history, args.plot)
+        except OSError as exc:
+            code = code or _write_failed(exc)
     if code == 0:
         last, seconds = trainer.history[-1], time.perf_counter() - started
         train_seconds = sum(entry["train_seconds"] for entry in trainer.history)
@@ -342,6 +343,13 @@ def _train(parser, args, config, model, state, data, started):
               f"of training steps in all; this session {_fmt_seconds(seconds)} (loading and "
               f"evaluation included); checkpoint: {checkpoint or 'none (--no-checkpoint)'}")
     return code
+
+
+def _write_failed(exc):
+    """Report an OSError of a write as an error line; the exit code 1."""
+    print(f"rnnx-mnist: error: writing {exc.filename or 'a file'} failed: {exc.strerror or exc}",
+          file=sys.stderr)
+    return 1
 
 
 def _fmt_seconds(seconds):
