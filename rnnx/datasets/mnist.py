@@ -137,12 +137,12 @@ def _locate(directory, names=FILES):
     return None
 
 
-def _not_found(directory, details=""):
+def _not_found(directory, details="", names=FILES):
     """The error raised when the files are absent: names them, the directory, and how to point elsewhere."""
-    names = ", ".join(name + ".gz" for name in FILES)
+    listed = ", ".join(name + ".gz" for name in names)
     return FileNotFoundError(
         f"MNIST data not found in {directory}.{details}\n"
-        f"Put the 4 files {names} (gzipped or not) in {directory}, "
+        f"Put the {len(names)} files {listed} (gzipped or not) in {directory}, "
         f"or point to a directory holding them with --data-dir DIR or the RNNX_DATA environment variable."
     )
 
@@ -267,7 +267,7 @@ def load_mnist(data_dir=None, download=True, verify=False, train=True):
     paths = _locate(directory, names)
     if paths is None:
         if not download:
-            raise _not_found(directory, " Downloading is disabled (download=False).")
+            raise _not_found(directory, " Downloading is disabled (download=False).", names)
         paths = download_mnist(directory, mirrors=MIRRORS, names=names)
     arrays = [] if train else [None, None]
     for images_path, labels_path in zip(paths[::2], paths[1::2]):
