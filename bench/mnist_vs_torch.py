@@ -14,7 +14,7 @@ import time
 # libraries share is loaded (imported after torch, rnnx would share torch's spinning idle
 # threads, which slow both down on a busy machine).
 import rnnx
-from rnnx.mnist import POSITIVE_INT, RUN_DEFAULTS, build_model, load_data
+from rnnx.mnist import OPTIMIZERS, POSITIVE_INT, RUN_DEFAULTS, build_model, load_data
 from rnnx.optim import SGD
 from rnnx.train import Trainer, shuffle_generator, write_json_atomic
 
@@ -112,7 +112,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rnnx.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    config = {**RUN_DEFAULTS, "seed": args.seed, "limit_train": args.limit_train,
+    config = {**RUN_DEFAULTS, "lr": OPTIMIZERS["sgd"][1], "seed": args.seed,
+              "limit_train": args.limit_train,
               "limit_test": args.limit_test, "epochs": args.epochs, "threads": args.threads}
     data = load_data(args.data_dir, args.limit_train, args.limit_test)
     rnnx.manual_seed(config["seed"])

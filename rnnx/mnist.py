@@ -6,6 +6,7 @@ final hidden state (both directions' when bidirectional). LSTM forget gates star
 
     python -m rnnx.mnist                                  # 10 epochs -> checkpoints/mnist.npz
     python -m rnnx.mnist --epochs 1 --limit-train 6000    # a quick run on 6,000 images
+    python -m rnnx.mnist --optimizer adam                 # Adam, lr 1e-3 (see --help)
     python -m rnnx.mnist --resume                         # continue the checkpointed run
     python -m rnnx.mnist --resume --epochs 12             # ... and extend it to 12 epochs
     python -m rnnx.mnist --eval-only                      # score the checkpoint
@@ -22,15 +23,19 @@ import numpy as np
 
 from . import get_num_threads, load, manual_seed, nn, set_num_threads
 from .datasets.mnist import load_mnist
-from .optim import SGD
+from .optim import SGD, Adam, AdamW, RMSprop
 from .train import Trainer, TrainingDiverged, evaluate
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 MODEL_KEYS = ("cell", "hidden_size", "num_layers", "bidirectional")
 # Settings that define a run: a resumed run keeps the checkpoint's values.
 RUN_DEFAULTS = {"cell": "lstm", "hidden_size": 128, "num_layers": 2, "bidirectional": False,
-                "batch_size": 128, "lr": 0.1, "momentum": 0.9, "clip": None, "seed": 0,
-                "limit_train": None, "limit_test": None}
+                "batch_size": 128, "optimizer": "sgd", "lr": None, "momentum": 0.9, "clip": None,
+                "seed": 0, "limit_train": None, "limit_test": None}
+# --optimizer: the class and its default lr (lr None above); SGD also takes --momentum, the
+# others keep torch's defaults. A checkpoint without the key is an SGD run.
+OPTIMIZERS = {"sgd": (SGD, 0.1), "adam": (Adam, 1e-3), "adamw": (AdamW, 1e-3),
+              "rmsprop": (RMSprop, 1e-3)}
 DEFAULT_EPOCHS = 10
 DEFAULT_CHECKPOINT = os.path.join("checkpoints", "mnist.npz")
 INTERRUPTED = 130  # exit code after Ctrl-C, as a shell reports SIGINT
@@ -69,6 +74,13 @@ def build_model(config):
                          nn.Linear(hidden * (2 if bidirectional else 1), 10))
 
 
+def build_optimizer(config, params):
+    """The config's optimizer (OPTIMIZERS) with its lr, and its momentum for SGD."""
+    cls = OPTIMIZERS[config["optimizer"]][0]
+    extra = {"momentum": config["momentum"]} if cls is SGD else {}
+    return cls(params, lr=config["lr"], **extra)
+
+
 def _number(kind, minimum, inclusive):
     """argparse type: a number of `kind` above (or at, if inclusive) minimum."""
     def parse(text):
@@ -94,14 +106,16 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="rnnx-mnist", description="Train (or score) a recurrent classifier reading MNIST "
         "images row by row: 28 steps of 28 pixels normalised to [-1, 1], a classifier on the last "
-        "layer's final hidden state (LSTM forget-gate bias starting at 1), SGD with momentum, "
+        "layer's final hidden state (LSTM forget-gate bias starting at 1), SGD with momentum "
+        "(or --optimizer adam, adamw, rmsprop), "
         "evaluation on the test images and a checkpoint after every epoch, a checkpoint on "
         "Ctrl-C (exit code 130). Quick run: --epochs 1 --limit-train 6000.")
 
     def run_option(key, help, **kwargs):
         """A run setting: default None here, filled from RUN_DEFAULTS or the checkpoint."""
         default = {"bidirectional": "off", "clip": "none", "limit_train": "all",
-                   "limit_test": "all"}.get(key, RUN_DEFAULTS[key])
+                   "limit_test": "all", "lr": "0.1 for sgd, 1e-3 for adam, adamw and rmsprop",
+                   }.get(key, RUN_DEFAULTS[key])
         parser.add_argument("--" + key.replace("_", "-"), dest=key, default=None,
                             help=f"{help} (default: {default})", **kwargs)
 
@@ -117,8 +131,10 @@ def build_parser():
     run_option("num_layers", "stacked recurrent layers", type=POSITIVE_INT, metavar="N")
     run_option("cell", "recurrent cell", choices=sorted(CELLS))
     run_option("bidirectional", "bidirectional layers", action="store_true")
-    run_option("lr", "SGD learning rate", type=NON_NEGATIVE_FLOAT)
-    run_option("momentum", "SGD momentum", type=NON_NEGATIVE_FLOAT)
+    run_option("optimizer", "optimizer, as torch.optim's with its default settings",
+               choices=sorted(OPTIMIZERS))
+    run_option("lr", "learning rate", type=NON_NEGATIVE_FLOAT)
+    run_option("momentum", "SGD momentum (--optimizer sgd only)", type=NON_NEGATIVE_FLOAT)
     run_option("clip", "clip the gradient norm to this value", type=POSITIVE_FLOAT,
                metavar="MAX_NORM")
     run_option("seed", "seed of the initialisation and of the shuffling",
@@ -157,6 +173,8 @@ def _load_checkpoint(parser, args):
         parser.error(f"{flag} reads --checkpoint: it cannot be combined with --no-checkpoint")
     try:
         state = load(args.checkpoint)
+        if isinstance(state, dict) and isinstance(state.get("config"), dict):
+            state["config"].setdefault("optimizer", "sgd")
     except FileNotFoundError:
         parser.error(f"{flag}: no checkpoint at {args.checkpoint}")
     except ValueError as exc:
@@ -185,6 +203,10 @@ def _run_config(parser, args, state):
                              f"checkpoint's {config[key]} ({args.checkpoint})")
         if args.eval_only:
             config["limit_test"] = given.get("limit_test")
+    if config["optimizer"] != "sgd" and "momentum" in given:
+        parser.error(f"--momentum is for --optimizer sgd, not {config['optimizer']}")
+    if config["lr"] is None:
+        config["lr"] = OPTIMIZERS[config["optimizer"]][1]
     epochs = args.epochs
     if epochs is None:
         epochs = DEFAULT_EPOCHS if state is None else state["config"].get("epochs", DEFAULT_EPOCHS)
@@ -301,8 +323,7 @@ def _train(parser, args, config, model, state, data, started):
     epochs = config["epochs"]
     checkpoint = None if args.no_checkpoint else args.checkpoint
     try:
-        trainer = Trainer(model, SGD(model.parameters(), lr=config["lr"],
-                                     momentum=config["momentum"]),
+        trainer = Trainer(model, build_optimizer(config, model.parameters()),
                           batch_size=config["batch_size"], clip=config["clip"],
                           seed=config["seed"], checkpoint=checkpoint,
                           metrics_json=args.metrics_json, config=config)

@@ -366,3 +366,38 @@ def test_smoke_run_on_real_mnist(tmp_path):
     assert (tmp_path / "checkpoints" / "mnist.npz").is_file()  # the default checkpoint
     (entry,) = json.loads((tmp_path / "m.json").read_text())["epochs"]
     assert 0 <= entry["test_accuracy"] <= 1 and entry["train_seconds"] > 0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "rmsprop"])
+def test_optimizer_option_and_exact_resume(run, tmp_path, optimizer):
+    straight = tmp_path / "straight.npz"
+    assert run("--epochs", 2, "--optimizer", optimizer, "--checkpoint", straight)[0] == 0
+    state = rnnx.load(straight)
+    assert state["config"]["optimizer"] == optimizer and state["config"]["lr"] == 1e-3
+    assert state["optimizer"]["state"][0]["step"] == 6  # 96 images in batches of 32, 2 epochs
+    assert run("--epochs", 1, "--optimizer", optimizer)[0] == 0
+    assert run("--resume", "--epochs", 2)[0] == 0  # the checkpoint's optimizer, not sgd
+    resumed = rnnx.load(tmp_path / "run.npz")
+    for name, value in state["model"].items():
+        assert resumed["model"][name].tobytes() == value.tobytes(), name
+
+
+def test_optimizer_option_errors_and_old_checkpoints(run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run("--optimizer", "adam", "--momentum", 0.5)
+    assert "--momentum is for --optimizer sgd, not adam" in capsys.readouterr().err
+    assert run("--epochs", 1, "--optimizer", "rmsprop", "--lr", 0.01)[0] == 0
+    assert rnnx.load(tmp_path / "run.npz")["config"]["lr"] == 0.01
+    with pytest.raises(SystemExit):
+        run("--resume", "--epochs", 2, "--optimizer", "sgd")
+    assert "--optimizer sgd conflicts with the checkpoint's rmsprop" in capsys.readouterr().err
+    # a checkpoint written before --optimizer existed is an SGD run
+    assert run("--epochs", 1)[0] == 0
+    state = rnnx.load(tmp_path / "run.npz")
+    assert state["config"]["lr"] == 0.1
+    del state["config"]["optimizer"]
+    rnnx.save(state, tmp_path / "run.npz")
+    assert run("--resume", "--epochs", 2)[0] == 0
+    assert rnnx.load(tmp_path / "run.npz")["config"]["optimizer"] == "sgd"
+    help_text = " ".join(mnist.build_parser().format_help().split())
+    assert "(default: 0.1 for sgd, 1e-3 for adam, adamw and rmsprop)" in help_text
