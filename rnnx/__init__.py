@@ -15,6 +15,7 @@ from .utils.rnn import (PackedSequence, pack_padded_sequence, pad_packed_sequenc
 from ._threads import get_num_threads, set_num_threads
 from .serialization import save, load
 from .train import Trainer
+from ._grad_mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from . import nn, optim, utils
 
 __version__ = "0.1.0"

@@ -16,6 +16,8 @@ import zipfile
 
 import numpy as np
 
+from .nn.module import Module
+
 METADATA_KEY = "__rnnx_metadata__"
 FORMAT_NAME = "rnnx-checkpoint"
 FORMAT_VERSION = 1
@@ -68,7 +70,10 @@ def _decode(node, arrays):
 
 
 def save(obj, path):
-    """Write obj to path (exactly that name) atomically; on error no file is left behind."""
+    """Write obj to path (exactly that name) atomically; on error no file is left behind.
+    A Module is saved as its state_dict() (load it back with model.load_state_dict(load(path)))."""
+    if isinstance(obj, Module):
+        obj = obj.state_dict()
     path = os.fspath(path)
     arrays = {METADATA_KEY: None}
     tree = _encode(obj, [], arrays)

@@ -66,9 +66,10 @@ class Linear(Module):
                              f"{lead + (self.out_features,)}, got {grad_y.shape}")
         self._pop_record()
         g2 = grad_y.reshape(-1, self.out_features)
-        self.weight.grad += g2.T @ x2
-        if self.bias is not None:
-            self.bias.grad += g2.sum(axis=0)
+        if self.weight.requires_grad:
+            self.weight.accumulate_grad(g2.T @ x2)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate_grad(g2.sum(axis=0))
         if not input_grad:
             return None
         return (g2 @ self.weight.data).reshape(lead + (self.in_features,))

@@ -45,11 +45,12 @@ class Optimizer:
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(group)
 
-    def zero_grad(self):
-        """Reset every parameter's accumulated gradient to zero."""
+    def zero_grad(self, set_to_none=True):
+        """Drop every parameter's gradient (None, torch's default), or zero it with
+        set_to_none=False."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.zero_grad()
+                p.zero_grad(set_to_none)
 
     def state_dict(self):
         """{'state': {index: {name: array copy}}, 'param_groups': [{hyper-params, 'params': [index]}]}
@@ -126,12 +127,15 @@ class SGD(Optimizer):
                                       maximize=maximize))
 
     def step(self, closure=None):
-        """One update of every parameter from its .grad; returns closure() if given."""
+        """One update of every parameter from its .grad (skipping parameters whose grad is
+        None or that are frozen, requires_grad=False); returns closure() if given."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
             weight_decay = group["weight_decay"]
             for p in group["params"]:
+                if p.grad is None or not p.requires_grad:
+                    continue  # no gradient, or frozen
                 g = -p.grad if group["maximize"] else p.grad
                 if weight_decay != 0:
                     g = g + weight_decay * p.data
