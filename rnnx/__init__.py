@@ -8,6 +8,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ._random import manual_seed, get_rng_state, set_rng_state
 from .nn import (Module, Parameter, LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, Dropout,
                  CrossEntropyLoss, MSELoss, Sequential, LastHidden, LastTimeStep)
+from .nn import Embedding, ModuleList, ReLU, Tanh, Sigmoid, Identity, Flatten
 from .optim import SGD
 from .utils.clip_grad import clip_grad_norm_, clip_grad_value_
 from .utils.rnn import (PackedSequence, pack_padded_sequence, pad_packed_sequence,
