@@ -71,7 +71,8 @@ class Parameter:
     __slots__ = ("data", "grad", "_requires_grad")
 
     def __init__(self, data, requires_grad=True):
-        self.data = np.ascontiguousarray(data)
+        data = np.asarray(data)
+        self.data = data if data.flags.c_contiguous else np.ascontiguousarray(data)  # keeps 0-d
         self.grad = np.zeros_like(self.data)
         self.requires_grad = requires_grad
 
