@@ -122,11 +122,6 @@ class Parameter:
                              f"[{-nd}, {nd - 1}], but got {dim})")
         return self.data.shape[dim]
 
-    def __len__(self):
-        if self.data.ndim == 0:
-            raise TypeError("len() of a 0-d parameter")
-        return len(self.data)
-
     def __array__(self, dtype=None, copy=None):
         """np.asarray(p): the data itself (no copy) unless a dtype conversion or copy=True
         asks for one; copy=False with a conversion raises ValueError (numpy 2's protocol)."""
