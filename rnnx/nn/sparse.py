@@ -130,21 +130,16 @@ class Embedding(Module):
         return None
 
     def _accumulate(self, target, flat, grad):
-        """target[i] += sum over k with flat[k] == i of scale_k * grad[k], for the rows i
-        that occur (a sparse (rows, N) matrix times grad: each row summed in input order)."""
-        scale = None
-        if self.scale_grad_by_freq:
-            counts = np.bincount(flat, minlength=self.num_embeddings)
-            scale = (1.0 / counts[flat]).astype(self.dtype)
-        if self.padding_idx is not None:
-            keep = np.flatnonzero(flat != self.padding_idx)
-            flat, grad = flat[keep], grad[keep]
-            scale = None if scale is None else scale[keep]
-            if not flat.size:
-                return
-        rows, which = np.unique(flat, return_inverse=True)
-        values = np.ones(flat.size, self.dtype) if scale is None else scale
-        gather = scipy.sparse.csr_matrix((values, (which, np.arange(flat.size))),
+        """target[i] += sum over k with flat[k] == i (padding_idx excluded) of s_k grad[k],
+        s_k = 1 / count(flat[k]) with scale_grad_by_freq, else 1: a sparse (rows, N) matrix
+        times grad, each row summed in input order, only the rows that occur written."""
+        rows, which, counts = np.unique(flat, return_inverse=True, return_counts=True)
+        scale = 1.0 / counts[which] if self.scale_grad_by_freq else np.ones(flat.size)
+        cols = np.arange(flat.size)
+        if self.padding_idx is not None:  # its row of the matrix stays empty: += 0
+            keep = flat != self.padding_idx
+            which, cols, scale = which[keep], cols[keep], scale[keep]
+        gather = scipy.sparse.csr_matrix((scale.astype(self.dtype), (which, cols)),
                                          shape=(rows.size, flat.size))
         target[rows] += gather @ grad
 
