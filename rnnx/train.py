@@ -88,10 +88,10 @@ def _json_default(obj):
 
 
 def write_json_atomic(obj, path):
-    """Write obj as JSON to path (its directory is created) through a temporary file in the
-    same directory and os.replace."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write obj as JSON to path (its directory is created; onto a symlink: to its target)
+    through a temporary file in the same directory and os.replace."""
+    path = os.path.realpath(os.fspath(path))
+    directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
@@ -101,7 +101,8 @@ def write_json_atomic(obj, path):
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 

@@ -52,6 +52,7 @@ def test_quick_tiny_run_writes_report(tmp_path):
             assert r["vs_torch"] > 0
     md = (tmp_path / "latest.md").read_text()
     assert md in printed and "| cell | case | phase | GFLOP | rnnx |" in md
+    assert md.count("**Quick run (smoke test):**") == 2  # the time table and the details
     assert (tmp_path / "latest.png").exists() == (installed("matplotlib") and installed("torch"))
 
 
@@ -65,6 +66,23 @@ def test_without_peers_and_with_variants(tmp_path):
     assert rows["main", "numpy"]["agrees"]
     assert "chart" in data["meta"]["skipped"]
     assert not (tmp_path / "latest.png").exists()
+    # quick shapes are too small for the uneven-length ratios: left out, and said so
+    md = (tmp_path / "latest.md").read_text()
+    assert "Uneven lengths" not in md and "uneven-length" in md
+    sys.path.insert(0, BENCH)
+    try:
+        import _report
+        full = _report.markdown({**data, "meta": {**data["meta"], "quick": False}})
+    finally:
+        sys.path.remove(BENCH)
+    assert "### Uneven lengths" in full and "Quick run" not in full
+
+
+def test_quick_run_skips_the_memory_probes(tmp_path):
+    data, printed = run_bench(tmp_path, "--cases", "tiny", "--cells", "RNN", "--phases", "train",
+                              "--libs", "rnnx", "--threads", "1")
+    assert data["memory"] == [] and "too small" in data["meta"]["skipped"]["memory"]
+    assert "Peak memory" not in printed
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -90,6 +108,7 @@ def test_mnist_vs_torch(tmp_path):
                            "--json", str(out)], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rnnx s" in proc.stdout and "torch acc" in proc.stdout
+    assert "rnnx/torch" in proc.stdout  # the ratio the way round of the README's table
     data = json.loads(out.read_text())
     assert data["config"]["seed"] == 3 and data["config"]["limit_train"] == 256
     assert data["config"]["limit_test"] == 500
