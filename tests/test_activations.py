@@ -105,10 +105,11 @@ def test_identity_passes_anything_through_sequential():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((5, 2, 3))
     rnnx.manual_seed(0)
-    plain = Sequential(rnnx.GRU(3, 4, dtype=np.float64), rnnx.LastHidden(), Linear(4, 2, dtype=np.float64))
+    f64 = dict(dtype=np.float64)
+    plain = Sequential(rnnx.GRU(3, 4, **f64), rnnx.LastHidden(), Linear(4, 2, **f64))
     rnnx.manual_seed(0)
-    ident = Sequential(rnnx.GRU(3, 4, dtype=np.float64), Identity(54, unused=True), rnnx.LastHidden(),
-                       Identity(), Linear(4, 2, dtype=np.float64))
+    ident = Sequential(rnnx.GRU(3, 4, **f64), Identity(54, unused=True), rnnx.LastHidden(),
+                       Identity(), Linear(4, 2, **f64))
     g = rng.standard_normal((2, 2))
     np.testing.assert_array_equal(plain(x), ident(x))
     np.testing.assert_array_equal(plain.backward(g), ident.backward(g))

@@ -5,8 +5,8 @@ attribute assignment as in torch.nn. Layers run forward with `module(x)` and bac
 `module.backward(grad)`: each forward call in training mode pushes a record of what its
 backward needs, each backward call pops the most recent one (last in, first out), so a
 module applied several times is back-propagated by calling backward in reverse order.
-Eval mode, or any mode inside `rnnx.no_grad()`, records nothing. rnnx's layers take `backward(..., input_grad=False)` when the
-gradient with respect to their input is not wanted (their input is data, as for the first
+Eval mode, or any mode inside `rnnx.no_grad()`, records nothing. rnnx's layers take
+`backward(..., input_grad=False)` when the gradient with respect to their input is not wanted (their input is data, as for the first
 layer of a model): they skip computing it and return None in its place.
 """
 import inspect

@@ -60,8 +60,8 @@ class Embedding(Module):
             w = as_float_array(_weight, None if dtype is None else check_dtype(dtype), "_weight")
             if w.shape != (self.num_embeddings, self.embedding_dim):
                 raise ValueError(f"Shape of weight does not match num_embeddings and "
-                                 f"embedding_dim: expected {(self.num_embeddings, self.embedding_dim)}"
-                                 f", got {w.shape}")
+                                 f"embedding_dim: expected ({self.num_embeddings}, "
+                                 f"{self.embedding_dim}), got {w.shape}")
             self.dtype = w.dtype
             self.weight = Parameter(w, requires_grad=not _freeze)
 
