@@ -21,6 +21,8 @@ import zipfile
 
 import numpy as np
 
+from .nn.module import Module
+
 METADATA_KEY = "__rnnx_metadata__"
 FORMAT_NAME = "rnnx-checkpoint"
 FORMAT_VERSION = 1
@@ -75,7 +77,10 @@ def _decode(node, arrays):
 
 def save(obj, path):
     """Write obj to path atomically (onto a symlink: to its target); on any error, Ctrl-C
-    included, no file is left behind and an existing file is unchanged."""
+    included, no file is left behind and an existing file is unchanged. A Module is saved as
+    its state_dict() (load it back with model.load_state_dict(load(path)))."""
+    if isinstance(obj, Module):
+        obj = obj.state_dict()
     path = os.path.realpath(os.fspath(path))
     arrays = {METADATA_KEY: None}
     tree = _encode(obj, [], arrays)

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from . import _random
+from ._grad_mode import no_grad
 from .nn.loss import CrossEntropyLoss
 from .nn.module import accepts_input_grad
 from .optim.lr_scheduler import ReduceLROnPlateau
@@ -40,8 +41,10 @@ def shuffle_generator(seed):
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(1,))))
 
 
+@no_grad()
 def evaluate(model, loss_fn, x, y, batch_size=1000, before_batch=None, lengths=None):
-    """(mean loss, accuracy) of model on (x, y) in eval mode, in batches; accuracy (the fraction
+    """(mean loss, accuracy) of model on (x, y) in eval mode under no_grad(), in batches
+    (nothing is recorded, even by a module of one's own); accuracy (the fraction
     of argmax(output) == y) is None unless y holds integer class labels. Modes are restored.
     before_batch (optional) is called before each batch. lengths (optional, one per sample):
     the valid length of each padded sequence, passed on as model(xb, lengths=...)."""

@@ -69,11 +69,12 @@ class Optimizer:
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(group)
 
-    def zero_grad(self):
-        """Reset every parameter's accumulated gradient to zero."""
+    def zero_grad(self, set_to_none=True):
+        """Drop every parameter's gradient (None, torch's default), or zero it with
+        set_to_none=False."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.zero_grad()
+                p.zero_grad(set_to_none)
 
     def state_dict(self):
         """{'state': {index: {name: array copy}}, 'param_groups': [{hyper-params, 'params': [index]}]}
