@@ -4,6 +4,13 @@ import numpy as np
 import _cases
 from _peers import LABELS, LIBS
 
+QUICK_NOTE = ("**Quick run (smoke test):** the shapes are too small for these times to say how "
+              "the libraries compare at real sizes, and for the uneven-length, inputs × 50 and "
+              "memory figures to mean anything: those are left out. Run without --quick to "
+              "measure.")
+QUICK_CHART_NOTE = ("QUICK RUN: shapes too small to compare the libraries; uneven-length and "
+                    "memory figures not meaningful. Run without --quick to measure.")
+
 
 def derive(results, peaks):
     """Add gflops, pct_peak, vs_torch and (main variants) vs_base to the timed rows."""
@@ -56,6 +63,7 @@ def markdown(data):
                   key=lambda k: (_cases.CELLS.index(k[0]), list(_cases.CASES).index(k[1]),
                                  _cases.PHASES.index(k[2])))
     threads_list = meta["threads"]
+    caveat = [QUICK_NOTE, ""] if meta["quick"] else []  # before every table of a quick run
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
     out = [f"# rnnx benchmark ({meta['date']})", "",
            f"{meta['cpu']}, {meta['cores']} cores; {versions}.",
@@ -76,7 +84,7 @@ def markdown(data):
         out += [f"## Time per call, threads = {t}", "",
                 "Median ms; in parentheses the time relative to PyTorch's (< 1: faster). "
                 "GFLOP: GEMM FLOPs per call (training = 3 × forward). "
-                "⚠: output differs from rnnx's.", ""]
+                "⚠: output differs from rnnx's.", ""] + caveat
         rows = []
         for cell, case, phase in keys:
             main = {lib: index.get((t, cell, case, phase, "main", lib)) for lib in libs}
@@ -96,7 +104,7 @@ def markdown(data):
                 ("denormal", "Inputs × 50: time / time with the same inputs × 1",
                  "Saturated gates push values into the denormal range; 1 means no slowdown.")):
             cases = [k for k in keys if _cases.CASES[k[1]].kind == kind]
-            if cases:
+            if cases and not meta["quick"]:
                 rows = [[cell, case, phase] + [
                     _fmt((index.get((t, cell, case, phase, "main", lib)) or {}).get("vs_base"))
                     for lib in libs] for cell, case, phase in cases]
@@ -113,10 +121,10 @@ def markdown(data):
                 b = index.get((hi, cell, case, phase, "main", lib), {}).get("median_ms")
                 cells.append(_fmt(a / b) if a and b else "–")
             rows.append([cell, case, phase] + cells)
-        out += [f"## Speed-up from {lo} to {hi} threads (time at {lo} / time at {hi})", "",
-                _table(["cell", "case", "phase"] + [LABELS[lib] for lib in libs], rows,
+        out += [f"## Speed-up from {lo} to {hi} threads (time at {lo} / time at {hi})", ""] + \
+            caveat + [_table(["cell", "case", "phase"] + [LABELS[lib] for lib in libs], rows,
                        "lll" + "r" * len(libs)), ""]
-    if data["memory"]:
+    if data["memory"] and not meta["quick"]:
         mem = {(m["cell"], m["case"], m["lib"]): m for m in data["memory"]}
         rows = []
         for cell, case, phase in keys:
@@ -140,7 +148,7 @@ def markdown(data):
                _fmt(r.get("vs_torch")), _fmt(r.get("gflops")), _fmt(r.get("pct_peak"), 2),
                f"{r['max_rel_err']:.1e}" if "max_rel_err" in r else "–"]
               for r in results]
-    out += ["<details><summary>All measurements</summary>", "",
+    out += ["<details><summary>All measurements</summary>", ""] + caveat + [
             _table(["threads", "cell", "case", "phase", "variant", "library", "median ms",
                     "min ms", "× PyTorch", "GFLOP/s", "% peak", "rel. err vs rnnx"], detail,
                    "llllll" + "r" * 6), "", "</details>", ""]
@@ -148,16 +156,21 @@ def markdown(data):
 
 
 def plot(data, path):
-    """Bar chart of time relative to PyTorch (log scale), one panel per thread count."""
+    """Bar chart of time relative to PyTorch (log scale, ticks as ratios), one panel per
+    thread count, the legend beside the bars; a quick run says so in the title."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
     results = [r for r in data["results"] if r["variant"] == "main" and r.get("vs_torch")]
     threads_list = data["meta"]["threads"]
     libs = [lib for lib in LIBS if lib != "torch" and any(r["lib"] == lib for r in results)]
     keys = list(dict.fromkeys((r["cell"], r["case"], r["phase"]) for r in results))
-    fig, axes = plt.subplots(len(threads_list), 1, squeeze=False,
-                             figsize=(max(8, 0.45 * len(keys) + 2), 4.5 * len(threads_list)))
+    fig, axes = plt.subplots(len(threads_list), 1, squeeze=False, constrained_layout=True,
+                             figsize=(max(9, 0.45 * len(keys) + 3), 4.5 * len(threads_list)))
+    ratios = [r["vs_torch"] for r in results]
+    ticks = [m * 10.0 ** e for e in range(-3, 3) for m in (1, 2, 5)]  # 0.001× .. 500×
+    ticks = [v for v in ticks if min(ratios) / 2 <= v <= max(max(ratios), 1) * 2]
     width = 0.8 / max(len(libs), 1)
     for ax, t in zip(axes[:, 0], threads_list):
         index = {(r["cell"], r["case"], r["phase"], r["lib"]): r["vs_torch"]
@@ -168,11 +181,16 @@ def plot(data, path):
                    label=LABELS[lib])
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
-        ax.set_ylabel("time / PyTorch time")
-        ax.set_title(f"threads = {t} (lower is faster; 1 = PyTorch)")
+        ax.yaxis.set_major_locator(ticker.FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.grid(axis="y", which="major", alpha=0.3)
+        ax.set_ylabel("time / PyTorch's time")
+        ax.set_title(f"threads = {t} (lower is faster; 1× = PyTorch)")
         ax.set_xticks(np.arange(len(keys)))
         ax.set_xticklabels([" ".join(k) for k in keys], rotation=70, ha="right", fontsize=8)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    if data["meta"]["quick"]:
+        fig.suptitle(QUICK_CHART_NOTE, color="firebrick", fontsize=9, wrap=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -14,7 +14,7 @@ import time
 # libraries share is loaded (imported after torch, rnnx would share torch's spinning idle
 # threads, which slow both down on a busy machine).
 import rnnx
-from rnnx.mnist import POSITIVE_INT, RUN_DEFAULTS, build_model, load_data
+from rnnx.mnist import OPTIMIZERS, POSITIVE_INT, RUN_DEFAULTS, build_model, load_data
 from rnnx.optim import SGD
 from rnnx.train import Trainer, shuffle_generator, write_json_atomic
 
@@ -112,7 +112,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rnnx.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    config = {**RUN_DEFAULTS, "seed": args.seed, "limit_train": args.limit_train,
+    config = {**RUN_DEFAULTS, "lr": OPTIMIZERS["sgd"][1], "seed": args.seed,
+              "limit_train": args.limit_train,
               "limit_test": args.limit_test, "epochs": args.epochs, "threads": args.threads}
     data = load_data(args.data_dir, args.limit_train, args.limit_test)
     rnnx.manual_seed(config["seed"])
@@ -123,11 +124,11 @@ def main(argv=None):
           f"{len(data[3])} test images, {args.threads} threads, torch {torch.__version__}")
     results = {"config": config, "rnnx": run_rnnx(model, config, data, args.epochs),
                "torch": run_torch(twin, config, data, args.epochs)}
-    print(f"{'epoch':>5} {'rnnx s':>9} {'torch s':>9} {'speed-up':>8} {'rnnx acc':>9} "
+    print(f"{'epoch':>5} {'rnnx s':>9} {'torch s':>9} {'rnnx/torch':>10} {'rnnx acc':>9} "
           f"{'torch acc':>9}")
     for ours, theirs in zip(results["rnnx"], results["torch"]):
         print(f"{ours['epoch']:>5} {ours['train_seconds']:>9.1f} {theirs['train_seconds']:>9.1f} "
-              f"{theirs['train_seconds'] / ours['train_seconds']:>7.2f}x "
+              f"{ours['train_seconds'] / theirs['train_seconds']:>10.2f} "
               f"{ours['test_accuracy']:>9.4f} {theirs['test_accuracy']:>9.4f}")
     if args.json:
         write_json_atomic(results, args.json)

@@ -174,7 +174,10 @@ def main(argv=None):
     _report.derive(results, peaks)
     memory = []
     if not args.no_memory and "train" in args.phases:
-        if sys.platform.startswith("linux"):
+        if args.quick:
+            skipped["memory"] = "quick run: its shapes are too small for peak memory to mean " \
+                                "anything (run without --quick)"
+        elif sys.platform.startswith("linux"):
             memory = run_memory(args, max(args.threads), cores)
         else:
             skipped["memory"] = "peak-memory probes read /proc (Linux only)"

@@ -6,19 +6,27 @@ arrays, numpy scalars, int, float, str, bool or None, e.g.
 The file is an uncompressed .npz: one entry per array, named by its path ('model/weight_ih_l0';
 '/' and '%' inside keys are %-escaped), plus the entry '__rnnx_metadata__', a JSON document (as
 a unicode array) holding the structure and the scalar leaves. It is written atomically (temporary
-file in the same directory, fsync, os.replace) and read back with allow_pickle=False.
+file in the same directory, fsync, os.replace; a symlink is followed, its target replaced) and
+read back without pickle. load() trusts no size a file declares: it accepts only stored
+(uncompressed) members, checks every member's and array's declared size against the file's own
+size, and bounds the metadata to MAX_METADATA_BYTES, all before reading any data, so a small
+hostile file cannot make it allocate more than its own size.
 """
 import contextlib
 import json
+import math
 import os
-import secrets
+import tempfile
 import zipfile
 
 import numpy as np
 
+from .nn.module import Module
+
 METADATA_KEY = "__rnnx_metadata__"
 FORMAT_NAME = "rnnx-checkpoint"
 FORMAT_VERSION = 1
+MAX_METADATA_BYTES = 64 << 20  # the JSON document: a few kB for a training checkpoint
 _SCALAR_TYPES = (bool, int, float, str, type(None))
 
 
@@ -68,15 +76,18 @@ def _decode(node, arrays):
 
 
 def save(obj, path):
-    """Write obj to path (exactly that name) atomically; on error no file is left behind."""
-    path = os.fspath(path)
+    """Write obj to path atomically (onto a symlink: to its target); on any error, Ctrl-C
+    included, no file is left behind and an existing file is unchanged. A Module is saved as
+    its state_dict() (load it back with model.load_state_dict(load(path)))."""
+    if isinstance(obj, Module):
+        obj = obj.state_dict()
+    path = os.path.realpath(os.fspath(path))
     arrays = {METADATA_KEY: None}
     tree = _encode(obj, [], arrays)
     arrays[METADATA_KEY] = np.array(json.dumps(
         {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tree": tree}))
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -98,26 +109,68 @@ def save(obj, path):
             os.close(dir_fd)
 
 
+def _read_member(zf, info, file_size):
+    """The array stored in one zip member, its declared sizes checked before any data is read:
+    a stored member lying inside the file, a .npy header whose shape and dtype account for
+    exactly the member's bytes, no object dtype."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"member {info.filename!r} is compressed (method {info.compress_type}); "
+                         f"rnnx.save writes uncompressed members only")
+    if info.file_size != info.compress_size or info.header_offset + info.file_size > file_size:
+        raise ValueError(f"member {info.filename!r} declares {info.file_size} bytes, more than "
+                         f"the file holds")
+    if info.filename == METADATA_KEY + ".npy" and info.file_size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata of {info.file_size} bytes exceeds the limit of "
+                         f"{MAX_METADATA_BYTES}")
+    with zf.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"member {info.filename!r}: unsupported .npy version {version}")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran_order, dtype = read_header(member)
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds objects (pickle is not allowed)")
+        nbytes = dtype.itemsize * math.prod(shape)
+        available = info.file_size - member.tell()
+        if nbytes != available:
+            raise ValueError(f"member {info.filename!r}: shape {shape} of {dtype} needs {nbytes} "
+                             f"bytes, the member holds {available}")
+        buffer = bytearray(nbytes)
+        if member.readinto(buffer) != nbytes:
+            raise ValueError(f"member {info.filename!r} is truncated")
+    return np.frombuffer(buffer, dtype).reshape(shape, order="F" if fortran_order else "C")
+
+
 def load(path):
     """Read a checkpoint written by save(); arrays come back bit-for-bit (dtype, shape, values).
 
-    A missing file raises FileNotFoundError; a corrupt, truncated or foreign file ValueError.
+    A missing file raises FileNotFoundError; a corrupt, truncated, foreign or oversized file
+    ValueError (see the module docstring for the checks).
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
         try:
-            loaded = np.load(f, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
+            file_size = os.fstat(f.fileno()).st_size
+            if f.read(6) == b"\x93NUMPY":
                 raise ValueError("a single .npy array, not an npz archive")
-            with loaded as npz:
-                arrays = {name: npz[name] for name in npz.files}
-            if METADATA_KEY not in arrays:
-                raise ValueError(f"no {METADATA_KEY!r} entry: not written by rnnx.save")
-            meta = json.loads(str(arrays.pop(METADATA_KEY)))
-            if meta.get("format") != FORMAT_NAME or "tree" not in meta:
-                raise ValueError("metadata does not describe an rnnx checkpoint")
-            if meta.get("version") != FORMAT_VERSION:
-                raise ValueError(f"unsupported checkpoint version {meta.get('version')!r}")
+            f.seek(0)
+            with zipfile.ZipFile(f) as zf:
+                members = {info.filename[:-4]: info for info in zf.infolist()
+                           if info.filename.endswith(".npy")}
+                if METADATA_KEY not in members:
+                    raise ValueError(f"no {METADATA_KEY!r} entry: not written by rnnx.save")
+                meta = _read_member(zf, members.pop(METADATA_KEY), file_size)
+                if meta.dtype.kind != "U" or meta.shape != ():
+                    raise ValueError(f"{METADATA_KEY!r} is not a string")
+                meta = json.loads(str(meta))
+                if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME \
+                        or "tree" not in meta:
+                    raise ValueError("metadata does not describe an rnnx checkpoint")
+                if meta.get("version") != FORMAT_VERSION:
+                    raise ValueError(f"unsupported checkpoint version {meta.get('version')!r}")
+                arrays = {name: _read_member(zf, info, file_size)
+                          for name, info in members.items()}
             return _decode(meta["tree"], arrays)
         except Exception as exc:
             raise ValueError(f"{path!r} is not a valid rnnx checkpoint "

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from . import _random
+from ._grad_mode import no_grad
 from .distributed._trainer import NullStream, data_parallel
 from .nn.loss import CrossEntropyLoss
 from .nn.module import accepts_input_grad
@@ -41,8 +42,10 @@ def shuffle_generator(seed):
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(1,))))
 
 
+@no_grad()
 def evaluate(model, loss_fn, x, y, batch_size=1000, before_batch=None, lengths=None):
-    """(mean loss, accuracy) of model on (x, y) in eval mode, in batches; accuracy (the fraction
+    """(mean loss, accuracy) of model on (x, y) in eval mode under no_grad(), in batches
+    (nothing is recorded, even by a module of one's own); accuracy (the fraction
     of argmax(output) == y) is None unless y holds integer class labels. Modes are restored.
     before_batch (optional) is called before each batch. lengths (optional, one per sample):
     the valid length of each padded sequence, passed on as model(xb, lengths=...)."""
@@ -86,10 +89,10 @@ def _json_default(obj):
 
 
 def write_json_atomic(obj, path):
-    """Write obj as JSON to path (its directory is created) through a temporary file in the
-    same directory and os.replace."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write obj as JSON to path (its directory is created; onto a symlink: to its target)
+    through a temporary file in the same directory and os.replace."""
+    path = os.path.realpath(os.fspath(path))
+    directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
@@ -99,7 +102,8 @@ def write_json_atomic(obj, path):
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 

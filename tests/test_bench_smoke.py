@@ -7,7 +7,11 @@ import sys
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+# The scripts import the rnnx of this tree, whichever rnnx is installed.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
 PEERS = {"torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx"), "jax": ("jax",),
          "numpy": ("numpy",)}
 
@@ -19,7 +23,7 @@ def installed(lib):
 def run_bench(out, *flags):
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "run.py"), "--quick",
                            "--out", str(out), *flags],
-                          capture_output=True, text=True, timeout=240)
+                          env=ENV, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "latest.json") as f:
         return json.load(f), proc.stdout
@@ -52,6 +56,7 @@ def test_quick_tiny_run_writes_report(tmp_path):
             assert r["vs_torch"] > 0
     md = (tmp_path / "latest.md").read_text()
     assert md in printed and "| cell | case | phase | GFLOP | rnnx |" in md
+    assert md.count("**Quick run (smoke test):**") == 2  # the time table and the details
     assert (tmp_path / "latest.png").exists() == (installed("matplotlib") and installed("torch"))
 
 
@@ -65,12 +70,29 @@ def test_without_peers_and_with_variants(tmp_path):
     assert rows["main", "numpy"]["agrees"]
     assert "chart" in data["meta"]["skipped"]
     assert not (tmp_path / "latest.png").exists()
+    # quick shapes are too small for the uneven-length ratios: left out, and said so
+    md = (tmp_path / "latest.md").read_text()
+    assert "Uneven lengths" not in md and "uneven-length" in md
+    sys.path.insert(0, BENCH)
+    try:
+        import _report
+        full = _report.markdown({**data, "meta": {**data["meta"], "quick": False}})
+    finally:
+        sys.path.remove(BENCH)
+    assert "### Uneven lengths" in full and "Quick run" not in full
+
+
+def test_quick_run_skips_the_memory_probes(tmp_path):
+    data, printed = run_bench(tmp_path, "--cases", "tiny", "--cells", "RNN", "--phases", "train",
+                              "--libs", "rnnx", "--threads", "1")
+    assert data["memory"] == [] and "too small" in data["meta"]["skipped"]["memory"]
+    assert "Peak memory" not in printed
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_memory_probe():
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "_memory.py"), "rnnx", "1", "1",
-                           "LSTM", "mnist"], capture_output=True, text=True, timeout=120)
+                           "LSTM", "mnist"], env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads(proc.stdout.splitlines()[-1])
     assert row["lib"] == "rnnx" and row["case"] == "mnist" and row["peak_mb"] >= 0
@@ -87,9 +109,10 @@ def test_mnist_vs_torch(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "mnist_vs_torch.py"),
                            "--data-dir", REAL_MNIST, "--limit-train", "256", "--limit-test", "500",
                            "--seed", "3",
-                           "--json", str(out)], capture_output=True, text=True, timeout=240)
+                           "--json", str(out)], env=ENV, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rnnx s" in proc.stdout and "torch acc" in proc.stdout
+    assert "rnnx/torch" in proc.stdout  # the ratio the way round of the README's table
     data = json.loads(out.read_text())
     assert data["config"]["seed"] == 3 and data["config"]["limit_train"] == 256
     assert data["config"]["limit_test"] == 500

@@ -96,8 +96,12 @@ def test_train_metrics_and_eval_only(run, tmp_path):
         assert {"train_seconds", "train_loss", "test_loss", "test_accuracy"} <= set(entry)
         assert entry["train_seconds"] > 0 and 0 <= entry["test_accuracy"] <= 1
     last = data["epochs"][-1]
-    assert out == (f"epoch 2: test accuracy {last['test_accuracy']:.4f}, test loss "
-                   f"{last['test_loss']:.4f}, train {last['train_seconds']:.1f} s\n")
+    total = data["epochs"][0]["train_seconds"] + last["train_seconds"]
+    assert out.startswith(f"epoch 2: test accuracy {last['test_accuracy']:.4f}, test loss "
+                          f"{last['test_loss']:.4f}; 2 epochs, {total:.1f} s of training steps "
+                          f"in all; this session ")
+    assert out.endswith(f" s (loading and evaluation included); checkpoint: "
+                        f"{tmp_path / 'run.npz'}\n")
 
     code, out, _ = run("--eval-only")
     assert code == 0
@@ -139,10 +143,16 @@ def test_resume_rejects_a_foreign_checkpoint(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run("--resume")
     assert "was not written by rnnx-mnist" in capsys.readouterr().err
+    assert run("--epochs", 1)[0] == 0
+    state = rnnx.load(tmp_path / "run.npz")
+    rnnx.save({**state, "epoch": "one"}, tmp_path / "run.npz")
+    with pytest.raises(SystemExit):
+        run("--resume")
+    assert "was not written by rnnx-mnist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sigint", [False, True], ids=["KeyboardInterrupt", "SIGINT"])
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(run, tmp_path, monkeypatch, sigint):
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(run, tmp_path, monkeypatch, sigint, fake_mnist):
     original = Trainer._train_step
     calls = []
 
@@ -161,11 +171,13 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(run, tmp_path, monkeypatch, sig
     assert ("stopping after the current step" in err) == sigint
     assert f"interrupted: checkpoint saved to {tmp_path / 'run.npz'} (epoch 2, step 1/3)" in err
     checkpoint = tmp_path / "run.npz"
-    assert f"continue with: rnnx-mnist --resume --checkpoint {checkpoint} --epochs 3" in err
+    assert (f"continue with: rnnx-mnist --resume --checkpoint {checkpoint} --epochs 3 --data-dir "
+            f"{fake_mnist} --metrics-json {tmp_path / 'metrics.json'}\n") in err
     state = rnnx.load(tmp_path / "run.npz")
     assert (state["epoch"], state["step"]) == (1, 1)
     monkeypatch.undo()
-    assert run("--resume", "--epochs", 3)[0] == 0
+    code, out, _ = run("--resume")  # to the saved run's 3 epochs, not the default 10
+    assert code == 0 and out.startswith("epoch 3: ")
     assert [e["epoch"] for e in metrics(tmp_path)["epochs"]] == [1, 2, 3]
 
 
@@ -191,6 +203,185 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(run, tmp_path, m
     assert len(metrics(tmp_path)["epochs"]) == 1
 
 
+def test_resume_of_a_finished_run_says_how_to_extend_it(run, tmp_path):
+    assert run("--epochs", 2)[0] == 0
+    before = (tmp_path / "run.npz").read_bytes()
+    for extra in ([], ["--epochs", 1], ["--epochs", 2]):
+        code, out, err = run("--resume", *extra)
+        assert code == 0 and out == ""
+        assert (f"rnnx-mnist: the run in {tmp_path / 'run.npz'} is finished (epoch 2 of 2); to "
+                f"train it further: rnnx-mnist --resume --checkpoint {tmp_path / 'run.npz'} "
+                f"--epochs 3 (or more)") in err
+    assert (tmp_path / "run.npz").read_bytes() == before
+    code, out, _ = run("--resume", "--epochs", 3)
+    assert code == 0 and out.startswith("epoch 3: ")
+
+
+def test_eval_only_reads_no_training_file(run, fake_mnist, tmp_path, monkeypatch):
+    assert run("--epochs", 1)[0] == 0
+    test_only = tmp_path / "test-only"
+    test_only.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (test_only / name).write_bytes((fake_mnist / name).read_bytes())
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access attempted")
+    monkeypatch.setattr("urllib.request.OpenerDirector.open", no_network)
+    code, out, err = run("--eval-only", "--data-dir", test_only)
+    assert code == 0 and out.endswith("on 40 images\n"), err
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Trainer.fit fails the test: the error must come before any training."""
+    def fit(*args, **kwargs):
+        raise AssertionError("training started")
+    monkeypatch.setattr(Trainer, "fit", fit)
+
+
+@pytest.mark.parametrize("option", ["--checkpoint", "--metrics-json", "--plot"])
+def test_unwritable_paths_are_refused_before_training(run, tmp_path, capsys, option, no_training):
+    pytest.importorskip("matplotlib") if option == "--plot" else None
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    (tmp_path / "a-dir.png").mkdir()
+    for path, reason in ((blocker / "out.png", f"{blocker} is not a directory"),
+                         (tmp_path / "a-dir.png", "it is a directory")):
+        with pytest.raises(SystemExit) as exc:
+            run(option, path)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"rnnx-mnist: error: {option} {path}: cannot write there ({reason})" in err
+        assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root may write into a read-only directory")
+def test_read_only_directory_is_refused_before_training(run, tmp_path, capsys, no_training):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            run("--checkpoint", locked / "run.npz")
+    finally:
+        locked.chmod(0o700)
+    assert exc.value.code == 2
+    assert (f"rnnx-mnist: error: --checkpoint {locked / 'run.npz'}: cannot write there "
+            f"(Permission denied)") in capsys.readouterr().err
+
+
+def test_plot_draws_the_learning_curves(run, tmp_path):
+    pytest.importorskip("matplotlib")
+    code, _, _ = run("--epochs", 2, "--plot", tmp_path / "plots" / "curves.png")
+    assert code == 0
+    assert (tmp_path / "plots" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib(run, tmp_path, capsys, monkeypatch, no_training):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(SystemExit) as exc:
+        run("--plot", tmp_path / "curves.png")
+    assert exc.value.code == 2
+    assert ("rnnx-mnist: error: --plot needs matplotlib, which is not installed (pip install "
+            "matplotlib)") in capsys.readouterr().err
+
+
+def test_plot_rejects_unknown_formats(run, tmp_path, capsys, no_training):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(SystemExit) as exc:
+        run("--plot", tmp_path / "curves.txt")
+    assert exc.value.code == 2
+    assert "--plot " + str(tmp_path / "curves.txt") + ": expected a .png, .pdf or .svg" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("empty", ["train", "t10k"])
+def test_empty_data_sets_are_an_error(tmp_path, capsys, empty, no_training):
+    directory = tmp_path / "data"
+    directory.mkdir()
+    for prefix in ("train", "t10k"):
+        n = 0 if prefix == empty else 4
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", np.zeros((n, 28, 28)))
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", np.zeros(n))
+    code = mnist.main(["--data-dir", str(directory), "--no-checkpoint"])
+    err = capsys.readouterr().err
+    name = "training" if empty == "train" else "test"
+    assert code == 1 and f"rnnx-mnist: error: the MNIST {name} files hold no images" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--eval-only"])
+@pytest.mark.parametrize("damage", ["hidden_size", "cell", "weights", "optimizer", "batch_size",
+                                    "lr"])
+def test_inconsistent_checkpoints_are_usage_errors(run, tmp_path, capsys, flag, damage,
+                                                   fake_mnist):
+    assert run("--epochs", 1)[0] == 0
+    state = rnnx.load(tmp_path / "run.npz")
+    if damage == "hidden_size":
+        state["config"]["hidden_size"] = 16
+    elif damage == "cell":
+        state["config"]["cell"] = "transformer"
+    elif damage == "weights":
+        state["model"]["0.weight_hh_l0"] = state["model"]["0.weight_hh_l0"][:, :3]
+    elif damage in ("batch_size", "lr"):
+        state["config"][damage] = -1
+    else:
+        state["optimizer"] = {"state": "nonsense"}
+    rnnx.save(state, tmp_path / "run.npz")
+    capsys.readouterr()
+    args = [flag, "--epochs", "2", "--checkpoint", str(tmp_path / "run.npz"), "--data-dir",
+            str(fake_mnist)]
+    if flag == "--eval-only" and damage in ("optimizer", "batch_size", "lr"):
+        assert mnist.main(args) == 0  # --eval-only reads the model alone
+        return
+    with pytest.raises(SystemExit) as exc:
+        mnist.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"rnnx-mnist: error: {flag}: {tmp_path / 'run.npz'} does not match its own settings "
+            f"(") in err, err
+    assert "Traceback" not in err
+
+
+def test_a_write_failing_during_training_is_an_error_line(run, tmp_path, capsys, monkeypatch):
+    def save(obj, path):
+        raise OSError(28, "No space left on device", str(path))
+    monkeypatch.setattr("rnnx.train.save", save)
+    code, out, err = run("--epochs", 2)
+    assert code == 1 and out == ""
+    assert (f"rnnx-mnist: error: writing {tmp_path / 'run.npz'} failed: No space left on device"
+            in err)
+
+
+def test_export_onnx(run, tmp_path, monkeypatch, capsys):
+    """--export-onnx: the trained (or --eval-only) classifier, whose logits ONNX Runtime
+    reproduces; refused up front without the onnx package."""
+    ort = pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime")
+    pytest.importorskip("onnx", reason="--export-onnx needs the onnx package")
+    x = mnist.prepare_images(np.random.default_rng(1).integers(0, 256, (3, 28, 28)))
+    for args in (["--epochs", 1], ["--eval-only"]):
+        path = tmp_path / "mnist.onnx"
+        code, _, err = run(*args, "--export-onnx", path)
+        assert code == 0 and f"model exported to {path}" in err
+        state = rnnx.load(tmp_path / "run.npz")
+        model = mnist.build_model(state["config"])
+        model.load_state_dict(state["model"])
+        model.eval()
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (logits,) = session.run(["logits"], {"x": x})
+        np.testing.assert_allclose(logits, model(x), rtol=1e-4, atol=2e-5)
+        path.unlink()
+    with pytest.raises(SystemExit):  # checked before training
+        run("--epochs", 1, "--export-onnx", tmp_path)
+    assert f"--export-onnx {tmp_path}: cannot write there" in capsys.readouterr().err
+    monkeypatch.setattr(mnist.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit):
+        run("--epochs", 1, "--export-onnx", tmp_path / "mnist.onnx")
+    assert "--export-onnx needs the onnx package" in capsys.readouterr().err
+    assert not (tmp_path / "mnist.onnx").exists()
+
+
 @pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"real MNIST not found at {REAL_MNIST}")
 def test_smoke_run_on_real_mnist(tmp_path):
     proc = subprocess.run(
@@ -203,3 +394,38 @@ def test_smoke_run_on_real_mnist(tmp_path):
     assert (tmp_path / "checkpoints" / "mnist.npz").is_file()  # the default checkpoint
     (entry,) = json.loads((tmp_path / "m.json").read_text())["epochs"]
     assert 0 <= entry["test_accuracy"] <= 1 and entry["train_seconds"] > 0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "rmsprop"])
+def test_optimizer_option_and_exact_resume(run, tmp_path, optimizer):
+    straight = tmp_path / "straight.npz"
+    assert run("--epochs", 2, "--optimizer", optimizer, "--checkpoint", straight)[0] == 0
+    state = rnnx.load(straight)
+    assert state["config"]["optimizer"] == optimizer and state["config"]["lr"] == 1e-3
+    assert state["optimizer"]["state"][0]["step"] == 6  # 96 images in batches of 32, 2 epochs
+    assert run("--epochs", 1, "--optimizer", optimizer)[0] == 0
+    assert run("--resume", "--epochs", 2)[0] == 0  # the checkpoint's optimizer, not sgd
+    resumed = rnnx.load(tmp_path / "run.npz")
+    for name, value in state["model"].items():
+        assert resumed["model"][name].tobytes() == value.tobytes(), name
+
+
+def test_optimizer_option_errors_and_old_checkpoints(run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run("--optimizer", "adam", "--momentum", 0.5)
+    assert "--momentum is for --optimizer sgd, not adam" in capsys.readouterr().err
+    assert run("--epochs", 1, "--optimizer", "rmsprop", "--lr", 0.01)[0] == 0
+    assert rnnx.load(tmp_path / "run.npz")["config"]["lr"] == 0.01
+    with pytest.raises(SystemExit):
+        run("--resume", "--epochs", 2, "--optimizer", "sgd")
+    assert "--optimizer sgd conflicts with the checkpoint's rmsprop" in capsys.readouterr().err
+    # a checkpoint written before --optimizer existed is an SGD run
+    assert run("--epochs", 1)[0] == 0
+    state = rnnx.load(tmp_path / "run.npz")
+    assert state["config"]["lr"] == 0.1
+    del state["config"]["optimizer"]
+    rnnx.save(state, tmp_path / "run.npz")
+    assert run("--resume", "--epochs", 2)[0] == 0
+    assert rnnx.load(tmp_path / "run.npz")["config"]["optimizer"] == "sgd"
+    help_text = " ".join(mnist.build_parser().format_help().split())
+    assert "(default: 0.1 for sgd, 1e-3 for adam, adamw and rmsprop)" in help_text

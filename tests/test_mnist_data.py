@@ -65,6 +65,7 @@ def no_network(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("network access attempted")
     monkeypatch.setattr(urllib.request, "urlopen", fail)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", fail)
 
 
 # ---------------------------------------------------------------- real data
@@ -245,6 +246,11 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     """Static files, plus /short/* which promises more bytes than it sends."""
 
     def do_GET(self):
+        if self.path.startswith("/redirect/"):
+            self.send_response(302)
+            self.send_header("Location", "http://example.invalid" + self.path)
+            self.end_headers()
+            return
         if self.path.startswith("/short/"):
             self.send_response(200)
             self.send_header("Content-Length", "100000")
@@ -359,5 +365,94 @@ def test_download_all_mirrors_fail(tmp_path, fake_remote, dead_url, monkeypatch)
 
 
 def test_module_constants():
-    assert MIRRORS[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/" and len(MIRRORS) == 3
+    assert MIRRORS[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/" and len(MIRRORS) == 2
+    assert all(m.startswith("https://") for m in MIRRORS)
     assert set(SHA256) == set(NAMES) and all(len(h) == 64 for h in SHA256.values())
+
+
+# ---------------------------------------------------------------- hostile files and mirrors
+
+def gzip_of_zeros(prefix, nbytes):
+    """gzip data of prefix + nbytes zeros (nbytes a multiple of 16 MiB), made cheaply by
+    repeating one fully flushed DEFLATE block."""
+    import struct
+    import zlib
+    chunk = 16 << 20
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = comp.compress(prefix) + comp.flush(zlib.Z_FULL_FLUSH)
+    block = comp.compress(bytes(chunk)) + comp.flush(zlib.Z_FULL_FLUSH)
+    body = head + block * (nbytes // chunk) + comp.flush(zlib.Z_FINISH)
+    crc = zlib.crc32(prefix)
+    for _ in range(nbytes // chunk):
+        crc = zlib.crc32(bytes(chunk), crc)
+    size = (len(prefix) + nbytes) & 0xFFFFFFFF
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body + struct.pack("<II", crc, size)
+
+
+def peak_allocation(fn):
+    """(exception raised by fn, peak bytes allocated while it ran)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            fn()
+        return info.value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_gzip_bomb_is_stopped_at_the_limit(tmp_path):
+    header = idx_bytes(np.zeros((60000, 28, 28), np.uint8))[:16]
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip_of_zeros(header, 256 << 20))  # 256 MiB of zeros in about 250 kB
+    assert path.stat().st_size < 1 << 20
+    error, peak = peak_allocation(lambda: read_idx(path))
+    limit = 47_040_016  # the size of the real train-images file
+    assert f"decompresses to more than {limit} bytes" in str(error)
+    assert str(path) in str(error)
+    assert peak < 3 * limit, peak
+    small = tmp_path / "small.gz"
+    small.write_bytes(gzip.compress(idx_bytes(np.zeros(100, np.uint8)) + bytes(100)))
+    with pytest.raises(ValueError, match="decompresses to more than 150 bytes"):
+        read_idx(small, max_bytes=150)
+
+
+def test_raw_file_larger_than_the_limit(tmp_path):
+    path = tmp_path / "big-idx1-ubyte"
+    path.write_bytes(idx_bytes(np.zeros(300, np.uint8)))
+    with pytest.raises(ValueError, match="holds more than 200 bytes"):
+        read_idx(path, max_bytes=200)
+    assert read_idx(path, max_bytes=308).shape == (300,)
+
+
+def test_download_refuses_plain_http(tmp_path, no_network):
+    with pytest.raises(FileNotFoundError, match="refusing to download "
+                       "http://example.invalid/mnist/train-images-idx3-ubyte.gz: only https"):
+        download_mnist(tmp_path, mirrors=["http://example.invalid/mnist/"], timeout=1)
+
+
+def test_download_refuses_a_redirect_to_http(tmp_path, fake_remote):
+    base, arrays = fake_remote
+    with pytest.raises(FileNotFoundError, match="refusing to download http://example.invalid/"
+                       "redirect/train-images-idx3-ubyte.gz: only https"):
+        download_mnist(tmp_path / "data", mirrors=[base + "redirect/"], timeout=5)
+    download_mnist(tmp_path / "data", mirrors=[base + "redirect/", base + "good/"], timeout=5)
+    check_downloaded(tmp_path / "data", arrays)
+
+
+def test_download_size_is_bounded(tmp_path, fake_remote, monkeypatch):
+    base, _ = fake_remote
+    monkeypatch.setattr(mnist, "MAX_DOWNLOAD_BYTES", 100)
+    with pytest.raises(FileNotFoundError, match="more than 100 bytes: not an MNIST file"):
+        download_mnist(tmp_path / "data", mirrors=[base + "good/"], timeout=5)
+
+
+def test_load_mnist_test_split_only(tmp_path, fake_remote, monkeypatch):
+    base, arrays = fake_remote
+    monkeypatch.setattr(mnist, "MIRRORS", [base + "good/"])
+    result = load_mnist(tmp_path / "data", train=False)
+    assert result[:2] == (None, None)
+    np.testing.assert_array_equal(result[2], arrays[2])
+    np.testing.assert_array_equal(result[3], arrays[3])
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == \
+        sorted(n + ".gz" for n in NAMES[2:])  # the training files were not downloaded

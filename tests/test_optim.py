@@ -66,8 +66,11 @@ def test_sgd_float32_in_place_and_zero_grad():
     run_steps(opt, params, np.random.default_rng(0), 2)
     assert all(p.data is d and p.dtype == np.float32 for p, d in zip(params, data))
     assert opt.state[params[0]]["momentum_buffer"].dtype == np.float32
+    grads = [p.grad for p in params]
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is g and not g.any() for p, g in zip(params, grads))
     opt.zero_grad()
-    assert all(not p.grad.any() for p in params)
+    assert all(p.grad is None for p in params)
 
 
 def test_sgd_param_groups_like_torch():

@@ -159,3 +159,155 @@ def test_load_errors_name_the_file(tmp_path):
         rnnx.load(tmp_path / "foreign.npz")
     with pytest.raises(FileNotFoundError):
         rnnx.load(tmp_path / "missing.npz")
+
+
+# -- hostile files: declared sizes are checked before anything is read --------------------------
+def zip_bytes(members):
+    """A zip archive by hand: members = [(name, method, data, crc, uncompressed size)], so that
+    the declared sizes can be anything (no zip64: sizes below 4 GiB)."""
+    import struct
+    local, central = b"", b""
+    for name, method, data, crc, size in members:
+        name = name.encode()
+        offset = len(local)
+        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(data),
+                             size, len(name), 0) + name + data
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc,
+                               len(data), size, len(name), 0, 0, 0, 0, 0, offset) + name
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central),
+                      len(local), 0)
+    return local + central + end
+
+
+def npy_bytes(arr):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_header(shape, descr):
+    """A .npy header declaring any shape and dtype."""
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                              "shape": shape})
+    return buf.getvalue()
+
+
+def stored(name, data, size=None):
+    import zlib
+    return (name, zipfile.ZIP_STORED, data, zlib.crc32(data), len(data) if size is None else size)
+
+
+def metadata_member(tree):
+    import json
+    return stored("__rnnx_metadata__.npy", npy_bytes(np.array(json.dumps(
+        {"format": "rnnx-checkpoint", "version": 1, "tree": tree}))))
+
+
+def deflate_bomb(nbytes):
+    """Raw DEFLATE data of `nbytes` zero bytes (a multiple of 16 MiB), made cheaply by
+    repeating one fully flushed block, and its size in bytes of output."""
+    import zlib
+    chunk = 16 << 20
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = comp.compress(bytes(chunk)) + comp.flush(zlib.Z_FULL_FLUSH)
+    return block * (nbytes // chunk) + comp.flush(zlib.Z_FINISH)
+
+
+def assert_rejected_cheaply(path, match):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=match):
+            rnnx.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"load allocated {peak} bytes before rejecting {path}"
+
+
+def test_load_rejects_a_deflate_bomb_before_decompressing(tmp_path):
+    count = (1 << 30) - 64  # float32: 4 GiB - 256 bytes of data, plus the .npy header
+    header = npy_header((count,), "<f4")
+    data = deflate_bomb(4 << 30)
+    assert len(data) < 5 << 20
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(zip_bytes([metadata_member({"array": "w", "scalar": False}),
+                                ("w.npy", zipfile.ZIP_DEFLATED, header + data, 0,
+                                 len(header) + 4 * count)]))
+    assert_rejected_cheaply(path, "member 'w.npy' is compressed.*uncompressed members only")
+
+
+def test_load_rejects_compressed_metadata(tmp_path):
+    import zlib
+    meta = metadata_member({"value": 1})[2]
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = comp.compress(meta) + comp.flush()
+    path = tmp_path / "meta.npz"
+    path.write_bytes(zip_bytes([("__rnnx_metadata__.npy", zipfile.ZIP_DEFLATED, data,
+                                 zlib.crc32(meta), len(meta))]))
+    assert_rejected_cheaply(path, "'__rnnx_metadata__.npy' is compressed")
+
+
+def test_load_rejects_sizes_the_file_does_not_hold(tmp_path):
+    meta = metadata_member({"array": "w", "scalar": False})
+    # a stored member declaring more than the file; a .npy header declaring a huge shape
+    (tmp_path / "member.npz").write_bytes(zip_bytes(
+        [meta, stored("w.npy", npy_bytes(np.zeros(4)), size=3 << 30)]))
+    assert_rejected_cheaply(tmp_path / "member.npz",
+                            "'w.npy' declares 3221225472 bytes, more than the file holds")
+    (tmp_path / "shape.npz").write_bytes(zip_bytes(
+        [meta, stored("w.npy", npy_header((1 << 40,), "<f8") + bytes(80))]))
+    assert_rejected_cheaply(tmp_path / "shape.npz", r"'w.npy': shape \(1099511627776,\) of "
+                            r"float64 needs 8796093022208 bytes, the member holds 80")
+
+
+def test_load_bounds_the_metadata(tmp_path, monkeypatch):
+    from rnnx import serialization
+    path = tmp_path / "big.npz"
+    rnnx.save({"note": "x" * 1000}, path)
+    monkeypatch.setattr(serialization, "MAX_METADATA_BYTES", 2000)
+    with pytest.raises(ValueError, match="metadata of [0-9]+ bytes exceeds the limit of 2000"):
+        rnnx.load(path)
+
+
+def test_load_refuses_object_arrays(tmp_path):
+    meta = metadata_member({"array": "w", "scalar": False})
+    (tmp_path / "obj.npz").write_bytes(zip_bytes(
+        [meta, stored("w.npy", npy_header((2,), "|O") + bytes(16))]))
+    with pytest.raises(ValueError, match="holds objects"):
+        rnnx.load(tmp_path / "obj.npz")
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, OSError])
+def test_interrupted_save_leaves_no_temporary_file(tmp_path, monkeypatch, interrupt):
+    path = tmp_path / "ckpt.npz"
+    rnnx.save({"a": np.ones(3)}, path)
+    before = path.read_bytes()
+
+    def fsync(fd):
+        raise interrupt("stopped")
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(interrupt):
+        rnnx.save({"a": np.zeros(3)}, path)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"]
+    assert path.read_bytes() == before
+
+
+def test_save_onto_a_symlink_writes_its_target(tmp_path):
+    target = tmp_path / "runs" / "real.npz"
+    target.parent.mkdir()
+    rnnx.save({"a": 1}, target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    rnnx.save({"a": 2}, link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert rnnx.load(target) == {"a": 2}
+    assert leftovers(tmp_path) == [] and leftovers(target.parent) == []
+    dangling = tmp_path / "dangling.npz"
+    dangling.symlink_to(tmp_path / "runs" / "new.npz")
+    rnnx.save({"a": 3}, dangling)
+    assert dangling.is_symlink() and rnnx.load(tmp_path / "runs" / "new.npz") == {"a": 3}

@@ -320,3 +320,22 @@ def test_fit_on_padded_batches_with_lengths():
     assert trainer.evaluate(xt, yt, lt) == trainer.evaluate(xt_other, yt, lt)
     with pytest.raises(ValueError, match="one length per sample"):
         trainer.fit(x, y, 7, lengths=lengths[:-1])
+
+
+def test_write_json_atomic_follows_symlinks_and_cleans_up(tmp_path, monkeypatch):
+    from rnnx.train import write_json_atomic
+    target = tmp_path / "runs" / "metrics.json"
+    target.parent.mkdir()
+    link = tmp_path / "metrics.json"
+    link.symlink_to(target)
+    write_json_atomic({"a": 1}, link)
+    assert link.is_symlink() and json.loads(target.read_text()) == {"a": 1}
+
+    def replace(src, dst):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_json_atomic({"a": 2}, link)
+    monkeypatch.undo()
+    assert sorted(os.listdir(target.parent)) == ["metrics.json"]
+    assert json.loads(target.read_text()) == {"a": 1}

@@ -2,10 +2,12 @@
 import gzip
 import hashlib
 import http.client
+import io
 import logging
 import os
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -16,10 +18,10 @@ __all__ = ["MIRRORS", "SHA256", "FILES", "read_idx", "load_mnist", "default_data
 
 logger = logging.getLogger(__name__)
 
+# https only (a mirror on this machine, e.g. a test server on 127.0.0.1, may use http).
 MIRRORS = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
 ]
 
 # sha256 of the DECOMPRESSED files.
@@ -43,17 +45,33 @@ LABELS_MAGIC = 0x00000801  # uint8, 1 dimension
 _GZIP_SIGNATURE = b"\x1f\x8b"
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _USER_AGENT = "rnnx-mnist-downloader (urllib)"
+# No file is read, decompressed or downloaded past these sizes (MNIST's largest file,
+# train-images, is 47,040,016 bytes, 9.9 MB gzipped), so a small hostile file cannot exhaust memory.
+MAX_IDX_BYTES = 16 + 60000 * 28 * 28
+MAX_DOWNLOAD_BYTES = 16 << 20
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def _read_bytes(path):
-    """Return the file's content, gunzipped if it starts with the gzip signature."""
-    data = Path(path).read_bytes()
-    if not data.startswith(_GZIP_SIGNATURE):
-        return data
+def _read_limited(stream, source, max_bytes):
+    """The content of a binary stream, gunzipped (incrementally) if it starts with the gzip
+    signature; ValueError as soon as it exceeds max_bytes, before reading further."""
+    compressed = stream.read(2) == _GZIP_SIGNATURE
+    stream.seek(0)
     try:
-        return gzip.decompress(data)
+        data = (gzip.GzipFile(fileobj=stream, mode="rb") if compressed else stream).read(
+            max_bytes + 1)
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"{path}: corrupt gzip data ({err})") from None
+        raise ValueError(f"{source}: corrupt gzip data ({err})") from None
+    if len(data) > max_bytes:
+        raise ValueError(f"{source}: {'decompresses to' if compressed else 'holds'} more than "
+                         f"{max_bytes} bytes, the limit (MNIST's largest file has {MAX_IDX_BYTES})")
+    return data
+
+
+def _read_bytes(path, max_bytes=MAX_IDX_BYTES):
+    """Return the file's content (at most max_bytes), gunzipped if it is gzip data."""
+    with open(path, "rb") as f:
+        return _read_limited(f, path, max_bytes)
 
 
 def _parse_idx(data, source, magic=None):
@@ -83,13 +101,14 @@ def _parse_idx(data, source, magic=None):
     return array.reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def read_idx(path, magic=None):
+def read_idx(path, magic=None, max_bytes=MAX_IDX_BYTES):
     """Read an IDX file (raw or gzip-compressed) into a numpy array.
 
     The payload size must match the header exactly; with ``magic`` given the
-    magic number must equal it. Any inconsistency raises ``ValueError`` naming the file.
+    magic number must equal it; the (decompressed) file may not exceed ``max_bytes``, checked
+    while decompressing. Any inconsistency raises ``ValueError`` naming the file.
     """
-    return _parse_idx(_read_bytes(path), path, magic)
+    return _parse_idx(_read_bytes(path, max_bytes), path, magic)
 
 
 def default_data_dir():
@@ -108,34 +127,54 @@ def _find(directory, name):
     return None
 
 
-def _locate(directory):
-    """Paths of the 4 files in ``directory`` or else ``directory/mnist``; None if neither holds all."""
+def _locate(directory, names=FILES):
+    """Paths of the files ``names`` in ``directory`` or else ``directory/mnist``; None if neither
+    holds all."""
     for d in (directory, directory / "mnist"):
-        paths = [_find(d, name) for name in FILES]
+        paths = [_find(d, name) for name in names]
         if all(paths):
             return paths
     return None
 
 
-def _not_found(directory, details=""):
+def _not_found(directory, details="", names=FILES):
     """The error raised when the files are absent: names them, the directory, and how to point elsewhere."""
-    names = ", ".join(name + ".gz" for name in FILES)
+    listed = ", ".join(name + ".gz" for name in names)
     return FileNotFoundError(
         f"MNIST data not found in {directory}.{details}\n"
-        f"Put the 4 files {names} (gzipped or not) in {directory}, "
+        f"Put the {len(names)} files {listed} (gzipped or not) in {directory}, "
         f"or point to a directory holding them with --data-dir DIR or the RNNX_DATA environment variable."
     )
 
 
+def _check_https(url):
+    """ValueError unless url is https (or http to this machine's loopback address)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+        raise ValueError(f"refusing to download {url}: only https URLs are allowed")
+
+
+class _HttpsRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to an https URL."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        _check_https(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _fetch(url, name, timeout):
-    """Download ``url`` and return its (gzip) bytes after checking the decompressed sha256."""
+    """Download ``url`` (https, at most MAX_DOWNLOAD_BYTES) and return its (gzip) bytes after
+    checking the decompressed sha256."""
+    _check_https(url)
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = response.read()
-    try:
-        digest = hashlib.sha256(gzip.decompress(payload)).hexdigest()
-    except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"corrupt gzip data ({err})") from None
+    opener = urllib.request.build_opener(_HttpsRedirects)
+    with opener.open(request, timeout=timeout) as response:
+        payload = response.read(MAX_DOWNLOAD_BYTES + 1)
+    if len(payload) > MAX_DOWNLOAD_BYTES:
+        raise ValueError(f"more than {MAX_DOWNLOAD_BYTES} bytes: not an MNIST file")
+    if not payload.startswith(_GZIP_SIGNATURE):
+        raise ValueError("not gzip data")
+    digest = hashlib.sha256(_read_limited(io.BytesIO(payload), "download", MAX_IDX_BYTES)).hexdigest()
     if digest != SHA256[name]:
         raise ValueError(f"sha256 mismatch: expected {SHA256[name]}, found {digest}")
     return payload
@@ -186,8 +225,9 @@ def _download(directory, name, mirrors, timeout, unreachable):
     raise _not_found(directory, f"\nDownloading {name}.gz failed from every mirror:\n  {details}")
 
 
-def download_mnist(data_dir, mirrors=MIRRORS, timeout=30.0):
-    """Download the MNIST files missing from ``data_dir`` as ``<name>.gz``; return the 4 paths.
+def download_mnist(data_dir, mirrors=MIRRORS, timeout=30.0, names=FILES):
+    """Download the MNIST files ``names`` (default: all 4) missing from ``data_dir`` as
+    ``<name>.gz``; return their paths.
 
     Mirrors are tried in order for each file: an HTTP error, corrupt data or a
     checksum mismatch moves on to the next mirror; an unreachable mirror
@@ -198,7 +238,7 @@ def download_mnist(data_dir, mirrors=MIRRORS, timeout=30.0):
     directory.mkdir(parents=True, exist_ok=True)
     unreachable = set()
     return [_find(directory, name) or _download(directory, name, mirrors, timeout, unreachable)
-            for name in FILES]
+            for name in names]
 
 
 def _read_checked(path, magic, verify):
@@ -212,23 +252,25 @@ def _read_checked(path, magic, verify):
     return _parse_idx(data, path, magic)
 
 
-def load_mnist(data_dir=None, download=True, verify=False):
+def load_mnist(data_dir=None, download=True, verify=False, train=True):
     """Load MNIST as ``(train_images, train_labels, test_images, test_labels)``.
 
     Images are uint8 ``(n, 28, 28)`` (n = 60000 / 10000 for the real data), labels int64 ``(n,)``.
     The files are looked up in ``data_dir`` (default: :func:`default_data_dir`) or its
     ``mnist/`` subdirectory; missing ones are downloaded into ``data_dir`` when
     ``download`` is true, else ``FileNotFoundError`` is raised. ``verify`` also checks
-    the sha256 of local files (downloads are always checked).
+    the sha256 of local files (downloads are always checked). ``train=False`` leaves the
+    training files alone (neither read nor downloaded) and returns None in their place.
     """
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    paths = _locate(directory)
+    names = FILES if train else FILES[2:]
+    paths = _locate(directory, names)
     if paths is None:
         if not download:
-            raise _not_found(directory, " Downloading is disabled (download=False).")
-        paths = download_mnist(directory, mirrors=MIRRORS)
-    arrays = []
-    for images_path, labels_path in (paths[:2], paths[2:]):
+            raise _not_found(directory, " Downloading is disabled (download=False).", names)
+        paths = download_mnist(directory, mirrors=MIRRORS, names=names)
+    arrays = [] if train else [None, None]
+    for images_path, labels_path in zip(paths[::2], paths[1::2]):
         images = _read_checked(images_path, IMAGES_MAGIC, verify)
         labels = _read_checked(labels_path, LABELS_MAGIC, verify)
         if images.shape[1:] != (28, 28):

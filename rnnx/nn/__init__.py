@@ -2,8 +2,11 @@
 from .module import Module, Parameter
 from .rnn import LSTM, GRU, RNN
 from .cells import LSTMCell, GRUCell, RNNCell
-from .linear import Linear, Dropout
+from .linear import Linear, Dropout, Identity
+from .activation import ReLU, Tanh, Sigmoid
+from .flatten import Flatten
+from .sparse import Embedding
 from .loss import CrossEntropyLoss, MSELoss
-from .container import Sequential, LastHidden, LastTimeStep
+from .container import Sequential, ModuleList, LastHidden, LastTimeStep
 from . import init
 from . import parallel

@@ -85,11 +85,12 @@ class RNNCellBase(Module):
         x2 = np.ascontiguousarray(x.reshape(-1, self.input_size))
         B = x2.shape[0]
         bs, offsets = _one_step_packing(B)
-        bufs = direction_buffers(self.mode, self._weights(), h, c, self.training, B,
+        recording = self._recording
+        bufs = direction_buffers(self.mode, self._weights(), h, c, recording, B,
                                  self.hidden_size, self._zero_bias)
         out = np.empty((B, self.hidden_size), self.dtype)
-        forward_layer(int(self.mode), self.training, x2, bs, offsets, [bufs], out, self.hidden_size)
-        if self.training:
+        forward_layer(int(self.mode), recording, x2, bs, offsets, [bufs], out, self.hidden_size)
+        if recording:
             self._push_record((x2, bufs, unbatched))
         else:
             release_buffers(bufs)

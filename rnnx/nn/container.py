@@ -4,7 +4,9 @@ Gradient convention: a module whose forward returns a tuple takes its output gra
 same structure, unpacked as positional arguments (`rnn.backward(grad_out, grad_h_n)`,
 `lstm.backward(grad_out, (grad_h_n, grad_c_n))`); a None gradient means zeros.
 """
+import operator
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -83,6 +85,84 @@ class Sequential(Module):
                 g = g[0]  # a recurrent layer fed a single array also returns its state gradient
             yield module
         return g
+
+
+class ModuleList(Module):
+    """Holds modules in a list, registered as children '0', '1', ... (parameter names
+    '0.weight', '1.bias_ih_l0', as torch's): indexing, slicing (a new ModuleList), len, iter,
+    append, extend, insert, pop, del, +, +=. It has no forward/backward of its own: the
+    module holding it calls its items (and their backward, in reverse order)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def _set_list(self, modules):
+        """Register `modules` as the children '0', '1', ... (TypeError for a non-Module)."""
+        for m in modules:
+            if not isinstance(m, Module):
+                raise TypeError(f"{type(m).__module__}.{type(m).__name__} is not a Module subclass")
+        self._modules.clear()
+        self._modules.update((str(i), m) for i, m in enumerate(modules))
+
+    def _index(self, idx):
+        idx = operator.index(idx)
+        if not -len(self) <= idx < len(self):
+            raise IndexError(f"index {idx} is out of range")
+        return idx % len(self)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(list(self)[idx])
+        return self._modules[str(self._index(idx))]
+
+    def __setitem__(self, idx, module):
+        modules = list(self)
+        modules[self._index(idx)] = module
+        self._set_list(modules)
+
+    def __delitem__(self, idx):
+        modules = list(self)
+        del modules[idx if isinstance(idx, slice) else self._index(idx)]
+        self._set_list(modules)
+
+    def append(self, module):
+        """Add module at the end; returns self."""
+        self._set_list(list(self) + [module])
+        return self
+
+    def extend(self, modules):
+        """Add the modules of an iterable at the end; returns self."""
+        if not isinstance(modules, Iterable):
+            raise TypeError(f"ModuleList.extend should be called with an iterable, but got "
+                            f"{type(modules).__name__}")
+        self._set_list(list(self) + list(modules))
+        return self
+
+    def insert(self, index, module):
+        """Insert module before index (as list.insert)."""
+        modules = list(self)
+        modules.insert(operator.index(index), module)
+        self._set_list(modules)
+
+    def pop(self, idx=-1):
+        """Remove and return the module at idx (the last by default)."""
+        module = self[idx]
+        del self[idx]
+        return module
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def __add__(self, other):
+        return type(self)(list(self) + list(other))
 
 
 def _unpack_recurrent_output(inputs, who):

@@ -66,9 +66,10 @@ class Linear(Module):
                              f"{lead + (self.out_features,)}, got {grad_y.shape}")
         self._pop_record()
         g2 = grad_y.reshape(-1, self.out_features)
-        self.weight.grad += g2.T @ x2
-        if self.bias is not None:
-            self.bias.grad += g2.sum(axis=0)
+        if self.weight.requires_grad:
+            self.weight.accumulate_grad(g2.T @ x2)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate_grad(g2.sum(axis=0))
         if not input_grad:
             return None
         return (g2 @ self.weight.data).reshape(lead + (self.in_features,))
@@ -116,3 +117,22 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class Identity(Module):
+    """y = x, returned as is (any object, e.g. a recurrent layer's (out, h_n) tuple);
+    backward returns its gradient(s) unchanged. Arguments are accepted and ignored, as torch's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, input):
+        self._push_record(None)
+        return input
+
+    def backward(self, *grad, input_grad=True):
+        """grad in the structure of the forward output (one array, or a tuple's items)."""
+        self._pop_record()
+        if not input_grad:
+            return None
+        return grad[0] if len(grad) == 1 else grad

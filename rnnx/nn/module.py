@@ -5,20 +5,30 @@ attribute assignment as in torch.nn. Layers run forward with `module(x)` and bac
 `module.backward(grad)`: each forward call in training mode pushes a record of what its
 backward needs, each backward call pops the most recent one (last in, first out), so a
 module applied several times is back-propagated by calling backward in reverse order.
-Eval mode records nothing. rnnx's layers take `backward(..., input_grad=False)` when the
-gradient with respect to their input is not wanted (their input is data, as for the first
+Eval mode, or any mode inside `rnnx.no_grad()`, records nothing. rnnx's layers take
+`backward(..., input_grad=False)` when the gradient with respect to their input is not wanted (their input is data, as for the first
 layer of a model): they skip computing it and return None in its place.
 """
 import inspect
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
+
+from .._grad_mode import is_grad_enabled
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def check_dtype(dtype):
-    """The module dtype as np.dtype; float32 or float64 only."""
+    """The module dtype as np.dtype; float32 or float64 only. Takes numpy dtypes and types,
+    numpy's names ("float32", "float64", "double"; "float" is numpy's float64) and torch's
+    dtypes (torch.float32 / torch.float64, recognised by name: torch is not imported)."""
+    name = str(dtype)
+    if name.startswith("torch."):
+        name = name[len("torch."):]
+        if name not in ("float32", "float64"):
+            raise TypeError(f"dtype must be float32 or float64, got torch.{name}")
+        return np.dtype(name)
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -26,6 +36,17 @@ def check_dtype(dtype):
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     return dt
+
+
+class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    """load_state_dict's result, as torch's."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return super().__repr__()
 
 
 def accepts_input_grad(module):
@@ -38,27 +59,105 @@ def accepts_input_grad(module):
 
 
 class Parameter:
-    """A trainable array `data` with its accumulated gradient `grad` (same shape and dtype)."""
+    """A trainable array `data` with its accumulated gradient `grad` (same shape and dtype).
 
-    __slots__ = ("data", "grad")
+    As torch.nn.Parameter where it makes sense for an array: shape, ndim, dtype, numel(),
+    size(dim=None), np.asarray(p) (a view of data), requires_grad. grad starts as zeros and
+    is None after zero_grad() (set_to_none=True, torch's default) until a backward
+    accumulates into it again. requires_grad=False freezes the parameter: backward adds
+    nothing to its grad and the optimizers leave it unchanged.
+    """
 
-    def __init__(self, data):
-        self.data = np.ascontiguousarray(data)
+    __slots__ = ("data", "grad", "_requires_grad")
+
+    def __init__(self, data, requires_grad=True):
+        data = np.asarray(data)
+        self.data = data if data.flags.c_contiguous else np.ascontiguousarray(data)  # keeps 0-d
         self.grad = np.zeros_like(self.data)
+        self.requires_grad = requires_grad
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"requires_grad must be a bool, got {type(value).__name__}")
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad in place; returns self."""
+        self.requires_grad = requires_grad
+        return self
 
     @property
     def shape(self):
         return self.data.shape
 
     @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
     def dtype(self):
         return self.data.dtype
 
-    def zero_grad(self):
-        self.grad.fill(0)
+    def numel(self):
+        """The number of elements (an int)."""
+        return int(self.data.size)
+
+    def size(self, dim=None):
+        """The shape tuple, or the length of axis `dim` (negative counts from the end), as
+        torch's Tensor.size()."""
+        if dim is None:
+            return self.data.shape
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"size(): argument 'dim' must be int, not {type(dim).__name__}")
+        nd = self.data.ndim
+        if nd == 0:
+            raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+        if not -nd <= dim < nd:
+            raise IndexError(f"Dimension out of range (expected to be in range of "
+                             f"[{-nd}, {nd - 1}], but got {dim})")
+        return self.data.shape[dim]
+
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(p): the data itself (no copy) unless a dtype conversion or copy=True
+        asks for one; copy=False with a conversion raises ValueError (numpy 2's protocol)."""
+        if dtype is None or np.dtype(dtype) == self.data.dtype:
+            return self.data.copy() if copy else self.data
+        if copy is False:
+            raise ValueError(f"converting a {self.data.dtype} parameter to {np.dtype(dtype)} "
+                             "needs a copy, but copy=False")
+        return self.data.astype(dtype)
+
+    def _grad_target(self):
+        """The array backward accumulates this parameter's gradient into (zeros allocated
+        when grad is None), or None when it is frozen (requires_grad=False)."""
+        if not self._requires_grad:
+            return None
+        if self.grad is None:
+            self.grad = np.zeros_like(self.data)
+        return self.grad
+
+    def accumulate_grad(self, grad):
+        """grad += the given gradient (allocated if None); nothing when frozen. For the
+        backward of a Module of one's own."""
+        target = self._grad_target()
+        if target is not None:
+            target += grad
+
+    def zero_grad(self, set_to_none=True):
+        """Drop the gradient (grad = None), or fill it with zeros if set_to_none=False."""
+        if set_to_none:
+            self.grad = None
+        elif self.grad is not None:
+            self.grad.fill(0)
 
     def __repr__(self):
-        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+        frozen = "" if self._requires_grad else ", requires_grad=False"
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{frozen})"
 
 
 class Module:
@@ -149,9 +248,17 @@ class Module:
         """Evaluation mode: no records, no dropout; returns self."""
         return self.train(False)
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """Every parameter's grad set to None (torch's default) or, with set_to_none=False,
+        to zeros."""
         for p in self.parameters():
-            p.zero_grad()
+            p.zero_grad(set_to_none)
+
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad of every parameter (False freezes them); returns self."""
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
 
     def clear_records(self):
         """Drop every pending forward record (e.g. after a forward whose backward is skipped)."""
@@ -179,7 +286,9 @@ class Module:
                                "backward() or clear_records() first")
         for m in self.modules():
             for p in m._parameters.values():
-                p.data, p.grad = p.data.astype(dt, copy=False), p.grad.astype(dt, copy=False)
+                p.data = p.data.astype(dt, copy=False)
+                if p.grad is not None:
+                    p.grad = p.grad.astype(dt, copy=False)
             for name, value in list(vars(m).items()):
                 if isinstance(value, np.ndarray) and value.dtype.kind == "f":
                     object.__setattr__(m, name, value.astype(dt, copy=False))
@@ -203,15 +312,18 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters; every key and shape is checked before any change.
 
-        Arrays of another float dtype are cast to the parameter's dtype. With strict=False,
-        missing and unexpected keys are allowed and returned as (missing, unexpected).
+        Arrays of another float dtype are cast to the parameter's dtype. Missing or unexpected
+        keys raise RuntimeError listing them (as torch's), unless strict=False. Returns the
+        named tuple (missing_keys, unexpected_keys).
         """
         own = dict(self.named_parameters())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(f"Error(s) in loading state_dict for {type(self).__name__}: "
-                           f"missing keys {missing}, unexpected keys {unexpected}")
+            errors = [f"{what} key(s) in state_dict: " + ", ".join(f'"{k}"' for k in keys) + ". "
+                      for what, keys in (("Missing", missing), ("Unexpected", unexpected)) if keys]
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                               + "\n\t".join(errors))
         staged = []
         for name, p in own.items():
             if name not in state_dict:
@@ -225,11 +337,17 @@ class Module:
             staged.append((p, value))
         for p, value in staged:
             p.data[...] = value
-        return missing, unexpected
+        return IncompatibleKeys(missing, unexpected)
 
     # -- forward / backward records ---------------------------------------------------
+    @property
+    def _recording(self):
+        """Whether a forward call records what backward needs: in training mode, outside
+        no_grad(). The one place that decides it."""
+        return self.training and is_grad_enabled()
+
     def _push_record(self, record):
-        if self.training:
+        if self._recording:
             self._records.append(record)
 
     def _peek_record(self):
@@ -250,10 +368,16 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
-        raise NotImplementedError
+        raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required '
+                                  '"forward" function')
 
     def backward(self, *args, **kwargs):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"Module [{type(self).__name__}] has no backward. rnnx has no autograd: write "
+            "`def backward(self, grad_output, *, input_grad=True)` returning the gradient of "
+            "the forward input (None when input_grad is False), with forward saving what it "
+            "needs by self._push_record(...) and backward taking it back by self._pop_record(), "
+            "and parameter gradients added by p.accumulate_grad(g)")
 
     def extra_repr(self):
         return ""

@@ -11,7 +11,8 @@ Gradients are reduced in flat buckets: one per child of a Sequential (children o
 bucket_cap_mb, or of mixed dtypes, get several), in the order their backward runs. A bucket's
 reduction starts, non-blocking, as soon as its child's backward is done, while the backward of
 the children before it runs. Each parameter's .grad is a view into its bucket, so the reduced
-average lands in place.
+average lands in place (a .grad of None becomes its view, zeroed; frozen parameters,
+requires_grad=False, are left out).
 
 Bitwise identical parameters on every rank: the MPI standard only recommends that a reduction
 give every rank the same bits. (MPICH's algorithms do, and with two ranks a float sum a + b
@@ -35,23 +36,27 @@ from .module import Module
 
 
 class _Bucket:
-    """Flat gradient buffer of some parameters of one dtype (their .grad become views into it)."""
+    """Flat gradient buffer of some parameters of one dtype, with a view for each."""
 
     def __init__(self, params):
         self.params = params
         self.flat = np.zeros(sum(p.data.size for p in params), params[0].data.dtype)
-        offset = 0
-        for p in params:
-            view = self.flat[offset:offset + p.data.size].reshape(p.data.shape)
-            view[...] = p.grad
-            p.grad = view
-            offset += p.data.size
+        bounds = np.cumsum([0] + [p.data.size for p in params])
+        self.views = [self.flat[a:b].reshape(p.data.shape)
+                      for p, a, b in zip(params, bounds[:-1], bounds[1:])]
         self.request = None  # the Iallreduce of the backward in progress, None before it
 
-    def is_current(self):
-        """Whether every parameter's .grad is still this bucket's view (not replaced, e.g. by
-        Module.to or an assignment)."""
-        return all(p.grad.base is self.flat and p.grad.dtype == p.data.dtype for p in self.params)
+    def attach(self):
+        """Make every parameter's .grad its view, holding the gradient it had (zeros for None),
+        so that backward accumulates into the bucket."""
+        for p, view in zip(self.params, self.views):
+            if p.grad is view:
+                continue
+            if p.grad is None:
+                view.fill(0)
+            else:
+                view[...] = p.grad
+            p.grad = view
 
 
 class DistributedDataParallel(Module):
@@ -90,6 +95,7 @@ class DistributedDataParallel(Module):
         self._group_of_child = {id(child): i for i, (child, _) in enumerate(self._groups)
                                 if child is not None}
         self._buckets = None  # built by the first reduction: [[_Bucket, ...] per group]
+        self._layout = None  # the parameters' (dtype, requires_grad) they were built for
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -100,7 +106,7 @@ class DistributedDataParallel(Module):
         returns what the module's backward returns."""
         if not self.require_backward_grad_sync or self.world_size == 1:
             return self.module.backward(*grad, **kwargs)
-        buckets = self._current_buckets()
+        buckets = self._attached_buckets()
         if not isinstance(self.module, Sequential):
             result = self.module.backward(*grad, **kwargs)
         else:
@@ -122,7 +128,7 @@ class DistributedDataParallel(Module):
         """The reduction that backward() ends with, on its own: for a rank that has no samples
         in a step (its zero gradients take part in the average; every rank must reduce)."""
         if self.world_size > 1:
-            self._finish(self._current_buckets())
+            self._finish(self._attached_buckets())
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -136,12 +142,18 @@ class DistributedDataParallel(Module):
             self.require_backward_grad_sync = previous
 
     # -- buckets -----------------------------------------------------------------------------
-    def _current_buckets(self):
-        """The buckets, (re)built if a parameter's .grad is no longer its bucket view."""
-        if self._buckets is None or not all(b.is_current() for bs in self._buckets for b in bs):
+    def _attached_buckets(self):
+        """The buckets of the trainable parameters (rebuilt when a dtype or requires_grad has
+        changed), every .grad attached to its view."""
+        layout = [(p.data.dtype, p.requires_grad) for _, ps in self._groups for p in ps]
+        if self._buckets is None or layout != self._layout:
             cap = int(self.bucket_cap_mb * 2 ** 20)
-            self._buckets = [[_Bucket(ps) for ps in _split(params, cap)]
+            self._buckets = [[_Bucket(run) for run in
+                              _split([p for p in params if p.requires_grad], cap)]
                              for _, params in self._groups]
+            self._layout = layout
+        for bucket in (b for bs in self._buckets for b in bs):
+            bucket.attach()
         return self._buckets
 
     def _start(self, bucket):

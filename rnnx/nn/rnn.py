@@ -73,7 +73,19 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
 
 def release_buffers(bufs):
     """Give a direction dict's scratch back to the pool (after the call that used it)."""
-    POOL.give(*(bufs.pop(key, None) for key in SCRATCH))
+    POOL.give(*(bufs.pop(key, None) for key in SCRATCH), *bufs.pop("frozen_grads", ()))
+
+
+def grad_target(p, bufs):
+    """The array the kernel accumulates p's gradient into: p.grad (allocated if None), or for
+    a frozen p (requires_grad=False) zeroed pool scratch, listed in bufs["frozen_grads"] for
+    release_buffers to discard."""
+    target = p._grad_target()
+    if target is None:
+        target = POOL.take(p.data.shape, p.data.dtype)
+        target.fill(0)
+        bufs["frozen_grads"].append(target)
+    return target
 
 
 def panels_buffer(k, n, dtype):
@@ -108,13 +120,14 @@ def attach_gradients(bufs, weights, dh, dc, x_chunks):
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     gates = bufs["gates"]
     POOL.give(bufs.pop("w_hh_panels"), bufs.pop("w_ih_panels"))  # forward's layouts
-    bufs.update(h=dh, c=dc, gw_ih=w_ih.grad, gw_hh=w_hh.grad, w_hh_panels=panels(w_hh.data),
-                w_ih_panels=panels(w_ih.data), x_chunks=x_chunks,
-                gb_ih=None if b_ih is None else b_ih.grad,
-                gb_hh=None if b_hh is None else b_hh.grad)
+    bufs["frozen_grads"] = []
+    bufs.update(h=dh, c=dc, gw_ih=grad_target(w_ih, bufs), gw_hh=grad_target(w_hh, bufs),
+                w_hh_panels=panels(w_hh.data), w_ih_panels=panels(w_ih.data), x_chunks=x_chunks,
+                gb_ih=None if b_ih is None else grad_target(b_ih, bufs),
+                gb_hh=None if b_hh is None else grad_target(b_hh, bufs))
     if w_hr is not None:
         P = dh.shape[1]
-        bufs.update(gw_hr=w_hr.grad, dhtot=POOL.take((gates.shape[0], P), dh.dtype),
+        bufs.update(gw_hr=grad_target(w_hr, bufs), dhtot=POOL.take((gates.shape[0], P), dh.dtype),
                     dm=POOL.take((dh.shape[0], bufs["m"].shape[1]), dh.dtype))
     return bufs
 
@@ -334,7 +347,7 @@ class RNNBase(Module):
             offsets = np.arange(T + 1, dtype=np.intp) * B
             # A training record keeps the input for backward: own a copy, so that the caller
             # refilling its buffer before backward cannot change the gradients.
-            data = np.array(x, order="C", copy=True) if self.training else np.ascontiguousarray(x)
+            data = np.array(x, order="C", copy=True) if self._recording else np.ascontiguousarray(x)
             return _Batch(data.reshape(T * B, -1), bs, offsets, None, None,
                           None, "padded", T, B, self.batch_first, unbatched)
         bs, offsets, sorted_idx, unsorted_idx, rows = packing_of_lengths(lengths, T, B)
@@ -397,7 +410,7 @@ class RNNBase(Module):
         lstm = self.mode == Cell.LSTM
         h_n = self._initial_state(h0, batch, "hx" if not lstm else "h_0", P)
         c_n = self._initial_state(c0, batch, "c_0", H) if lstm else None
-        training = self.training
+        recording = self._recording
         threads = _threads.get_num_threads()
         N = batch.data.shape[0]
         layer_in = batch.data
@@ -405,19 +418,19 @@ class RNNBase(Module):
         last = self.num_layers - 1
         for layer in range(self.num_layers):
             dirs = [direction_buffers(self.mode, self._weights[layer][d], h_n[layer * D + d],
-                                      None if c_n is None else c_n[layer * D + d], training, N, H,
-                                      self._zero_bias)
+                                      None if c_n is None else c_n[layer * D + d], recording, N,
+                                      H, self._zero_bias)
                     for d in range(D)]
             # Outputs between layers are scratch; the last one goes to the caller.
             shape = (N, D * P)
             out = np.empty(shape, self.dtype) if layer == last else POOL.take(shape, self.dtype)
-            forward_layer(int(self.mode), training, layer_in, batch.batch_sizes, batch.offsets,
+            forward_layer(int(self.mode), recording, layer_in, batch.batch_sizes, batch.offsets,
                           dirs, out, H, threads)
             mask = None
-            if training and self.dropout > 0 and layer < last:
+            if self.training and self.dropout > 0 and layer < last:
                 mask = dropout_mask(out.shape, self.dropout, self.dtype)
                 out *= mask
-            if training:
+            if recording:
                 layers.append((layer_in, dirs, mask))
             else:
                 for bufs in dirs:
@@ -425,7 +438,7 @@ class RNNBase(Module):
                 if layer > 0:
                     POOL.give(layer_in)
             layer_in = out
-        if training:
+        if recording:
             self._push_record(_Record(batch, layers, lstm))
         output = batch.to_caller(layer_in)
         h_out = self._final_state(h_n, batch)

@@ -1,5 +1,8 @@
 """rnnx.optim: optimizers and learning-rate schedulers mirroring torch.optim."""
 from . import lr_scheduler
 from .sgd import SGD, Optimizer
+from .adam import Adam, AdamW
+from .rmsprop import RMSprop
+from .adagrad import Adagrad
 
-__all__ = ["Optimizer", "SGD", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]

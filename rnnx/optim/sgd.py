@@ -4,9 +4,33 @@ import numpy as np
 from ..nn.module import Parameter
 
 
+def check_torch_flags(foreach=None, capturable=False, differentiable=False, fused=None):
+    """torch's implementation switches. foreach and fused choose among torch's kernels, which
+    compute the same update: any value is accepted and kept in the param groups, and rnnx runs
+    its one implementation. capturable (CUDA graphs) and differentiable (autograd through the
+    step) have no meaning without a GPU or autograd: only False is accepted."""
+    if fused and differentiable:
+        raise RuntimeError("`fused` does not support `differentiable`")
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if capturable:
+        raise ValueError("capturable=True is not supported: it is for CUDA graph capture, and "
+                         "rnnx runs on the CPU (leave it False)")
+    if differentiable:
+        raise ValueError("differentiable=True is not supported: rnnx has no autograd to "
+                         "differentiate through the optimizer step (leave it False)")
+
+
+def l2_penalised(grad, p, weight_decay):
+    """grad + weight_decay * p (a new array; grad itself when weight_decay is 0)."""
+    return grad + weight_decay * p.data if weight_decay != 0 else grad
+
+
 class Optimizer:
     """Holds `param_groups` (dicts with 'params' and hyper-parameters, missing ones taken from
-    `defaults`) and `state` (Parameter -> dict of arrays). Subclasses implement step()."""
+    `defaults`) and `state` (Parameter -> dict of arrays, and the int 'step' of optimizers that
+    count steps). Subclasses implement _update(p, grad, group), called by step() for every
+    parameter that has a gradient (p.grad not None) and requires one."""
 
     def __init__(self, params, defaults):
         if isinstance(params, Parameter):
@@ -45,11 +69,12 @@ class Optimizer:
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(group)
 
-    def zero_grad(self):
-        """Reset every parameter's accumulated gradient to zero."""
+    def zero_grad(self, set_to_none=True):
+        """Drop every parameter's gradient (None, torch's default), or zero it with
+        set_to_none=False."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.zero_grad()
+                p.zero_grad(set_to_none)
 
     def state_dict(self):
         """{'state': {index: {name: array copy}}, 'param_groups': [{hyper-params, 'params': [index]}]}
@@ -60,13 +85,15 @@ class Optimizer:
             packed = {k: v for k, v in group.items() if k != "params"}
             packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
             groups.append(packed)
-        state = {index[id(p)]: {k: np.array(v, copy=True) for k, v in s.items()}
+        state = {index[id(p)]: {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+                                for k, v in s.items()}
                  for p, s in self.state.items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
         """Restore hyper-parameters and state saved by state_dict(); state arrays are copied and
-        cast to their parameter's dtype. Everything is validated before anything changes."""
+        cast to their parameter's dtype, 'step' counts become Python numbers.
+        Everything is validated before anything changes."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
@@ -82,6 +109,9 @@ class Optimizer:
             p = id_map[key]
             new_state[p] = {}
             for name, value in values.items():
+                if name == "step":  # a count, whatever the parameter's shape
+                    new_state[p][name] = np.asarray(value).item()
+                    continue
                 value = np.array(value, dtype=p.dtype)
                 if value.shape != p.shape:
                     raise ValueError(f"state {name!r} of parameter {key} has shape {value.shape}, "
@@ -92,6 +122,18 @@ class Optimizer:
                              for g, s in zip(self.param_groups, saved_groups)]
 
     def step(self, closure=None):
+        """One update of every parameter that has a gradient and requires one (others are
+        skipped, as in torch); returns closure() if given (called first)."""
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or not getattr(p, "requires_grad", True):
+                    continue
+                self._update(p, -p.grad if group.get("maximize") else p.grad, group)
+        return loss
+
+    def _update(self, p, grad, group):
+        """Update p.data in place from grad (already negated when maximizing)."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -109,10 +151,12 @@ class SGD(Optimizer):
         buf = g (first step) or momentum * buf + (1 - dampening) * g
         g = g + momentum * buf if nesterov else buf   (when momentum != 0)
         p -= lr * g
+
+    foreach, differentiable, fused: see check_torch_flags.
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-                 *, maximize=False):
+                 *, maximize=False, foreach=None, differentiable=False, fused=None):
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if momentum < 0.0:
@@ -121,28 +165,22 @@ class SGD(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize))
+                                      maximize=maximize, foreach=foreach,
+                                      differentiable=differentiable, fused=fused))
 
-    def step(self, closure=None):
-        """One update of every parameter from its .grad; returns closure() if given."""
-        loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-            weight_decay = group["weight_decay"]
-            for p in group["params"]:
-                g = -p.grad if group["maximize"] else p.grad
-                if weight_decay != 0:
-                    g = g + weight_decay * p.data
-                if momentum != 0:
-                    state = self.state.setdefault(p, {})
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = g.copy()
-                    else:
-                        buf *= momentum
-                        buf += (1 - dampening) * g
-                    g = g + momentum * buf if group["nesterov"] else buf
-                p.data -= lr * g
-        return loss
+    def _update(self, p, grad, group):
+        momentum, dampening = group["momentum"], group["dampening"]
+        g = l2_penalised(grad, p, group["weight_decay"])
+        if momentum != 0:
+            state = self.state.setdefault(p, {})
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= momentum
+                buf += (1 - dampening) * g
+            g = g + momentum * buf if group["nesterov"] else buf
+        p.data -= group["lr"] * g

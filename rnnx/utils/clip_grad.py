@@ -7,14 +7,14 @@ from ..nn.module import Parameter
 def _grads(parameters):
     if isinstance(parameters, Parameter):
         parameters = [parameters]
-    return [p.grad for p in parameters]
+    return [p.grad for p in parameters if p.grad is not None]
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale all gradients by min(1, max_norm / (total_norm + 1e-6)), where total_norm is the
     norm_type-norm of the per-parameter gradient norms (norm_type may be inf: max |g|).
 
-    parameters: a Parameter or an iterable of them. Returns total_norm (a numpy scalar of the
+    parameters: a Parameter or an iterable of them (grads that are None are skipped). Returns total_norm (a numpy scalar of the
     gradients' dtype); a non-finite total with error_if_nonfinite=True raises RuntimeError.
     """
     grads = _grads(parameters)

@@ -39,6 +39,7 @@ def train(model, backward, xs, ys):
 
 
 failures = []
+half = slice(rank * BATCH // world, (rank + 1) * BATCH // world)  # this rank's rows
 
 
 def check_close(what, model, reference, tol):
@@ -57,7 +58,6 @@ for cell in ("LSTM", "GRU", "RNN"):
             ddp = nn.parallel.DistributedDataParallel(
                 build(cell, bidirectional, dtype, seed=1 + 100 * rank))  # rank 0's params win
             train(reference, reference.backward, xs, ys)
-            half = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
             train(ddp, ddp.backward, xs[:, half], ys[:, half])
             check_close(f"{cell} bidirectional={bidirectional} {dtype.__name__}", ddp.module,
                         reference, 1e-4 if dtype == np.float32 else 1e-10)
@@ -68,6 +68,19 @@ for cell in ("LSTM", "GRU", "RNN"):
                 failures.append(f"{cell} {bidirectional} {dtype.__name__}: ranks differ")
 
 
+# A frozen child (requires_grad=False) is left out of the buckets.
+data = np.random.default_rng(8)
+xs, ys = data.standard_normal((STEPS, BATCH, T, FEATURES)), data.integers(0, 4, (STEPS, BATCH))
+reference, local = build("GRU", True, np.float64, seed=4), build("GRU", True, np.float64, seed=4)
+for model in (reference, local):
+    model[0].requires_grad_(False)
+ddp = nn.parallel.DistributedDataParallel(local)
+train(reference, reference.backward, xs, ys)
+train(ddp, ddp.backward, xs[:, half], ys[:, half])
+check_close("frozen recurrent layer", ddp.module, reference, 1e-10)
+if sum(b.flat.size for bs in ddp._buckets for b in bs) != 6 * 2 * 4 + 4:
+    failures.append("frozen parameters in the buckets")
+
 # no_sync: gradient accumulation over two micro-batches, reduced by the second backward; tiny
 # buckets (several per child).
 data = np.random.default_rng(3)
@@ -76,7 +89,6 @@ ys = data.integers(0, 4, (2, STEPS, BATCH))
 reference = build("LSTM", False, np.float64, seed=2)
 ddp = nn.parallel.DistributedDataParallel(build("LSTM", False, np.float64, seed=2 + rank),
                                           bucket_cap_mb=0.0005)
-half = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
 for model, rows, sync in ((reference, slice(None), None), (ddp, half, ddp.no_sync)):
     opt = rnnx.SGD(model.parameters(), lr=0.5, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
