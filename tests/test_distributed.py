@@ -82,12 +82,12 @@ def group():
 
 def test_group_of_one(group):
     assert dist.is_initialized() and dist.get_rank() == 0 and dist.get_world_size() == 1
-    assert sys.excepthook is not sys.__excepthook__  # ends the whole job on an exception
+    assert sys.excepthook is dist._abort_on_uncaught_exception  # ends the job on an exception
     with pytest.raises(ValueError, match="twice"):
         dist.init_process_group()
     dist.barrier()
     dist.destroy_process_group()
-    assert not dist.is_initialized() and sys.excepthook is sys.__excepthook__
+    assert not dist.is_initialized() and sys.excepthook is not dist._abort_on_uncaught_exception
     dist.init_process_group()  # again after destroy
 
 
