@@ -9,6 +9,7 @@ from ._random import manual_seed, get_rng_state, set_rng_state
 from .nn import (Module, Parameter, LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, Dropout,
                  CrossEntropyLoss, MSELoss, Sequential, LastHidden, LastTimeStep)
 from .optim import SGD
+from .nn import RecordsWarning
 from .utils.clip_grad import clip_grad_norm_, clip_grad_value_
 from .utils.rnn import (PackedSequence, pack_padded_sequence, pad_packed_sequence,
                         pack_sequence, pad_sequence)

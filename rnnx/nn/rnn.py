@@ -14,9 +14,9 @@ import numpy as np
 from .. import _random, _threads
 from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_panels,
                                    projects_per_step, x_chunks_size)
-from ..utils.rnn import PackedSequence, packing_of_lengths
+from ..utils.rnn import PackedSequence, check_packed_indices, packing_of_lengths
 from .._workspace import POOL
-from .module import Module, Parameter, check_dtype
+from .module import Module, Parameter, check_dtype, check_grad_shape
 
 NUM_GATES = {Cell.RNN_TANH: 1, Cell.RNN_RELU: 1, Cell.LSTM: 4, Cell.GRU: 3}
 
@@ -119,6 +119,13 @@ def attach_gradients(bufs, weights, dh, dc, x_chunks):
     return bufs
 
 
+def contiguous(x, own):
+    """x as a C-contiguous array, a copy of its own when `own`: a training record keeps the
+    layer input for backward, and the caller refilling its buffer before backward must not
+    change the gradients."""
+    return np.array(x, order="C", copy=True) if own else np.ascontiguousarray(x)
+
+
 def check_int_sizes(**sizes):
     """TypeError unless every value is an int (bool excluded), as torch's messages say."""
     for name, value in sizes.items():
@@ -175,22 +182,20 @@ class _Batch:
             return out[:, 0]
         return out.transpose(1, 0, 2) if self.batch_first else out
 
-    def from_caller(self, grad, width, dtype):
+    def from_caller(self, module, grad, width, dtype):
         """Gradient in the caller's output form -> (N, width) packed rows (None stays None)."""
         if grad is None:
             return None
         if self.form == "packed":
             data = grad.data if isinstance(grad, PackedSequence) else grad
             data = as_float_array(data, dtype, "grad_output")
-            if data.shape != (self.data.shape[0], width):
-                raise ValueError(f"grad_output: expected packed data of shape "
-                                 f"{(self.data.shape[0], width)}, got {data.shape}")
+            check_grad_shape(module, "grad_output (packed data)", data.shape,
+                             (self.data.shape[0], width))
             return np.ascontiguousarray(data)
         grad = as_float_array(grad, dtype, "grad_output")
         expected = ((self.T, width) if self.unbatched else
                     (self.B, self.T, width) if self.batch_first else (self.T, self.B, width))
-        if grad.shape != expected:
-            raise ValueError(f"grad_output: expected shape {expected}, got {grad.shape}")
+        check_grad_shape(module, "grad_output", grad.shape, expected)
         if self.unbatched:
             grad = grad[:, None]
         elif self.batch_first:
@@ -199,10 +204,11 @@ class _Batch:
 
 
 class _Record:
-    __slots__ = ("batch", "layers", "has_c")
+    __slots__ = ("batch", "layers", "has_c", "weights")
 
-    def __init__(self, batch, layers, has_c):
+    def __init__(self, batch, layers, has_c, weights):
         self.batch, self.layers, self.has_c = batch, layers, has_c
+        self.weights = weights  # fingerprints of the weights backward reads
 
 
 class RNNBase(Module):
@@ -261,6 +267,9 @@ class RNNBase(Module):
                                      ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")))
             self._weights.append(per_dir)
         self.reset_parameters()
+        self._expect_parameters()
+        self._backward_reads = tuple(name for name in self._parameters
+                                     if name.startswith("weight_"))
 
     def reset_parameters(self):
         reset_uniform(self)
@@ -304,16 +313,18 @@ class RNNBase(Module):
             if lengths is not None:
                 raise ValueError("lengths must be None when the input is a PackedSequence")
             data = as_float_array(input.data, self.dtype, "input")
-            bs = np.asarray(input.batch_sizes, dtype=np.intp)
+            bs = np.array(input.batch_sizes, dtype=np.intp)  # a copy: the record keeps it
             if data.ndim != 2 or bs.ndim != 1 or bs.size == 0 or data.shape[0] != bs.sum():
                 raise ValueError("PackedSequence: expected data (sum(batch_sizes), input_size)")
             if data.shape[1] != self.input_size:
                 raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
                                  f"{self.input_size}, got {data.shape[1]}")
+            sorted_idx, unsorted_idx = check_packed_indices(input.sorted_indices,
+                                                            input.unsorted_indices, int(bs[0]))
             offsets = np.zeros(bs.size + 1, np.intp)
             np.cumsum(bs, out=offsets[1:])
-            return _Batch(np.ascontiguousarray(data), bs, offsets, input.sorted_indices,
-                          input.unsorted_indices, None, "packed", bs.size, int(bs[0]))
+            return _Batch(contiguous(data, self.training), bs, offsets, sorted_idx, unsorted_idx,
+                          None, "packed", bs.size, int(bs[0]))
         x = as_float_array(input, self.dtype, "input")
         if x.ndim not in (2, 3):
             raise ValueError(f"{name}: Expected input to be 2D or 3D, got {x.ndim}D input instead")
@@ -332,15 +343,12 @@ class RNNBase(Module):
         if lengths is None:
             bs = np.full(T, B, np.intp)
             offsets = np.arange(T + 1, dtype=np.intp) * B
-            # A training record keeps the input for backward: own a copy, so that the caller
-            # refilling its buffer before backward cannot change the gradients.
-            data = np.array(x, order="C", copy=True) if self.training else np.ascontiguousarray(x)
-            return _Batch(data.reshape(T * B, -1), bs, offsets, None, None,
+            return _Batch(contiguous(x, self.training).reshape(T * B, -1), bs, offsets, None, None,
                           None, "padded", T, B, self.batch_first, unbatched)
         bs, offsets, sorted_idx, unsorted_idx, rows = packing_of_lengths(lengths, T, B)
         batch = _Batch(None, bs, offsets, sorted_idx, unsorted_idx, rows, "padded", T, B,
                        self.batch_first, unbatched)
-        batch.data = np.ascontiguousarray(batch.pack(x))
+        batch.data = contiguous(batch.pack(x), self.training and batch.rows is None)
         return batch
 
     def _initial_state(self, hx, batch, what, width):
@@ -391,6 +399,7 @@ class RNNBase(Module):
         out: (T, B, D * P) (P = proj_size or hidden_size), zeros past each sequence's end;
         h_n: (L * D, B, P); c_n: (L * D, B, H).
         """
+        self._check_parameters()
         h0, c0 = self._split_hx(hx)
         batch = self._make_batch(input, lengths)
         H, P, D = self.hidden_size, self._state_size, self.num_directions
@@ -426,7 +435,8 @@ class RNNBase(Module):
                     POOL.give(layer_in)
             layer_in = out
         if training:
-            self._push_record(_Record(batch, layers, lstm))
+            self._push_record(_Record(batch, layers, lstm,
+                                      self._fingerprint_weights(self._backward_reads)))
         output = batch.to_caller(layer_in)
         h_out = self._final_state(h_n, batch)
         if lstm:
@@ -447,7 +457,10 @@ class RNNBase(Module):
         gh, gc = self._split_hx(grad_hx)
         dh = self._initial_state(gh, batch, "grad_h_n", P)
         dc = self._initial_state(gc, batch, "grad_c_n", H) if rec.has_c else None
-        grad = batch.from_caller(grad_output, D * P, self.dtype)
+        grad = batch.from_caller(self, grad_output, D * P, self.dtype)
+        self._check_parameters()
+        self._check_unmodified(rec.weights)
+        self._check_gradients()
         self._pop_record()
         threads = _threads.get_num_threads()
         for layer in reversed(range(self.num_layers)):

@@ -37,6 +37,39 @@ def invert_permutation(permutation):
     return inverse
 
 
+def check_packed_indices(sorted_indices, unsorted_indices, B):
+    """A PackedSequence's (sorted_indices, unsorted_indices) checked against its batch size B:
+    None and None, or two (B,) integer arrays, permutations of range(B) and inverses of each
+    other (unsorted_indices None is computed). Returns them as intp arrays of their own (a
+    record may keep them); TypeError/ValueError otherwise."""
+    if sorted_indices is None:
+        if unsorted_indices is not None:
+            raise ValueError("PackedSequence: unsorted_indices given without sorted_indices")
+        return None, None
+    sorted_indices = _check_permutation(sorted_indices, B, "sorted_indices")
+    if unsorted_indices is None:
+        return sorted_indices, invert_permutation(sorted_indices)
+    unsorted_indices = _check_permutation(unsorted_indices, B, "unsorted_indices")
+    if not np.array_equal(sorted_indices[unsorted_indices], np.arange(B)):
+        raise ValueError("PackedSequence: unsorted_indices must be the inverse permutation of "
+                         "sorted_indices")
+    return sorted_indices, unsorted_indices
+
+
+def _check_permutation(indices, B, what):
+    arr = np.asarray(indices)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"PackedSequence: {what} must be integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"PackedSequence: {what} must have shape ({B},) (the batch size, "
+                         f"batch_sizes[0]), got {arr.shape}")
+    arr = arr.astype(np.intp)  # a copy
+    if B and (arr.min() < 0 or arr.max() >= B or np.bincount(arr, minlength=B).max() != 1):
+        raise ValueError(f"PackedSequence: {what} must be a permutation of range({B}), got "
+                         f"{arr[:8].tolist()}{' ...' if B > 8 else ''}")
+    return arr
+
+
 def check_lengths(lengths, T, B):
     """lengths as a (B,) int64 array with every value in [1, T]; ValueError otherwise."""
     arr = np.asarray(lengths)
@@ -116,8 +149,10 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
                          f"sequence length being {max_len}")
     # lengths_sorted[i] = number of steps in which sorted position i is present
     lengths_sorted = (batch_sizes[None, :] > np.arange(B)[:, None]).sum(axis=1)
-    sorted_indices = (np.arange(B) if sequence.sorted_indices is None
-                      else np.asarray(sequence.sorted_indices))
+    sorted_indices, _ = check_packed_indices(sequence.sorted_indices,
+                                             sequence.unsorted_indices, B)
+    if sorted_indices is None:
+        sorted_indices = np.arange(B)
     offsets = np.zeros(max_len + 1, np.intp)
     np.cumsum(batch_sizes, out=offsets[1:])
     t_idx = np.repeat(np.arange(max_len), batch_sizes)
