@@ -7,6 +7,7 @@ batch with `lengths`, or a PackedSequence, is gathered once, so the work scales 
 sum of the lengths.
 """
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -133,6 +134,27 @@ def check_int_sizes(**sizes):
             raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
 
 
+def physical_memory():
+    """Bytes of RAM of this machine (2**40 where it cannot be found)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2 ** 40
+
+
+def check_parameter_bytes(name, mode, I, H, L, bias, D, proj_size, dtype):
+    """ValueError before allocating anything if the parameters alone would not fit in this
+    machine's memory (numpy refuses one array too big to address; a huge num_layers would
+    make many arrays instead, for minutes, until memory runs out)."""
+    G, P = NUM_GATES[mode], proj_size or H
+    per_direction = G * H * (P + 2 * bias) + P * H * (proj_size > 0)
+    need = dtype.itemsize * D * (G * H * I + per_direction
+                                 + (L - 1) * (G * H * D * P + per_direction))
+    if need > physical_memory():
+        raise ValueError(f"{name}: these sizes need {need / 2 ** 30:.3g} GiB of parameters, "
+                         f"more than this machine's {physical_memory() / 2 ** 30:.3g} GiB of memory")
+
+
 def reset_uniform(module):
     """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), in parameter order
     (PyTorch's default initialisation of recurrent layers and cells)."""
@@ -239,6 +261,8 @@ class RNNBase(Module):
             raise ValueError("proj_size has to be smaller than hidden_size")
         if proj_size and mode != Cell.LSTM:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        check_parameter_bytes(type(self).__name__, mode, input_size, hidden_size, num_layers,
+                              bias, 2 if bidirectional else 1, proj_size, check_dtype(dtype))
         self.mode = mode
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.bias, self.batch_first = bool(bias), bool(batch_first)

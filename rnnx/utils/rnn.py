@@ -37,6 +37,25 @@ def invert_permutation(permutation):
     return inverse
 
 
+def check_batch_sizes(batch_sizes, data):
+    """A PackedSequence's batch_sizes as a (T,) intp array: T >= 1 positive, non-increasing
+    counts summing to data's number of rows; ValueError/TypeError otherwise."""
+    bs = np.asarray(batch_sizes)
+    if bs.dtype.kind not in "iu":
+        raise TypeError(f"PackedSequence: batch_sizes must be integers, got dtype {bs.dtype}")
+    if bs.ndim != 1 or bs.size == 0:
+        raise ValueError(f"PackedSequence: batch_sizes must be a non-empty 1-D array, got shape "
+                         f"{bs.shape}")
+    bs = bs.astype(np.intp)
+    if bs[-1] < 1 or np.any(np.diff(bs) > 0):
+        raise ValueError(f"PackedSequence: batch_sizes must be positive and non-increasing, got "
+                         f"{bs[:8].tolist()}{' ...' if bs.size > 8 else ''}")
+    if data.ndim < 1 or data.shape[0] != bs.sum():
+        raise ValueError(f"PackedSequence: data must have sum(batch_sizes) = {bs.sum()} rows, "
+                         f"got shape {data.shape}")
+    return bs
+
+
 def check_packed_indices(sorted_indices, unsorted_indices, B):
     """A PackedSequence's (sorted_indices, unsorted_indices) checked against its batch size B:
     None and None, or two (B,) integer arrays, permutations of range(B) and inverses of each
@@ -138,8 +157,11 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
 
 def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_length=None):
     """Inverse of pack_padded_sequence: (padded (T, B, *), lengths (B,) int64, original order)."""
+    if not isinstance(sequence, PackedSequence):
+        raise TypeError(f"pad_packed_sequence expects a PackedSequence, got "
+                        f"{type(sequence).__name__}")
     data = np.asarray(sequence.data)
-    batch_sizes = np.asarray(sequence.batch_sizes, dtype=np.intp)
+    batch_sizes = check_batch_sizes(sequence.batch_sizes, data)
     B, max_len = int(batch_sizes[0]), batch_sizes.size
     if total_length is None:
         total_length = max_len
