@@ -328,7 +328,8 @@ for label, n in {"zero": 0, "negative": -1, "float": 2.0, "nan": float("nan"), "
     case(f"set_num_threads-{label}", lambda n=n: rnnx.set_num_threads(n))
 
 params = lambda: lstm().parameters()  # noqa: E731
-for label, kw in {"lr-negative": dict(lr=-1), "lr-str": dict(lr="a"), "momentum": dict(momentum=-0.5),
+for label, kw in {"lr-negative": dict(lr=-1), "lr-str": dict(lr="a"),
+                  "momentum": dict(momentum=-0.5),
                   "weight_decay": dict(weight_decay=-1), "nesterov": dict(nesterov=True),
                   "nesterov-dampening": dict(nesterov=True, momentum=0.9, dampening=0.1)}.items():
     case(f"SGD-{label}", lambda kw=kw: rnnx.SGD(params(), **kw))
@@ -394,7 +395,8 @@ def test_bad_input_to_the_kernels_raises_a_clear_error_in_a_child_process():
                           timeout=300, cwd=TESTS)
     lines = proc.stdout.splitlines()
     last = next((line for line in reversed(lines) if line.startswith("RUN")), "RUN ?")
-    assert proc.returncode == 0, f"child died ({proc.returncode}) in {last[4:]}: {proc.stderr[-2000:]}"
+    assert proc.returncode == 0, (f"child died ({proc.returncode}) in {last[4:]}: "
+                                  f"{proc.stderr[-2000:]}")
     results = [json.loads(line[4:]) for line in lines if line.startswith("OUT")]
     assert [r[0] for r in results] == RISKY
     bad = [(name, kind) for name, kind, clear in results

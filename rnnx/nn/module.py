@@ -7,7 +7,8 @@ backward needs, each backward call pops the most recent one (last in, first out)
 module applied several times is back-propagated by calling backward in reverse order.
 Eval mode records nothing. A module holding more than RECORDS_WARNING_THRESHOLD pending
 records warns (RecordsWarning); a backward whose gradient does not have the shape of the
-output of the forward it is paired with raises. rnnx's layers take `backward(..., input_grad=False)` when the
+output of the forward it is paired with raises.
+rnnx's layers take `backward(..., input_grad=False)` when the
 gradient with respect to their input is not wanted (their input is data, as for the first
 layer of a model): they skip computing it and return None in its place.
 """
@@ -87,8 +88,9 @@ def _mismatch(data, shape, dtype):
 
 
 def fingerprint(a):
-    """A cheap checksum of a C-contiguous array's bytes: the wrapping sum of its 8-byte words
-    (~40 GB/s; any change of one element changes it) and the trailing bytes."""
+    """A cheap checksum of an array's bytes: the wrapping sum of its 8-byte words and the
+    trailing bytes. Tens of GB/s; any change of one element changes it, as does an update of
+    them all (an optimizer step); a permutation of the words does not."""
     b = a.reshape(-1).view(np.uint8)
     k = b.size - b.size % 8
     return int(b[:k].view(np.uint64).sum()), bytes(b[k:])

@@ -151,8 +151,8 @@ def check_parameter_bytes(name, mode, I, H, L, bias, D, proj_size, dtype):
     need = dtype.itemsize * D * (G * H * I + per_direction
                                  + (L - 1) * (G * H * D * P + per_direction))
     if need > physical_memory():
-        raise ValueError(f"{name}: these sizes need {need / 2 ** 30:.3g} GiB of parameters, "
-                         f"more than this machine's {physical_memory() / 2 ** 30:.3g} GiB of memory")
+        raise ValueError(f"{name}: these sizes need {need / 2 ** 30:.3g} GiB of parameters, more "
+                         f"than this machine's {physical_memory() / 2 ** 30:.3g} GiB of memory")
 
 
 def reset_uniform(module):
