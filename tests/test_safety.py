@@ -431,3 +431,22 @@ def test_linear_zero_features_matches_torch():
     lin.bias.data[...] = t.bias.detach().numpy()
     np.testing.assert_array_equal(lin(np.zeros((3, 0), F32)),
                                   t(torch.zeros(3, 0)).detach().numpy())
+
+
+def test_parameter_assigned_to_a_recurrent_layer_is_used():
+    """lstm.weight_hh_l0 = Parameter(...) (torch allows it): forward and backward use the new
+    one, not the one the constructor made."""
+    rnnx.manual_seed(0)
+    a, b = rnnx.GRU(3, 4, num_layers=2), rnnx.GRU(3, 4, num_layers=2)
+    x = rng().standard_normal((3, 2, 3)).astype(F32)
+    for name in ("weight_hh_l1", "bias_ih_l0"):
+        setattr(a, name, nn.Parameter(getattr(b, name).data.copy()))
+    b.load_state_dict(a.state_dict())
+    out_a, out_b = a(x)[0], b(x)[0]
+    np.testing.assert_array_equal(out_a, out_b)
+    a.backward(np.ones_like(out_a))
+    b.backward(np.ones_like(out_b))
+    assert list(a.state_dict()) == list(b.state_dict())  # replaced in place, as in torch
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+    assert a.all_weights[1][1] is a.weight_hh_l1

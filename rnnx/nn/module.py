@@ -133,8 +133,11 @@ class Module:
         params = self.__dict__.get("_parameters")
         if params is None:
             raise AttributeError("call Module.__init__() before assigning attributes")
-        params.pop(name, None)
-        self._modules.pop(name, None)
+        # a Parameter (Module) replacing one keeps its place in the order, as in torch
+        if not isinstance(value, Parameter):
+            params.pop(name, None)
+        if not isinstance(value, Module):
+            self._modules.pop(name, None)
         if isinstance(value, Parameter):
             params[name] = value
         elif isinstance(value, Module):

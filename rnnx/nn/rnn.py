@@ -272,7 +272,7 @@ class RNNBase(Module):
         gate_size = NUM_GATES[mode] * hidden_size
         real_hidden = proj_size or hidden_size
         self._zero_bias = np.zeros(gate_size, self.dtype)
-        self._weights = []  # per layer, per direction: (w_ih, w_hh, b_ih, b_hh, w_hr)
+        self._weight_names = []  # per layer, per direction: names of (w_ih, w_hh, b_ih, ...)
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else real_hidden * self.num_directions
             per_dir = []
@@ -283,13 +283,12 @@ class RNNBase(Module):
                     shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
                 if proj_size:
                     shapes.append(("weight_hr", (proj_size, hidden_size)))
-                made = {}
                 for name, shape in shapes:
-                    made[name] = Parameter(np.zeros(shape, self.dtype))
-                    setattr(self, name + suffix, made[name])
-                per_dir.append(tuple(made.get(k) for k in
-                                     ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")))
-            self._weights.append(per_dir)
+                    setattr(self, name + suffix, Parameter(np.zeros(shape, self.dtype)))
+                kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+                per_dir.append(tuple(k + suffix if k + suffix in self._parameters else None
+                                     for k in kinds))
+            self._weight_names.append(per_dir)
         self.reset_parameters()
         self._expect_parameters()
         self._backward_reads = tuple(name for name in self._parameters
@@ -297,6 +296,14 @@ class RNNBase(Module):
 
     def reset_parameters(self):
         reset_uniform(self)
+
+    @property
+    def _weights(self):
+        """Per layer, per direction: the (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where
+        absent, looked up by name (a Parameter assigned in place of one is the one used)."""
+        get = self._parameters.get
+        return [[tuple(None if n is None else get(n) for n in names) for names in per_dir]
+                for per_dir in self._weight_names]
 
     @property
     def all_weights(self):
@@ -436,8 +443,9 @@ class RNNBase(Module):
         layer_in = batch.data
         layers = []
         last = self.num_layers - 1
+        weights = self._weights
         for layer in range(self.num_layers):
-            dirs = [direction_buffers(self.mode, self._weights[layer][d], h_n[layer * D + d],
+            dirs = [direction_buffers(self.mode, weights[layer][d], h_n[layer * D + d],
                                       None if c_n is None else c_n[layer * D + d], training, N, H,
                                       self._zero_bias)
                     for d in range(D)]
@@ -487,11 +495,12 @@ class RNNBase(Module):
         self._check_gradients()
         self._pop_record()
         threads = _threads.get_num_threads()
+        weights = self._weights
         for layer in reversed(range(self.num_layers)):
             layer_in, dirs, _ = rec.layers[layer]
             x_chunks = input_chunks(layer_in.shape[1], self.dtype, threads)
             for d in range(D):
-                attach_gradients(dirs[d], self._weights[layer][d], dh[layer * D + d],
+                attach_gradients(dirs[d], weights[layer][d], dh[layer * D + d],
                                  None if dc is None else dc[layer * D + d], x_chunks)
             # Gradients between layers are scratch; the input gradient goes to the caller.
             if layer > 0:
