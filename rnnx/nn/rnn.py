@@ -15,7 +15,8 @@ import numpy as np
 from .. import _random, _threads
 from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_panels,
                                    projects_per_step, x_chunks_size)
-from ..utils.rnn import PackedSequence, check_packed_indices, packing_of_lengths
+from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
+                         packing_of_lengths)
 from .._workspace import POOL
 from .module import Module, Parameter, check_dtype, check_grad_shape
 
@@ -344,9 +345,10 @@ class RNNBase(Module):
             if lengths is not None:
                 raise ValueError("lengths must be None when the input is a PackedSequence")
             data = as_float_array(input.data, self.dtype, "input")
-            bs = np.array(input.batch_sizes, dtype=np.intp)  # a copy: the record keeps it
-            if data.ndim != 2 or bs.ndim != 1 or bs.size == 0 or data.shape[0] != bs.sum():
-                raise ValueError("PackedSequence: expected data (sum(batch_sizes), input_size)")
+            if data.ndim != 2:
+                raise ValueError(f"PackedSequence: expected data (sum(batch_sizes), input_size), "
+                                 f"got shape {data.shape}")
+            bs = check_batch_sizes(input.batch_sizes, data)  # a copy: the record keeps it
             if data.shape[1] != self.input_size:
                 raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
                                  f"{self.input_size}, got {data.shape[1]}")
