@@ -11,6 +11,7 @@ from .nn import (Module, Parameter, LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, 
 from .nn import Embedding, ModuleList, ReLU, Tanh, Sigmoid, Identity, Flatten
 from .optim import SGD
 from .optim import Adam, AdamW, RMSprop, Adagrad
+from .nn import RecordsWarning
 from .utils.clip_grad import clip_grad_norm_, clip_grad_value_
 from .utils.rnn import (PackedSequence, pack_padded_sequence, pad_packed_sequence,
                         pack_sequence, pad_sequence)

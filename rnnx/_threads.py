@@ -10,7 +10,10 @@ count. NumPy's own OpenBLAS (behind `Linear` and any matmul between rnnx calls, 
 inside a kernel) follows n, when it is a library of its own.
 """
 import ctypes
+import numbers
 import os
+
+import numpy as np
 
 import scipy
 import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS, so that it can be found)
@@ -69,11 +72,25 @@ def get_num_threads():
     return _num_threads
 
 
+def max_num_threads():
+    """The most threads set_num_threads accepts: 4 per available core, at least 64 (each
+    thread gets its own kernel scratch, so an absurd count would only exhaust memory)."""
+    return max(64, 4 * _available_cores())
+
+
 def set_num_threads(n):
-    """Use n >= 1 threads in rnnx kernels and in NumPy's BLAS."""
+    """Use n threads in rnnx kernels and in NumPy's BLAS: an integer (any numbers.Integral,
+    e.g. np.int64; not bool) in [1, max_num_threads()]."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"number of threads must be a positive int, got {n!r}")
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads expects an int, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"set_num_threads expects a positive integer, got {n}")
+    cap = max_num_threads()
+    if n > cap:
+        raise ValueError(f"set_num_threads: {n} threads is more than the {cap} allowed "
+                         f"(4 per available core, at least 64)")
+    n = int(n)
     _num_threads = n
     if _numpy_blas_setter is not None:
         _numpy_blas_setter(n)

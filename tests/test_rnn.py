@@ -669,9 +669,25 @@ def test_backward_without_input_grad(mode, bidirectional):
 
 
 def test_set_num_threads_rejects_bad_values():
-    for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="positive int"):
+    for bad in (0, -1, np.int64(0)):
+        with pytest.raises(ValueError, match="positive integer"):
             rnnx.set_num_threads(bad)
+    for bad in (1.5, True, np.bool_(True), "2", None):
+        with pytest.raises(TypeError, match="expects an int"):
+            rnnx.set_num_threads(bad)
+    for huge in (rnnx._threads.max_num_threads() + 1, 2**31, 10**6):
+        with pytest.raises(ValueError, match="more than the .* allowed"):
+            rnnx.set_num_threads(huge)
+
+
+def test_set_num_threads_accepts_any_integral():
+    saved = rnnx.get_num_threads()
+    try:
+        rnnx.set_num_threads(np.int64(2))
+        assert rnnx.get_num_threads() == 2 and type(rnnx.get_num_threads()) is int
+        rnnx.set_num_threads(rnnx._threads.max_num_threads())
+    finally:
+        rnnx.set_num_threads(saved)
 
 
 # ---------------------------------------------------------------------------------------

@@ -753,11 +753,14 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
                            buf, ld, dirs)
 
 
-cdef void *_ptr(object a, int typenum, intp need, str name) except? NULL:
-    """Data pointer of a C-contiguous array of `typenum` holding at least `need` items."""
+cdef void *_ptr(object a, int typenum, intp need, str name, bint out=False) except? NULL:
+    """Data pointer of a C-contiguous array of `typenum` holding at least `need` items,
+    writeable if the kernel writes into it (`out`)."""
     if not cnp.PyArray_Check(a):
         raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray> a
+    if out and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name}: expected a writeable array, got a read-only one")
     if cnp.PyArray_TYPE(arr) != typenum:
         raise TypeError(f"{name}: expected dtype {cnp.PyArray_DescrFromType(typenum)}, got {arr.dtype}")
     if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
@@ -767,10 +770,10 @@ cdef void *_ptr(object a, int typenum, intp need, str name) except? NULL:
     return cnp.PyArray_DATA(arr)
 
 
-cdef void *_optional_ptr(object a, int typenum, intp need, str name) except? NULL:
+cdef void *_optional_ptr(object a, int typenum, intp need, str name, bint out=False) except? NULL:
     if a is None:
         return NULL
-    return _ptr(a, typenum, need, name)
+    return _ptr(a, typenum, need, name, out)
 
 
 cdef _check_packing(object batch_sizes, object offsets, intp *T, intp *B, intp *N):
@@ -806,7 +809,7 @@ cdef int _float_type(object x) except -1:
     return typenum
 
 
-def pack_panels(floating[:, :] b, floating[:, :, ::1] out):
+def pack_panels(const floating[:, :] b, floating[:, :, ::1] out):
     """out (ceil(n / w), k, w) = b (k, n, any strides) in the step GEMM's column panels of
     w = 64 bytes (microgemm.h): out[j, p, q] = b[p, j * w + q], zeros past column n."""
     cdef intp k = b.shape[0], n = b.shape[1], w = 64 // sizeof(floating), j, p, q, cols
@@ -853,7 +856,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     if not proj and P != H:
         raise ValueError("out has the wrong number of columns")
     cdef void *xp = _ptr(x, typenum, N * I, "x")
-    cdef void *op = _ptr(out, typenum, N * ndir * P, "out")
+    cdef void *op = _ptr(out, typenum, N * ndir * P, "out", True)
     cdef Dir[2] dirs
     for k in range(ndir):
         _fill_dir(&dirs[k], directions[k], typenum, cell, training, proj, False, N, B, I, H, P,
@@ -898,7 +901,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     cdef intp ld = ndir * P
     cdef void *xp = _ptr(x, typenum, N * I, "x")
     cdef void *gop = _optional_ptr(grad_out, typenum, N * ld, "grad_out")
-    cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x")
+    cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x", True)
     cdef Dir[2] dirs
     for k in range(ndir):
         _fill_dir(&dirs[k], directions[k], typenum, cell, True, proj, True, N, B, I, H, P,
@@ -947,8 +950,8 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.b_ih = NULL if backward else _ptr(a["b_ih"], typenum, GH, "b_ih")
     d.b_hh = NULL if backward else _ptr(a["b_hh"], typenum, GH, "b_hh")
     d.b_sum = NULL if backward else _ptr(a["b_sum"], typenum, GH, "b_sum")
-    d.h = _ptr(a["h"], typenum, B * P, "h")
-    d.c = _ptr(a["c"], typenum, B * H, "c") if lstm else NULL
+    d.h = _ptr(a["h"], typenum, B * P, "h", True)
+    d.c = _ptr(a["c"], typenum, B * H, "c", True) if lstm else NULL
     d.x = NULL
     cdef bint per_step = not backward and projects_per_step(cell, I, P, H, 64 // pw)
     d.xs = _ptr(a["xs"], typenum, B * GH, "xs") if per_step else NULL
@@ -966,9 +969,9 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     if backward:
         d.x_chunks = _ptr(a["x_chunks"], typenum, x_chunks_size(I, 64 // pw, num_threads),
                           "x_chunks")
-        d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih")
-        d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh")
-        d.gw_hr = _ptr(a["gw_hr"], typenum, P * H, "gw_hr") if proj else NULL
+        d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih", True)
+        d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh", True)
+        d.gw_hr = _ptr(a["gw_hr"], typenum, P * H, "gw_hr", True) if proj else NULL
         if a.get("gb_ih") is not None:
-            d.gb_ih = _ptr(a["gb_ih"], typenum, GH, "gb_ih")
-            d.gb_hh = _ptr(a["gb_hh"], typenum, GH, "gb_hh")
+            d.gb_ih = _ptr(a["gb_ih"], typenum, GH, "gb_ih", True)
+            d.gb_hh = _ptr(a["gb_hh"], typenum, GH, "gb_hh", True)

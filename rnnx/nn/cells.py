@@ -7,9 +7,9 @@ and calling backward T times in reverse order gives exactly the BPTT gradients.
 import numpy as np
 
 from .._kernels._recurrent import Cell, backward_layer, forward_layer
-from .module import Module, Parameter, check_dtype
+from .module import Module, Parameter, check_dtype, check_grad_shape
 from .._workspace import POOL
-from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes,
+from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes, contiguous,
                   direction_buffers, input_chunks, release_buffers, reset_uniform)
 
 _ONE_STEP_OFFSETS = {}
@@ -35,6 +35,7 @@ class RNNCellBase(Module):
             self.bias_hh = Parameter(np.zeros(gate_size, self.dtype))
         self._zero_bias = np.zeros(gate_size, self.dtype)
         self.reset_parameters()
+        self._expect_parameters()
 
     def reset_parameters(self):
         reset_uniform(self)
@@ -52,6 +53,7 @@ class RNNCellBase(Module):
                 self._parameters.get("bias_hh"), None)
 
     def _check_input(self, input):
+        self._check_parameters()
         name = type(self).__name__
         x = as_float_array(input, self.dtype, "input")
         if x.ndim not in (1, 2):
@@ -79,10 +81,17 @@ class RNNCellBase(Module):
             raise ValueError(f"Input batch size {B} doesn't match {what} batch size {s.shape[0]}")
         return np.array(s.reshape(B, self.hidden_size), order="C", copy=True)
 
+    def _state_grad(self, grad, x, what):
+        """The gradient of the new h (or c): the shape of the state this forward returned."""
+        if grad is not None:
+            expected = (x.shape[0], self.hidden_size) if x.ndim == 2 else (self.hidden_size,)
+            check_grad_shape(self, what, np.shape(grad), expected)
+        return self._check_state(grad, x, what)
+
     def _step(self, x, h, c):
         """One kernel step; h (B, H) and c become the new state. Returns the record."""
         unbatched = x.ndim == 1
-        x2 = np.ascontiguousarray(x.reshape(-1, self.input_size))
+        x2 = contiguous(x.reshape(-1, self.input_size), self._recording)
         B = x2.shape[0]
         bs, offsets = _one_step_packing(B)
         recording = self._recording
@@ -91,16 +100,20 @@ class RNNCellBase(Module):
         out = np.empty((B, self.hidden_size), self.dtype)
         forward_layer(int(self.mode), recording, x2, bs, offsets, [bufs], out, self.hidden_size)
         if recording:
-            self._push_record((x2, bufs, unbatched))
+            self._push_record((x2, bufs, unbatched,
+                               self._fingerprint_weights(("weight_ih", "weight_hh"))))
         else:
             release_buffers(bufs)
 
     def _backward_step(self, grad_h, grad_c, input_grad):
-        x2, bufs, unbatched = self._peek_record()
+        x2, bufs, unbatched, weights = self._peek_record()
         B = x2.shape[0]
         shape_x = x2[0] if unbatched else x2
-        dh = self._check_state(grad_h, shape_x, "grad_h")
-        dc = self._check_state(grad_c, shape_x, "grad_c") if self.mode == Cell.LSTM else None
+        dh = self._state_grad(grad_h, shape_x, "grad_h")
+        dc = self._state_grad(grad_c, shape_x, "grad_c") if self.mode == Cell.LSTM else None
+        self._check_parameters()
+        self._check_unmodified(weights)
+        self._check_gradients()
         self._pop_record()
         x_chunks = input_chunks(x2.shape[1], x2.dtype, 1)
         attach_gradients(bufs, self._weights(), dh, dc, x_chunks)

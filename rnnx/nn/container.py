@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .module import Module, accepts_input_grad
+from .module import Module, accepts_input_grad, check_grad_shape
 
 
 class Sequential(Module):
@@ -198,12 +198,11 @@ class LastHidden(Module):
         return np.concatenate(list(h_n[-rows:]), axis=-1) if rows == 2 else h_n[-1]
 
     def backward(self, grad):
-        shape, dtype, is_lstm = self._pop_record()
-        grad = np.asarray(grad, dtype=dtype)
+        shape, dtype, is_lstm = self._peek_record()
         rows = 2 if self.bidirectional else 1
-        expected = shape[1:-1] + (rows * shape[-1],)
-        if grad.shape != expected:
-            raise ValueError(f"LastHidden.backward: expected grad of shape {expected}, got {grad.shape}")
+        check_grad_shape(self, "grad", np.shape(grad), shape[1:-1] + (rows * shape[-1],))
+        grad = np.asarray(grad, dtype=dtype)
+        self._pop_record()
         grad_h_n = np.zeros(shape, dtype)
         grad_h_n[-rows:] = np.stack(np.split(grad, rows, axis=-1))
         return (None, (grad_h_n, None)) if is_lstm else (None, grad_h_n)
@@ -235,12 +234,11 @@ class LastTimeStep(Module):
         return out[self._time_index(out.ndim)]
 
     def backward(self, grad):
-        shape, dtype = self._pop_record()
+        shape, dtype = self._peek_record()
         grad_out = np.zeros(shape, dtype)
         idx = self._time_index(len(shape))
-        if np.shape(grad) != grad_out[idx].shape:
-            raise ValueError(f"LastTimeStep.backward: expected grad of shape "
-                             f"{grad_out[idx].shape}, got {np.shape(grad)}")
+        check_grad_shape(self, "grad", np.shape(grad), grad_out[idx].shape)
+        self._pop_record()
         grad_out[idx] = grad
         return grad_out, None
 

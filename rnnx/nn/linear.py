@@ -1,10 +1,11 @@
 """Linear (affine) layer and Dropout, mirroring torch.nn.Linear / torch.nn.Dropout."""
 import math
+import warnings
 
 import numpy as np
 
 from .._random import default_generator
-from .module import FLOAT_DTYPES, Module, Parameter, check_dtype
+from .module import FLOAT_DTYPES, Module, Parameter, check_dtype, check_grad_shape
 
 
 def as_float_array(x, dtype=None, what="input"):
@@ -40,32 +41,40 @@ class Linear(Module):
         self.out_features = int(out_features)
         self.dtype = check_dtype(dtype)
         bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        if in_features * out_features == 0:
+            warnings.warn("Initializing zero-element tensors is a no-op")  # as torch's
         rng = default_generator()
         self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(self.dtype))
         self.bias = (Parameter(rng.uniform(-bound, bound, out_features).astype(self.dtype))
                      if bias else None)
+        self._expect_parameters()
 
     def forward(self, x):
+        self._check_parameters()
         x = as_float_array(x, self.dtype)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input of shape (..., {self.in_features}), "
                              f"got shape {x.shape}")
-        x2 = x.reshape(-1, self.in_features)
+        lead = x.shape[:-1]
+        # rows given explicitly: reshape(-1, 0) is ambiguous for in_features = 0
+        x2 = x.reshape(math.prod(lead), self.in_features)
         y = x2 @ self.weight.data.T
         if self.bias is not None:
             y += self.bias.data
-        self._push_record((x2, x.shape[:-1]))
-        return y.reshape(x.shape[:-1] + (self.out_features,))
+        if self._recording:  # the record owns its input: a caller refilling x cannot change it
+            self._push_record((x2.copy(), lead, self._fingerprint_weights(("weight",))))
+        return y.reshape(lead + (self.out_features,))
 
     def backward(self, grad_y, *, input_grad=True):
         """Accumulates weight.grad and bias.grad; returns grad_x (None if not input_grad)."""
-        x2, lead = self._peek_record()
+        x2, lead, weights = self._peek_record()
         grad_y = as_float_array(grad_y, self.dtype, "grad_y")
-        if grad_y.shape != lead + (self.out_features,):
-            raise ValueError(f"Linear.backward: expected grad_y of shape "
-                             f"{lead + (self.out_features,)}, got {grad_y.shape}")
+        check_grad_shape(self, "grad_y", grad_y.shape, lead + (self.out_features,))
+        self._check_parameters()
+        self._check_unmodified(weights)
+        self._check_gradients()
         self._pop_record()
-        g2 = grad_y.reshape(-1, self.out_features)
+        g2 = grad_y.reshape(x2.shape[0], self.out_features)
         if self.weight.requires_grad:
             self.weight.accumulate_grad(g2.T @ x2)
         if self.bias is not None and self.bias.requires_grad:
@@ -94,7 +103,7 @@ class Dropout(Module):
     def forward(self, x):
         x = as_float_array(x, self.dtype)
         if not self.training or self.p == 0.0:
-            self._push_record(None)
+            self._push_record(x.shape)
             return x
         keep = default_generator().random(x.shape, dtype=x.dtype) >= self.p
         scale = x.dtype.type(0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p))
@@ -103,14 +112,11 @@ class Dropout(Module):
         return x * mask
 
     def backward(self, grad_y, *, input_grad=True):
-        mask = self._peek_record()
-        if mask is None:
-            grad_y = as_float_array(grad_y, self.dtype, "grad_y")
-        else:
-            grad_y = as_float_array(grad_y, mask.dtype, "grad_y")
-            if grad_y.shape != mask.shape:
-                raise ValueError(f"Dropout.backward: expected grad_y of shape {mask.shape}, "
-                                 f"got {grad_y.shape}")
+        mask = self._peek_record()  # the mask, or the output's shape when there is none
+        is_mask = isinstance(mask, np.ndarray)
+        grad_y = as_float_array(grad_y, mask.dtype if is_mask else self.dtype, "grad_y")
+        check_grad_shape(self, "grad_y", grad_y.shape, mask.shape if is_mask else mask)
+        if is_mask:
             grad_y = grad_y * mask
         self._pop_record()
         return grad_y if input_grad else None

@@ -7,7 +7,7 @@ Losses compute in the input's float dtype (dtype=None) or cast the input to `dty
 import numpy as np
 
 from .linear import as_float_array, optional_dtype
-from .module import Module
+from .module import Module, check_grad_shape
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -37,9 +37,8 @@ class _Loss(Module):
         """Per-element factor d(grad_loss * loss)/d(loss_i), broadcast to loss_shape."""
         g = as_float_array(1.0 if grad_loss is None else grad_loss, dtype, "grad_loss")
         expected = loss_shape if self.reduction == "none" else ()
-        if g.shape not in (expected, ()):
-            raise ValueError(f"{type(self).__name__}.backward: expected grad_loss of shape "
-                             f"{expected}, got {g.shape}")
+        if g.shape != ():  # a scalar factor applies to every element
+            check_grad_shape(self, "grad_loss", g.shape, expected)
         if self.reduction == "mean":
             with np.errstate(invalid="ignore", divide="ignore"):
                 g = g / dtype.type(denominator)

@@ -5,11 +5,15 @@ attribute assignment as in torch.nn. Layers run forward with `module(x)` and bac
 `module.backward(grad)`: each forward call in training mode pushes a record of what its
 backward needs, each backward call pops the most recent one (last in, first out), so a
 module applied several times is back-propagated by calling backward in reverse order.
-Eval mode, or any mode inside `rnnx.no_grad()`, records nothing. rnnx's layers take
-`backward(..., input_grad=False)` when the gradient with respect to their input is not wanted (their input is data, as for the first
-layer of a model): they skip computing it and return None in its place.
+Eval mode, or any mode inside `rnnx.no_grad()`, records nothing. A module holding more than
+RECORDS_WARNING_THRESHOLD pending records warns (RecordsWarning); a backward whose gradient
+does not have the shape of the output of the forward it is paired with raises.
+rnnx's layers take `backward(..., input_grad=False)` when the gradient with respect to their
+input is not wanted (their input is data, as for the first layer of a model): they skip
+computing it and return None in its place.
 """
 import inspect
+import warnings
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -17,6 +21,12 @@ import numpy as np
 from .._grad_mode import is_grad_enabled
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+RECORDS_WARNING_THRESHOLD = 64
+
+
+class RecordsWarning(RuntimeWarning):
+    """A module holds more pending forward records than RECORDS_WARNING_THRESHOLD: forwards
+    in training mode whose backward never comes (each keeps its activations)."""
 
 
 def check_dtype(dtype):
@@ -56,6 +66,55 @@ def accepts_input_grad(module):
         return "input_grad" in inspect.signature(module.backward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def check_grad_shape(module, what, got, expected):
+    """ValueError unless a gradient's shape `got` is `expected`, the shape of the output of
+    the forward call whose record the backward consumes."""
+    if tuple(got) != tuple(expected):
+        raise ValueError(f"{type(module).__name__}.backward: expected {what} of shape "
+                         f"{tuple(expected)}, got {tuple(got)} (a gradient must have the shape of "
+                         f"the output of the forward call it back-propagates: the most recent "
+                         f"one still pending)")
+
+
+def grad_buffer(name, p):
+    """p.grad as the array backward accumulates into: a writeable C-contiguous array of
+    p.data's shape and dtype (a zeroed one when p.grad is None); ValueError/TypeError naming
+    the parameter otherwise, before any kernel writes into it."""
+    g, data = p.grad, p.data
+    if g is None:
+        g = p.grad = np.zeros(data.shape, data.dtype)
+        return g
+    if not isinstance(g, np.ndarray):
+        raise TypeError(f"{name}.grad: expected a numpy array, got {type(g).__name__}")
+    if g.shape != data.shape or g.dtype != data.dtype:
+        raise ValueError(f"{name}.grad: expected an array of shape {data.shape} and dtype "
+                         f"{data.dtype} (the parameter's), got shape {g.shape} and dtype {g.dtype}")
+    if not g.flags.writeable:
+        raise ValueError(f"{name}.grad is read-only: backward accumulates into it; give the "
+                         f"parameter a writeable gradient (e.g. p.grad = np.zeros_like(p.data))")
+    if not g.flags.c_contiguous:
+        raise ValueError(f"{name}.grad: expected a C-contiguous array")
+    return g
+
+
+def _mismatch(data, shape, dtype):
+    """What is wrong with a parameter's data, for _check_parameters' message."""
+    if data.shape != shape:
+        return f"expected {shape}, got {data.shape}"
+    if data.dtype != dtype:
+        return f"expected dtype {dtype} (the module's), got {data.dtype}"
+    return "expected a C-contiguous array, got a strided view"
+
+
+def fingerprint(a):
+    """A cheap checksum of an array's bytes: the wrapping sum of its 8-byte words and the
+    trailing bytes. Tens of GB/s; any change of one element changes it, as does an update of
+    them all (an optimizer step); a permutation of the words does not."""
+    b = a.reshape(-1).view(np.uint8)
+    k = b.size - b.size % 8
+    return int(b[:k].view(np.uint64).sum()), bytes(b[k:])
 
 
 class Parameter:
@@ -173,8 +232,11 @@ class Module:
         params = self.__dict__.get("_parameters")
         if params is None:
             raise AttributeError("call Module.__init__() before assigning attributes")
-        params.pop(name, None)
-        self._modules.pop(name, None)
+        # a Parameter (Module) replacing one keeps its place in the order, as in torch
+        if not isinstance(value, Parameter):
+            params.pop(name, None)
+        if not isinstance(value, Module):
+            self._modules.pop(name, None)
         if isinstance(value, Parameter):
             params[name] = value
         elif isinstance(value, Module):
@@ -261,9 +323,56 @@ class Module:
         return self
 
     def clear_records(self):
-        """Drop every pending forward record (e.g. after a forward whose backward is skipped)."""
+        """Drop every pending forward record of this module and its children (e.g. after a
+        forward whose backward is skipped)."""
         for m in self.modules():
             m._records.clear()
+
+    # -- checks of what forward reads and backward writes ------------------------------------
+    def _expect_parameters(self):
+        """Cache the parameters' current shapes as the ones forward requires (layers call it at
+        the end of __init__); _check_parameters compares against them."""
+        object.__setattr__(self, "_parameter_shapes",
+                           tuple((name, p.data.shape) for name, p in self._parameters.items()))
+
+    def _check_parameters(self):
+        """ValueError/TypeError naming the first parameter whose data is not a C-contiguous
+        array of its expected shape and the module's dtype (a transposed or resized .data)."""
+        params, dtype = self._parameters, self.dtype
+        for name, shape in self._parameter_shapes:
+            p = params.get(name)
+            data = getattr(p, "data", None)
+            if not isinstance(data, np.ndarray):
+                raise TypeError(f"{type(self).__name__}.{name}: expected a Parameter holding a "
+                                f"numpy array, got {type(data if p is not None else p).__name__}")
+            if data.shape != shape or data.dtype != dtype or not data.flags.c_contiguous:
+                raise ValueError(f"{type(self).__name__}.{name}: "
+                                 + _mismatch(data, shape, dtype))
+
+    def _check_gradients(self):
+        """grad_buffer() of every own parameter that takes a gradient (frozen ones,
+        requires_grad=False, get none): all checked before backward writes any."""
+        for name, p in self._parameters.items():
+            if p.requires_grad:
+                grad_buffer(f"{type(self).__name__}.{name}", p)
+
+    def _fingerprint_weights(self, names):
+        """(name, fingerprint) of the named parameters, which backward reads: taken by forward
+        in training mode, compared by _check_unmodified."""
+        params = self._parameters
+        return tuple((name, fingerprint(params[name].data)) for name in names)
+
+    def _check_unmodified(self, fingerprints):
+        """RuntimeError if a parameter that backward reads changed since its forward."""
+        params = self._parameters
+        for name, fp in fingerprints:
+            if fingerprint(params[name].data) != fp:
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified by "
+                    f"an inplace operation: {type(self).__name__}.{name} changed between the "
+                    f"forward call and this backward (e.g. an optimizer step before backward); "
+                    f"call backward before changing the weights, or clear_records() and run "
+                    f"forward again")
 
     # -- dtype and device ------------------------------------------------------------------
     def to(self, *args, dtype=None, device=None):
@@ -348,7 +457,15 @@ class Module:
 
     def _push_record(self, record):
         if self._recording:
-            self._records.append(record)
+            records = self._records
+            records.append(record)
+            if len(records) == RECORDS_WARNING_THRESHOLD + 1:
+                warnings.warn(
+                    f"{type(self).__name__} holds {len(records)} forward records waiting for "
+                    f"backward(): every forward in training mode keeps what its backward needs "
+                    f"until a backward() call consumes it. For forwards without backward use "
+                    f"model.eval() or `with rnnx.no_grad():`; drop pending records with "
+                    f"model.clear_records()", RecordsWarning, stacklevel=4)
 
     def _peek_record(self):
         """The most recent forward record, left in place (backward validates its gradient

@@ -7,6 +7,7 @@ batch with `lengths`, or a PackedSequence, is gathered once, so the work scales 
 sum of the lengths.
 """
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -14,9 +15,10 @@ import numpy as np
 from .. import _random, _threads
 from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_panels,
                                    projects_per_step, x_chunks_size)
-from ..utils.rnn import PackedSequence, packing_of_lengths
+from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
+                         packing_of_lengths)
 from .._workspace import POOL
-from .module import Module, Parameter, check_dtype
+from .module import Module, Parameter, check_dtype, check_grad_shape
 
 NUM_GATES = {Cell.RNN_TANH: 1, Cell.RNN_RELU: 1, Cell.LSTM: 4, Cell.GRU: 3}
 
@@ -132,11 +134,39 @@ def attach_gradients(bufs, weights, dh, dc, x_chunks):
     return bufs
 
 
+def contiguous(x, own):
+    """x as a C-contiguous array, a copy of its own when `own`: a training record keeps the
+    layer input for backward, and the caller refilling its buffer before backward must not
+    change the gradients."""
+    return np.array(x, order="C", copy=True) if own else np.ascontiguousarray(x)
+
+
 def check_int_sizes(**sizes):
     """TypeError unless every value is an int (bool excluded), as torch's messages say."""
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+
+
+def physical_memory():
+    """Bytes of RAM of this machine (2**40 where it cannot be found)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2 ** 40
+
+
+def check_parameter_bytes(name, mode, I, H, L, bias, D, proj_size, dtype):
+    """ValueError before allocating anything if the parameters alone would not fit in this
+    machine's memory (numpy refuses one array too big to address; a huge num_layers would
+    make many arrays instead, for minutes, until memory runs out)."""
+    G, P = NUM_GATES[mode], proj_size or H
+    per_direction = G * H * (P + 2 * bias) + P * H * (proj_size > 0)
+    need = dtype.itemsize * D * (G * H * I + per_direction
+                                 + (L - 1) * (G * H * D * P + per_direction))
+    if need > physical_memory():
+        raise ValueError(f"{name}: these sizes need {need / 2 ** 30:.3g} GiB of parameters, more "
+                         f"than this machine's {physical_memory() / 2 ** 30:.3g} GiB of memory")
 
 
 def reset_uniform(module):
@@ -188,22 +218,20 @@ class _Batch:
             return out[:, 0]
         return out.transpose(1, 0, 2) if self.batch_first else out
 
-    def from_caller(self, grad, width, dtype):
+    def from_caller(self, module, grad, width, dtype):
         """Gradient in the caller's output form -> (N, width) packed rows (None stays None)."""
         if grad is None:
             return None
         if self.form == "packed":
             data = grad.data if isinstance(grad, PackedSequence) else grad
             data = as_float_array(data, dtype, "grad_output")
-            if data.shape != (self.data.shape[0], width):
-                raise ValueError(f"grad_output: expected packed data of shape "
-                                 f"{(self.data.shape[0], width)}, got {data.shape}")
+            check_grad_shape(module, "grad_output (packed data)", data.shape,
+                             (self.data.shape[0], width))
             return np.ascontiguousarray(data)
         grad = as_float_array(grad, dtype, "grad_output")
         expected = ((self.T, width) if self.unbatched else
                     (self.B, self.T, width) if self.batch_first else (self.T, self.B, width))
-        if grad.shape != expected:
-            raise ValueError(f"grad_output: expected shape {expected}, got {grad.shape}")
+        check_grad_shape(module, "grad_output", grad.shape, expected)
         if self.unbatched:
             grad = grad[:, None]
         elif self.batch_first:
@@ -212,10 +240,11 @@ class _Batch:
 
 
 class _Record:
-    __slots__ = ("batch", "layers", "has_c")
+    __slots__ = ("batch", "layers", "has_c", "weights")
 
-    def __init__(self, batch, layers, has_c):
+    def __init__(self, batch, layers, has_c, weights):
         self.batch, self.layers, self.has_c = batch, layers, has_c
+        self.weights = weights  # fingerprints of the weights backward reads
 
 
 class RNNBase(Module):
@@ -246,6 +275,8 @@ class RNNBase(Module):
             raise ValueError("proj_size has to be smaller than hidden_size")
         if proj_size and mode != Cell.LSTM:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        check_parameter_bytes(type(self).__name__, mode, input_size, hidden_size, num_layers,
+                              bias, 2 if bidirectional else 1, proj_size, check_dtype(dtype))
         self.mode = mode
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.bias, self.batch_first = bool(bias), bool(batch_first)
@@ -255,7 +286,7 @@ class RNNBase(Module):
         gate_size = NUM_GATES[mode] * hidden_size
         real_hidden = proj_size or hidden_size
         self._zero_bias = np.zeros(gate_size, self.dtype)
-        self._weights = []  # per layer, per direction: (w_ih, w_hh, b_ih, b_hh, w_hr)
+        self._weight_names = []  # per layer, per direction: names of (w_ih, w_hh, b_ih, ...)
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else real_hidden * self.num_directions
             per_dir = []
@@ -266,17 +297,27 @@ class RNNBase(Module):
                     shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
                 if proj_size:
                     shapes.append(("weight_hr", (proj_size, hidden_size)))
-                made = {}
                 for name, shape in shapes:
-                    made[name] = Parameter(np.zeros(shape, self.dtype))
-                    setattr(self, name + suffix, made[name])
-                per_dir.append(tuple(made.get(k) for k in
-                                     ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")))
-            self._weights.append(per_dir)
+                    setattr(self, name + suffix, Parameter(np.zeros(shape, self.dtype)))
+                kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+                per_dir.append(tuple(k + suffix if k + suffix in self._parameters else None
+                                     for k in kinds))
+            self._weight_names.append(per_dir)
         self.reset_parameters()
+        self._expect_parameters()
+        self._backward_reads = tuple(name for name in self._parameters
+                                     if name.startswith("weight_"))
 
     def reset_parameters(self):
         reset_uniform(self)
+
+    @property
+    def _weights(self):
+        """Per layer, per direction: the (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where
+        absent, looked up by name (a Parameter assigned in place of one is the one used)."""
+        get = self._parameters.get
+        return [[tuple(None if n is None else get(n) for n in names) for names in per_dir]
+                for per_dir in self._weight_names]
 
     @property
     def all_weights(self):
@@ -317,16 +358,19 @@ class RNNBase(Module):
             if lengths is not None:
                 raise ValueError("lengths must be None when the input is a PackedSequence")
             data = as_float_array(input.data, self.dtype, "input")
-            bs = np.asarray(input.batch_sizes, dtype=np.intp)
-            if data.ndim != 2 or bs.ndim != 1 or bs.size == 0 or data.shape[0] != bs.sum():
-                raise ValueError("PackedSequence: expected data (sum(batch_sizes), input_size)")
+            if data.ndim != 2:
+                raise ValueError(f"PackedSequence: expected data (sum(batch_sizes), input_size), "
+                                 f"got shape {data.shape}")
+            bs = check_batch_sizes(input.batch_sizes, data)  # a copy: the record keeps it
             if data.shape[1] != self.input_size:
                 raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
                                  f"{self.input_size}, got {data.shape[1]}")
+            sorted_idx, unsorted_idx = check_packed_indices(input.sorted_indices,
+                                                            input.unsorted_indices, int(bs[0]))
             offsets = np.zeros(bs.size + 1, np.intp)
             np.cumsum(bs, out=offsets[1:])
-            return _Batch(np.ascontiguousarray(data), bs, offsets, input.sorted_indices,
-                          input.unsorted_indices, None, "packed", bs.size, int(bs[0]))
+            return _Batch(contiguous(data, self._recording), bs, offsets, sorted_idx, unsorted_idx,
+                          None, "packed", bs.size, int(bs[0]))
         x = as_float_array(input, self.dtype, "input")
         if x.ndim not in (2, 3):
             raise ValueError(f"{name}: Expected input to be 2D or 3D, got {x.ndim}D input instead")
@@ -345,15 +389,12 @@ class RNNBase(Module):
         if lengths is None:
             bs = np.full(T, B, np.intp)
             offsets = np.arange(T + 1, dtype=np.intp) * B
-            # A training record keeps the input for backward: own a copy, so that the caller
-            # refilling its buffer before backward cannot change the gradients.
-            data = np.array(x, order="C", copy=True) if self._recording else np.ascontiguousarray(x)
-            return _Batch(data.reshape(T * B, -1), bs, offsets, None, None,
+            return _Batch(contiguous(x, self._recording).reshape(T * B, -1), bs, offsets, None, None,
                           None, "padded", T, B, self.batch_first, unbatched)
         bs, offsets, sorted_idx, unsorted_idx, rows = packing_of_lengths(lengths, T, B)
         batch = _Batch(None, bs, offsets, sorted_idx, unsorted_idx, rows, "padded", T, B,
                        self.batch_first, unbatched)
-        batch.data = np.ascontiguousarray(batch.pack(x))
+        batch.data = contiguous(batch.pack(x), self._recording and batch.rows is None)
         return batch
 
     def _initial_state(self, hx, batch, what, width):
@@ -404,6 +445,7 @@ class RNNBase(Module):
         out: (T, B, D * P) (P = proj_size or hidden_size), zeros past each sequence's end;
         h_n: (L * D, B, P); c_n: (L * D, B, H).
         """
+        self._check_parameters()
         h0, c0 = self._split_hx(hx)
         batch = self._make_batch(input, lengths)
         H, P, D = self.hidden_size, self._state_size, self.num_directions
@@ -416,10 +458,11 @@ class RNNBase(Module):
         layer_in = batch.data
         layers = []
         last = self.num_layers - 1
+        weights = self._weights
         for layer in range(self.num_layers):
-            dirs = [direction_buffers(self.mode, self._weights[layer][d], h_n[layer * D + d],
-                                      None if c_n is None else c_n[layer * D + d], recording, N,
-                                      H, self._zero_bias)
+            dirs = [direction_buffers(self.mode, weights[layer][d], h_n[layer * D + d],
+                                      None if c_n is None else c_n[layer * D + d], recording, N, H,
+                                      self._zero_bias)
                     for d in range(D)]
             # Outputs between layers are scratch; the last one goes to the caller.
             shape = (N, D * P)
@@ -439,7 +482,8 @@ class RNNBase(Module):
                     POOL.give(layer_in)
             layer_in = out
         if recording:
-            self._push_record(_Record(batch, layers, lstm))
+            self._push_record(_Record(batch, layers, lstm,
+                                      self._fingerprint_weights(self._backward_reads)))
         output = batch.to_caller(layer_in)
         h_out = self._final_state(h_n, batch)
         if lstm:
@@ -460,14 +504,18 @@ class RNNBase(Module):
         gh, gc = self._split_hx(grad_hx)
         dh = self._initial_state(gh, batch, "grad_h_n", P)
         dc = self._initial_state(gc, batch, "grad_c_n", H) if rec.has_c else None
-        grad = batch.from_caller(grad_output, D * P, self.dtype)
+        grad = batch.from_caller(self, grad_output, D * P, self.dtype)
+        self._check_parameters()
+        self._check_unmodified(rec.weights)
+        self._check_gradients()
         self._pop_record()
         threads = _threads.get_num_threads()
+        weights = self._weights
         for layer in reversed(range(self.num_layers)):
             layer_in, dirs, _ = rec.layers[layer]
             x_chunks = input_chunks(layer_in.shape[1], self.dtype, threads)
             for d in range(D):
-                attach_gradients(dirs[d], self._weights[layer][d], dh[layer * D + d],
+                attach_gradients(dirs[d], weights[layer][d], dh[layer * D + d],
                                  None if dc is None else dc[layer * D + d], x_chunks)
             # Gradients between layers are scratch; the input gradient goes to the caller.
             if layer > 0:

@@ -37,6 +37,58 @@ def invert_permutation(permutation):
     return inverse
 
 
+def check_batch_sizes(batch_sizes, data):
+    """A PackedSequence's batch_sizes as a (T,) intp array: T >= 1 positive, non-increasing
+    counts summing to data's number of rows; ValueError/TypeError otherwise."""
+    bs = np.asarray(batch_sizes)
+    if bs.dtype.kind not in "iu":
+        raise TypeError(f"PackedSequence: batch_sizes must be integers, got dtype {bs.dtype}")
+    if bs.ndim != 1 or bs.size == 0:
+        raise ValueError(f"PackedSequence: batch_sizes must be a non-empty 1-D array, got shape "
+                         f"{bs.shape}")
+    bs = bs.astype(np.intp)
+    if bs[-1] < 1 or np.any(np.diff(bs) > 0):
+        raise ValueError(f"PackedSequence: batch_sizes must be positive and non-increasing, got "
+                         f"{bs[:8].tolist()}{' ...' if bs.size > 8 else ''}")
+    if data.ndim < 1 or data.shape[0] != bs.sum():
+        raise ValueError(f"PackedSequence: data must have sum(batch_sizes) = {bs.sum()} rows, "
+                         f"got shape {data.shape}")
+    return bs
+
+
+def check_packed_indices(sorted_indices, unsorted_indices, B):
+    """A PackedSequence's (sorted_indices, unsorted_indices) checked against its batch size B:
+    None and None, or two (B,) integer arrays, permutations of range(B) and inverses of each
+    other (unsorted_indices None is computed). Returns them as intp arrays of their own (a
+    record may keep them); TypeError/ValueError otherwise."""
+    if sorted_indices is None:
+        if unsorted_indices is not None:
+            raise ValueError("PackedSequence: unsorted_indices given without sorted_indices")
+        return None, None
+    sorted_indices = _check_permutation(sorted_indices, B, "sorted_indices")
+    if unsorted_indices is None:
+        return sorted_indices, invert_permutation(sorted_indices)
+    unsorted_indices = _check_permutation(unsorted_indices, B, "unsorted_indices")
+    if not np.array_equal(sorted_indices[unsorted_indices], np.arange(B)):
+        raise ValueError("PackedSequence: unsorted_indices must be the inverse permutation of "
+                         "sorted_indices")
+    return sorted_indices, unsorted_indices
+
+
+def _check_permutation(indices, B, what):
+    arr = np.asarray(indices)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"PackedSequence: {what} must be integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"PackedSequence: {what} must have shape ({B},) (the batch size, "
+                         f"batch_sizes[0]), got {arr.shape}")
+    arr = arr.astype(np.intp)  # a copy
+    if B and (arr.min() < 0 or arr.max() >= B or np.bincount(arr, minlength=B).max() != 1):
+        raise ValueError(f"PackedSequence: {what} must be a permutation of range({B}), got "
+                         f"{arr[:8].tolist()}{' ...' if B > 8 else ''}")
+    return arr
+
+
 def check_lengths(lengths, T, B):
     """lengths as a (B,) int64 array with every value in [1, T]; ValueError otherwise."""
     arr = np.asarray(lengths)
@@ -105,8 +157,11 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
 
 def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_length=None):
     """Inverse of pack_padded_sequence: (padded (T, B, *), lengths (B,) int64, original order)."""
+    if not isinstance(sequence, PackedSequence):
+        raise TypeError(f"pad_packed_sequence expects a PackedSequence, got "
+                        f"{type(sequence).__name__}")
     data = np.asarray(sequence.data)
-    batch_sizes = np.asarray(sequence.batch_sizes, dtype=np.intp)
+    batch_sizes = check_batch_sizes(sequence.batch_sizes, data)
     B, max_len = int(batch_sizes[0]), batch_sizes.size
     if total_length is None:
         total_length = max_len
@@ -116,8 +171,10 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
                          f"sequence length being {max_len}")
     # lengths_sorted[i] = number of steps in which sorted position i is present
     lengths_sorted = (batch_sizes[None, :] > np.arange(B)[:, None]).sum(axis=1)
-    sorted_indices = (np.arange(B) if sequence.sorted_indices is None
-                      else np.asarray(sequence.sorted_indices))
+    sorted_indices, _ = check_packed_indices(sequence.sorted_indices,
+                                             sequence.unsorted_indices, B)
+    if sorted_indices is None:
+        sorted_indices = np.arange(B)
     offsets = np.zeros(max_len + 1, np.intp)
     np.cumsum(batch_sizes, out=offsets[1:])
     t_idx = np.repeat(np.arange(max_len), batch_sizes)
