@@ -52,6 +52,17 @@ cdef extern from *:
     unsigned int rnnx_flush_denormals() noexcept nogil
     void rnnx_restore_fp_mode(unsigned int) noexcept nogil
 
+cdef extern from *:
+    """
+    #ifndef RNNX_BUILD_FLAGS
+    #define RNNX_BUILD_FLAGS ""
+    #endif
+    """
+    const char *RNNX_BUILD_FLAGS
+
+# The instruction-set flags this module was compiled with (setup.py's LEVELS).
+BUILD_FLAGS = (<bytes> RNNX_BUILD_FLAGS).decode()
+
 # Cell kinds and their number of gates.
 cpdef enum Cell:
     RNN_TANH = 0
