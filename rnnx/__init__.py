@@ -14,6 +14,7 @@ from .utils.rnn import (PackedSequence, pack_padded_sequence, pad_packed_sequenc
                         pack_sequence, pad_sequence)
 from ._threads import get_num_threads, set_num_threads
 from ._config import show_config
+from ._backend import get_gemm_backend, set_gemm_backend
 from .serialization import save, load
 from .train import Trainer
 from . import nn, optim, utils

@@ -4,6 +4,7 @@ import os
 from threadpoolctl import ThreadpoolController
 
 from . import _threads
+from ._backend import get_gemm_backend
 from ._kernels import _recurrent
 from ._kernels._cpu import supported_levels
 
@@ -34,6 +35,7 @@ def config():
             "forced by RNNX_CPU_LEVEL": bool(os.environ.get("RNNX_CPU_LEVEL")),
             "compiled": list(_recurrent.compiled_levels()),
             "this CPU runs": list(supported_levels()),
+            "gemm backend": get_gemm_backend(),
         },
         "threads": {"rnnx.get_num_threads()": _threads.get_num_threads()},
         "blas": blas,
@@ -44,7 +46,7 @@ def config():
 
 def show_config(mode="stdout"):
     """Print the rnnx version, the kernel level chosen (and its -march flags, those compiled,
-    those this CPU runs), rnnx's thread count, the BLAS libraries (scipy's, which the kernels
+    those this CPU runs), the GEMM backend, rnnx's thread count, the BLAS libraries (scipy's, which the kernels
     call, and numpy's: version, threading layer, threads) and the OpenMP runtime, from
     threadpoolctl. mode="dicts" returns them as a dict instead of printing."""
     if mode not in ("stdout", "dicts"):
