@@ -78,8 +78,8 @@ cpdef enum Cell:
 
 cdef int[4] NUM_GATES = [1, 1, 4, 3]
 
-# GEMM backends: AUTO picks per product (_use_blas), the others run every product through
-# the micro-kernel (microgemm.h) or through BLAS (scipy.linalg.cython_blas).
+# GEMM backends: AUTO picks per kind of product (_use_blas); the others run every product
+# through the micro-kernel (microgemm.h) or through BLAS (scipy.linalg.cython_blas).
 cpdef enum GemmBackend:
     GEMM_AUTO = 0
     GEMM_BLAS = 1
@@ -206,24 +206,15 @@ cdef inline void _panel_gemm(intp m, intp n, intp k, const floating *a, intp ars
         rnnx_dgemm_nn(m, n, k, a, ars, aps, bp, panel_stride, accumulate, c, ldc)
 
 
-cdef bint _auto_blas(Product kind, intp m, intp n, intp k) noexcept nogil:
-    """The AUTO backend's choice for a product C (m, n) = A (m, k) @ B (k, n) of this kind,
-    from measurements (README, "GEMM backends")."""
-    return False
-
-
-cdef bint _use_blas(const Dir *d, Product kind, intp m, intp n, intp k) noexcept nogil:
-    """Whether the product C (m, n) = A (m, k) @ B (k, n) of this kind runs through BLAS."""
+cdef bint _use_blas(const Dir *d, Product kind) noexcept nogil:
+    """Whether products of this kind run through BLAS. AUTO, from measurements (README, "GEMM
+    backends"): the time loop's products (a few rows per step, the weights packed once per
+    call) through the micro-kernel, the whole-sequence ones (thousands of rows, or a long k)
+    through BLAS. The time loop's choice is one for all its products, forward and backward:
+    the row blocks and team shares follow it (BLAS_ROWS, BLAS_COLS)."""
     if d.gemm_backend != GEMM_AUTO:
         return d.gemm_backend == GEMM_BLAS
-    return _auto_blas(kind, m, n, k)
-
-
-cdef inline bint _blas_steps(const Dir *d, intp B, intp GH, intp P) noexcept nogil:
-    """Whether the time loop's products of a layer (batch B, G*H gates, P hidden outputs) run
-    through BLAS: one choice for all of them, forward and backward, since the row blocks and
-    team shares follow it (BLAS_ROWS, BLAS_COLS)."""
-    return _use_blas(d, STEP_PRODUCT, B, GH, P)
+    return kind != STEP_PRODUCT
 
 
 cdef void _product(bint blas, intp m, intp n, intp k, const floating *a, intp ars, intp aps,
@@ -432,7 +423,7 @@ cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, D
         b_sum[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
     if d.xs == NULL:
         # gates (N, GH) = x (N, I) @ w_ih.T      -- input projection of every step at once
-        _parallel_step_gemm(_use_blas(d, SEQUENCE_PRODUCT, N, GH, I), N, GH, I, x, I,
+        _parallel_step_gemm(_use_blas(d, SEQUENCE_PRODUCT), N, GH, I, x, I,
                             <floating *> d.w_ih_panels, <floating *> d.w_ih, I, True, False,
                             <floating *> d.gates, GH, num_threads)
 
@@ -511,7 +502,7 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef const floating *x = <floating *> d.x
     cdef floating *xs = <floating *> d.xs
-    cdef bint blas = _blas_steps(d, batch_sizes[0], GH, P)
+    cdef bint blas = _use_blas(d, STEP_PRODUCT)
     cdef floating *h = <floating *> d.h
     cdef floating *c = <floating *> d.c
     cdef floating *hg = <floating *> d.hg
@@ -580,7 +571,7 @@ cdef void _team_forward(int cell, bint training, intp T, const intp *batch_sizes
     cdef floating *xs = <floating *> d.xs
     cdef floating *h = <floating *> d.h
     cdef intp s, n, off, B = batch_sizes[0]
-    cdef bint blas = _blas_steps(d, B, GH, P)
+    cdef bint blas = _use_blas(d, STEP_PRODUCT)
     cdef intp w = BLAS_COLS if blas else _panel_width(out)
     _team_share(barrier, GH, H, w, &p0, &cols, &u0, &u1)
     j0 = p0 * w
@@ -685,7 +676,7 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef floating *gates = <floating *> d.gates
     cdef floating *dgh = <floating *> d.hg
     cdef const floating *w_hh = <floating *> d.w_hh
-    cdef bint blas = _blas_steps(d, batch_sizes[0], GH, P)
+    cdef bint blas = _use_blas(d, STEP_PRODUCT)
     cdef intp s, t, n, off
 
     for s in range(T):
@@ -725,7 +716,7 @@ cdef void _team_backward(int cell, intp T, const intp *batch_sizes, const intp *
     cdef intp GH = NUM_GATES[cell] * H, p0, j0, cols, u0, u1
     cdef floating *dh = <floating *> d.h
     cdef intp s, t, n
-    cdef bint blas = _blas_steps(d, batch_sizes[0], GH, P)
+    cdef bint blas = _use_blas(d, STEP_PRODUCT)
     cdef intp w = BLAS_COLS if blas else _panel_width(dh)
     _team_share(barrier, P, H, w, &p0, &cols, &u0, &u1)
     j0 = p0 * w
@@ -765,11 +756,11 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
 
     # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I);  gb_ih += dgates.sum(0), and gb_hh too
     # (the GRU's n columns of gb_hh come from dhn instead)
-    _gemm_tn_accumulate_rows(_use_blas(d, WEIGHT_GRADIENT, GH, I, N), GH, I, N, gates, GH,
+    _gemm_tn_accumulate_rows(_use_blas(d, WEIGHT_GRADIENT), GH, I, N, gates, GH,
                              <floating *> d.x, <floating *> d.x_chunks,
                              <floating *> d.gw_ih, gb_ih, gb_hh, 2 * H if cell == GRU else GH,
                              nt)
-    cdef bint blas = _use_blas(d, WEIGHT_GRADIENT, GH, P, N)
+    cdef bint blas = _use_blas(d, WEIGHT_GRADIENT)
     if cell == GRU:
         # gw_hh[:2H] (2H, P) += dgates[:, :2H].T @ hprev;  gw_hh[2H:] (H, P) += dhn.T @ hprev
         _gemm_tn_accumulate(blas, 2 * H, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL,
@@ -863,7 +854,7 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
     cdef intp[MAX_BLOCKS + 1] bounds
     cdef rnnx_barrier barrier
     _row_blocks(T, bs, ndir, num_threads,
-                BLAS_ROWS if _blas_steps(&dirs[0], bs[0], NUM_GATES[cell] * H, P) else 1,
+                BLAS_ROWS if _use_blas(&dirs[0], STEP_PRODUCT) else 1,
                 &nblocks, bounds)
     ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
@@ -1058,7 +1049,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
         if gxp != NULL:
             for k in range(ndir):
                 # grad_x (N, I) (+)= dgates_k (N, GH) @ w_ih_k (GH, I)
-                blas = _use_blas(&dirs[k], SEQUENCE_PRODUCT, N, I, GH)
+                blas = _use_blas(&dirs[k], SEQUENCE_PRODUCT)
                 if typenum == cnp.NPY_FLOAT32:
                     _parallel_step_gemm[float](blas, N, I, GH, <float *> dirs[k].gates, GH,
                                                <float *> dirs[k].w_ih_panels,
