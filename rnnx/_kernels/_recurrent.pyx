@@ -207,10 +207,10 @@ cdef inline void _panel_gemm(intp m, intp n, intp k, const floating *a, intp ars
 
 
 cdef bint _use_blas(const Dir *d, Product kind) noexcept nogil:
-    """Whether products of this kind run through BLAS. AUTO, from measurements (README, "GEMM
-    backends"): the time loop's products (a few rows per step, the weights packed once per
-    call) through the micro-kernel, the whole-sequence ones (thousands of rows, or a long k)
-    through BLAS. The time loop's choice is one for all its products, forward and backward:
+    """Whether products of this kind run through BLAS. AUTO, from measurements (README,
+    "Portable builds and GEMM backends"): the time loop's products (a few rows per step, the
+    weights packed once per call) through the micro-kernel, the whole-sequence ones
+    (thousands of rows, or a long k) through BLAS. The time loop's choice is one for all its products, forward and backward:
     the row blocks and team shares follow it (BLAS_ROWS, BLAS_COLS)."""
     if d.gemm_backend != GEMM_AUTO:
         return d.gemm_backend == GEMM_BLAS
