@@ -79,7 +79,7 @@ class BuildExt(build_ext):
             if level is not None:
                 flags = LEVELS[level]
                 if not _compiler_accepts(cc, flags):
-                    if kept or level != next(iter(LEVELS)):
+                    if level != next(iter(LEVELS)):
                         print(f"rnnx: {cc[0]} does not accept {flags}: level {level} left out")
                         continue
                     flags = []
@@ -91,12 +91,15 @@ class BuildExt(build_ext):
                 ext.extra_link_args.append("-fopenmp")
             ext.define_macros.append(("RNNX_OPENMP", "1" if use_openmp else "0"))
         self.extensions = kept
-        if self.inplace:
+        super().build_extensions()
+
+    def run(self):
+        if self.inplace or self.editable_mode:
             # A _recurrent extension left by a build from before the levels would shadow the
             # dispatching _recurrent.py.
             for stale in glob.glob(os.path.join("rnnx", "_kernels", "_recurrent.*.so")):
                 os.remove(stale)
-        super().build_extensions()
+        super().run()
 
 
 def extension(name):
@@ -105,8 +108,9 @@ def extension(name):
         f"rnnx._kernels.{name}",
         [f"rnnx/_kernels/{name}.pyx"],
         include_dirs=[np.get_include(), "rnnx/_kernels"],
-        depends=["rnnx/_kernels/_recurrent.pyx", "rnnx/_kernels/vmath.h", "rnnx/_kernels/gates.h", "rnnx/_kernels/team.h",
-                 "rnnx/_kernels/microgemm.h", "rnnx/_kernels/_blas.pxd"],
+        depends=["rnnx/_kernels/_recurrent.pyx", "rnnx/_kernels/vmath.h",
+                 "rnnx/_kernels/gates.h", "rnnx/_kernels/team.h", "rnnx/_kernels/microgemm.h",
+                 "rnnx/_kernels/_blas.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # No -ffast-math: vmath.h relies on IEEE rounding. Not trapping lets gcc vectorize
         # the branch-free selects in the gate loops.
