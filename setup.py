@@ -3,11 +3,17 @@
 Global Cython directives: bounds and wraparound checks off, C division on.
 Set RNNX_DEBUG=1 at build time to turn the checks back on (and -O0 -g).
 OpenMP is used when the compiler supports it; the build succeeds without it.
-The kernels are compiled for the building machine's CPU (-march=native, so that the gate
-loops use its widest SIMD); set RNNX_MARCH to another -march value, or to "" for the
-compiler's default target (e.g. when building a wheel for other machines).
+The recurrent kernels (_recurrent.pyx) are compiled once per instruction-set level, each
+into its own module _recurrent_<level> (a one-line .pyx that includes the shared source):
+on x86-64 baseline (-march=x86-64-v2: SSE4.2), avx2 (x86-64-v3: AVX2, FMA) and avx512
+(x86-64-v4), each where the compiler accepts it; elsewhere (aarch64: NEON) baseline alone.
+rnnx._kernels._recurrent imports the best one the CPU runs, so one wheel runs fast anywhere.
+RNNX_MARCH=native (or another -march value, or "" for the compiler's default) builds a
+single level, "local", for that target instead: the quickest local build.
 """
+import glob
 import os
+import platform
 import sys
 import tempfile
 import subprocess
@@ -29,10 +35,14 @@ DIRECTIVES = {
     "embedsignature": True,
 }
 
-KERNELS = ["_blas", "_recurrent"]
-
-
-MARCH = os.environ.get("RNNX_MARCH", "native")
+MARCH = os.environ.get("RNNX_MARCH")
+if MARCH is not None:
+    LEVELS = {"local": [f"-march={MARCH}"] if MARCH else []}
+elif platform.machine().lower() in ("x86_64", "amd64"):
+    LEVELS = {"baseline": ["-march=x86-64-v2"], "avx2": ["-march=x86-64-v3"],
+              "avx512": ["-march=x86-64-v4"]}
+else:
+    LEVELS = {"baseline": []}
 
 
 def _compiler_accepts(compiler_cmd, flags, src="int main(void){return 0;}\n"):
@@ -50,20 +60,46 @@ def _compiler_accepts(compiler_cmd, flags, src="int main(void){return 0;}\n"):
 
 
 class BuildExt(build_ext):
-    """Adds -fopenmp and -march to every extension when the compiler supports them."""
+    """Adds -fopenmp to every extension and each level's -march flags to its kernels when the
+    compiler supports them (a level it does not is left out, except the first, which is then
+    built for the compiler's default target); builds the extensions in parallel."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
 
     def build_extensions(self):
         cc = list(self.compiler.compiler_so[:1]) if hasattr(self.compiler, "compiler_so") else ["cc"]
         omp_src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
         use_openmp = sys.platform != "win32" and _compiler_accepts(cc, ["-fopenmp"], omp_src)
-        march = [f"-march={MARCH}"] if MARCH and _compiler_accepts(cc, [f"-march={MARCH}"]) else []
+        kept = []
         for ext in self.extensions:
-            ext.extra_compile_args.extend(march)
+            level = ext.name.rpartition("_recurrent_")[2] if "._recurrent_" in ext.name else None
+            if level is not None:
+                flags = LEVELS[level]
+                if not _compiler_accepts(cc, flags):
+                    if level != next(iter(LEVELS)):
+                        print(f"rnnx: {cc[0]} does not accept {flags}: level {level} left out")
+                        continue
+                    flags = []
+                ext.extra_compile_args.extend(flags)
+                ext.define_macros.append(("RNNX_BUILD_FLAGS", '"%s"' % " ".join(flags)))
+            kept.append(ext)
             if use_openmp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
             ext.define_macros.append(("RNNX_OPENMP", "1" if use_openmp else "0"))
+        self.extensions = kept
         super().build_extensions()
+
+    def run(self):
+        if self.inplace or self.editable_mode:
+            # A _recurrent extension left by a build from before the levels would shadow the
+            # dispatching _recurrent.py.
+            for stale in glob.glob(os.path.join("rnnx", "_kernels", "_recurrent.*.so")):
+                os.remove(stale)
+        super().run()
 
 
 def extension(name):
@@ -72,8 +108,9 @@ def extension(name):
         f"rnnx._kernels.{name}",
         [f"rnnx/_kernels/{name}.pyx"],
         include_dirs=[np.get_include(), "rnnx/_kernels"],
-        depends=["rnnx/_kernels/vmath.h", "rnnx/_kernels/gates.h", "rnnx/_kernels/team.h",
-                 "rnnx/_kernels/microgemm.h", "rnnx/_kernels/_blas.pxd"],
+        depends=["rnnx/_kernels/_recurrent.pyx", "rnnx/_kernels/vmath.h",
+                 "rnnx/_kernels/gates.h", "rnnx/_kernels/team.h", "rnnx/_kernels/microgemm.h",
+                 "rnnx/_kernels/_blas.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # No -ffast-math: vmath.h relies on IEEE rounding. Not trapping lets gcc vectorize
         # the branch-free selects in the gate loops.
@@ -81,8 +118,10 @@ def extension(name):
     )
 
 
+KERNELS = ["_blas", "_cpu"] + [f"_recurrent_{level}" for level in LEVELS]
+
 setup(
     ext_modules=cythonize([extension(n) for n in KERNELS], compiler_directives=DIRECTIVES,
-                          compile_time_env={"RNNX_DEBUG": DEBUG}),
+                          compile_time_env={"RNNX_DEBUG": DEBUG}, nthreads=os.cpu_count() or 1),
     cmdclass={"build_ext": BuildExt},
 )

@@ -1,4 +1,6 @@
 """The libraries under test, each behind one adapter: rnnx, PyTorch, ONNX Runtime, JAX, NumPy.
+"rnnx-blas" is rnnx with every product through BLAS (rnnx.set_gemm_backend("blas")), timed
+beside rnnx's default ("auto") so that the choice of backend stays justified by numbers.
 
 An adapter's build(cell, shape, weights, x, grad_out, lengths, phase, threads) returns a
 Runner: `step()` is the timed call (inference: forward; train: forward + backward giving
@@ -14,15 +16,15 @@ from typing import Callable
 
 import numpy as np
 
-LIBS = ("rnnx", "torch", "onnxruntime", "jax", "numpy")
-LABELS = {"rnnx": "rnnx", "torch": "PyTorch", "onnxruntime": "ONNX Runtime", "jax": "JAX",
-          "numpy": "NumPy"}
+LIBS = ("rnnx", "rnnx-blas", "torch", "onnxruntime", "jax", "numpy")
+LABELS = {"rnnx": "rnnx", "rnnx-blas": "rnnx (BLAS)", "torch": "PyTorch",
+          "onnxruntime": "ONNX Runtime", "jax": "JAX", "numpy": "NumPy"}
 INFER_ONLY = {"onnxruntime"}
 
 
 def available(lib):
     """Whether the library (and what its adapter needs) can be imported."""
-    needs = {"onnxruntime": ("onnxruntime", "onnx")}.get(lib, (lib,))
+    needs = {"onnxruntime": ("onnxruntime", "onnx"), "rnnx-blas": ("rnnx",)}.get(lib, (lib,))
     return all(importlib.util.find_spec(name) is not None for name in needs)
 
 
@@ -57,17 +59,21 @@ def build(lib, cell, shape, weights, x, grad_out, lengths, phase, threads):
     return _BUILDERS[lib](cell, shape, weights, x, grad_out, lengths, phase, threads)
 
 
-def _rnnx(cell, shape, weights, x, grad_out, lengths, phase, threads):
+def _rnnx(cell, shape, weights, x, grad_out, lengths, phase, threads, backend="auto"):
     import rnnx
     model = getattr(rnnx, cell)(shape.I, shape.H, num_layers=shape.layers,
                                 bidirectional=shape.bidirectional)
     model.load_state_dict(weights)
     if phase == "infer":
         model.eval()
-        step = lambda: model(x, lengths=lengths)[0]  # noqa: E731
+
+        def step():
+            rnnx.set_gemm_backend(backend)  # the backend is global; rnnx-blas runs between
+            return model(x, lengths=lengths)[0]
         return Runner(step, lambda: {"out": step()})
 
     def step():
+        rnnx.set_gemm_backend(backend)
         out, _ = model(x, lengths=lengths)
         return out, model.backward(grad_out)[0]
 
@@ -217,8 +223,12 @@ def _numpy(cell, shape, weights, x, grad_out, lengths, phase, threads):
     return Runner(step, outputs)
 
 
-_BUILDERS = {"rnnx": _rnnx, "torch": _torch, "onnxruntime": _onnxruntime, "jax": _jax,
-             "numpy": _numpy}
+def _rnnx_blas(*args):
+    return _rnnx(*args, backend="blas")
+
+
+_BUILDERS = {"rnnx": _rnnx, "rnnx-blas": _rnnx_blas, "torch": _torch,
+             "onnxruntime": _onnxruntime, "jax": _jax, "numpy": _numpy}
 
 
 def max_rel_err(got, ref):

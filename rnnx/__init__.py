@@ -16,6 +16,8 @@ from .utils.clip_grad import clip_grad_norm_, clip_grad_value_
 from .utils.rnn import (PackedSequence, pack_padded_sequence, pad_packed_sequence,
                         pack_sequence, pad_sequence)
 from ._threads import get_num_threads, set_num_threads
+from ._config import show_config
+from ._backend import get_gemm_backend, set_gemm_backend
 from .serialization import save, load
 from .train import Trainer
 from .nn.parallel import DistributedDataParallel

@@ -6,10 +6,10 @@ or a team split by hidden units; row blocks of the whole-sequence GEMMs) and run
 OpenMP threads, each block a single-threaded BLAS call. The BLAS that scipy loaded (the one
 the kernels call) is therefore kept at one thread, so OpenMP and BLAS threads never
 oversubscribe the cores, and every element is computed the same way whatever the thread
-count. NumPy's own OpenBLAS (behind `Linear` and any matmul between rnnx calls, never run
-inside a kernel) follows n, when it is a library of its own.
+count. NumPy's own BLAS (behind `Linear` and any matmul between rnnx calls, never run
+inside a kernel) follows n, when it is a library of its own. threadpoolctl finds and sets
+both pools (OpenBLAS, MKL, BLIS; any platform).
 """
-import ctypes
 import numbers
 import os
 
@@ -17,6 +17,7 @@ import numpy as np
 
 import scipy
 import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS, so that it can be found)
+from threadpoolctl import ThreadpoolController
 
 
 def _available_cores():
@@ -26,44 +27,24 @@ def _available_cores():
         return max(1, os.cpu_count() or 1)
 
 
-def _openblas_setter(path):
-    """ctypes function setting the thread count of the OpenBLAS at `path`, or None."""
-    try:
-        lib = ctypes.CDLL(path)
-    except OSError:
-        return None
-    for name in ("scipy_openblas_set_num_threads", "openblas_set_num_threads",
-                 "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_"):
-        setter = getattr(lib, name, None)
-        if setter is not None:
-            setter.argtypes, setter.restype = [ctypes.c_int], None
-            return setter
-    return None
-
-
-def _find_openblas_setters():
-    """(scipy's, numpy's) OpenBLAS thread-count setters; None where not found, and None for
-    numpy's when it shares scipy's library (which must stay at one thread).
-
-    scipy's (bundled beside scipy, or the system's) is the one scipy.linalg.cython_blas calls;
-    numpy's wheel brings its own in numpy.libs.
-    """
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return None, None
+def _blas_pools(controller):
+    """(scipy's, numpy's) BLAS pools as ThreadpoolControllers (threadpoolctl): numpy's are
+    the libraries its wheel brings in numpy.libs (or inside numpy/), scipy's -- the one
+    scipy.linalg.cython_blas calls -- the others; when every BLAS is numpy's, scipy shares it
+    and numpy has none of its own (it must then stay at one thread too)."""
+    blas = controller.select(user_api="blas")
     root = os.path.dirname(os.path.dirname(scipy.__file__))
-    numpy_libs = os.path.join(root, "numpy.libs")
-    ours = sorted((p for p in paths if not p.startswith(numpy_libs)),
-                  key=lambda p: not p.startswith(os.path.join(root, "scipy")))
-    theirs = sorted(p for p in paths if p.startswith(numpy_libs))
-    scipy_setter = next(filter(None, map(_openblas_setter, ours)), None)
-    numpy_setter = next(filter(None, map(_openblas_setter, theirs)), None)
-    return scipy_setter, numpy_setter
+    numpy_dirs = (os.path.join(root, "numpy.libs") + os.sep, os.path.join(root, "numpy") + os.sep)
+    numpy_paths = [lib.filepath for lib in blas.lib_controllers
+                   if lib.filepath.startswith(numpy_dirs)]
+    scipy_paths = [lib.filepath for lib in blas.lib_controllers
+                   if lib.filepath not in numpy_paths]
+    if not scipy_paths:
+        scipy_paths, numpy_paths = numpy_paths, []
+    return blas.select(filepath=scipy_paths), blas.select(filepath=numpy_paths)
 
 
-_blas_setter, _numpy_blas_setter = _find_openblas_setters()
+_scipy_blas, _numpy_blas = _blas_pools(ThreadpoolController())
 _num_threads = _available_cores()
 
 
@@ -92,9 +73,7 @@ def set_num_threads(n):
                          f"(4 per available core, at least 64)")
     n = int(n)
     _num_threads = n
-    if _numpy_blas_setter is not None:
-        _numpy_blas_setter(n)
+    _numpy_blas.limit(limits=n)
 
 
-if _blas_setter is not None:
-    _blas_setter(1)
+_scipy_blas.limit(limits=1)

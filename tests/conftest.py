@@ -6,12 +6,15 @@ import rnnx
 
 @pytest.fixture(autouse=True)
 def _restore_rnnx_globals():
-    """Give every test the thread count and RNG state it started with, whatever it changes."""
+    """Give every test the thread count, RNG state and GEMM backend it started with, whatever
+    it changes."""
     threads = rnnx.get_num_threads()
     state = rnnx.get_rng_state()
+    backend = rnnx.get_gemm_backend()
     yield
     rnnx.set_num_threads(threads)
     rnnx.set_rng_state(state)
+    rnnx.set_gemm_backend(backend)
 
 
 @pytest.fixture(scope="module")

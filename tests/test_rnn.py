@@ -769,21 +769,23 @@ def test_repr():
 
 
 def test_set_num_threads_governs_numpy_blas():
-    """NumPy's own OpenBLAS follows rnnx.set_num_threads; scipy's (the kernels') stays at 1."""
-    import ctypes
+    """NumPy's own BLAS follows rnnx.set_num_threads; scipy's (the kernels') stays at 1."""
+    from threadpoolctl import ThreadpoolController
     from rnnx import _threads
-    if _threads._numpy_blas_setter is None:
-        pytest.skip("NumPy has no OpenBLAS of its own here")
-    numpy_libs = [line.split()[-1] for line in open("/proc/self/maps")
-                  if "numpy.libs" in line and "openblas" in line.lower()]
-    lib = ctypes.CDLL(numpy_libs[0])
-    getter = next(getattr(lib, name) for name in (
-        "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-        "openblas_get_num_threads64_", "openblas_get_num_threads") if hasattr(lib, name))
+    scipy_paths = {lib.filepath for lib in _threads._scipy_blas.lib_controllers}
+    numpy_paths = {lib.filepath for lib in _threads._numpy_blas.lib_controllers}
+    assert scipy_paths and not scipy_paths & numpy_paths
+
+    def threads(paths):
+        return {lib["num_threads"] for lib in ThreadpoolController().info()
+                if lib["filepath"] in paths}
+
     saved = rnnx.get_num_threads()
     try:
-        for n in (1, 2):
+        for n in (1, 2, 3):
             rnnx.set_num_threads(n)
-            assert getter() == n
+            assert threads(scipy_paths) == {1}
+            if numpy_paths:
+                assert threads(numpy_paths) == {n}
     finally:
         rnnx.set_num_threads(saved)

@@ -34,6 +34,12 @@ DEF MAX_BLOCKS = 64
 DEF MIN_BLOCK_ROWS = 8
 DEF K_CHUNK = 256             # rows of k per packed chunk in the weight-gradient GEMMs
 DEF MIN_TEAM_WORK = 32768     # multiply-adds per row and step worth two barriers
+# With the BLAS backend the time loop's products are cut into tiles of BLAS_ROWS x BLAS_COLS at
+# fixed places (row blocks start at multiples of BLAS_ROWS, team shares at multiples of
+# BLAS_COLS): OpenBLAS's bits depend on a call's m and n, so every call must be the same
+# whatever the thread count.
+DEF BLAS_ROWS = 32
+DEF BLAS_COLS = 64
 
 cdef extern from *:
     """
@@ -52,6 +58,17 @@ cdef extern from *:
     unsigned int rnnx_flush_denormals() noexcept nogil
     void rnnx_restore_fp_mode(unsigned int) noexcept nogil
 
+cdef extern from *:
+    """
+    #ifndef RNNX_BUILD_FLAGS
+    #define RNNX_BUILD_FLAGS ""
+    #endif
+    """
+    const char *RNNX_BUILD_FLAGS
+
+# The instruction-set flags this module was compiled with (setup.py's LEVELS).
+BUILD_FLAGS = (<bytes> RNNX_BUILD_FLAGS).decode()
+
 # Cell kinds and their number of gates.
 cpdef enum Cell:
     RNN_TANH = 0
@@ -60,6 +77,34 @@ cpdef enum Cell:
     GRU = 3
 
 cdef int[4] NUM_GATES = [1, 1, 4, 3]
+
+# GEMM backends: AUTO picks per kind of product (_use_blas); the others run every product
+# through the micro-kernel (microgemm.h) or through BLAS (scipy.linalg.cython_blas).
+cpdef enum GemmBackend:
+    GEMM_AUTO = 0
+    GEMM_BLAS = 1
+    GEMM_MICROKERNEL = 2
+
+cdef int _gemm_backend = GEMM_AUTO
+
+
+def set_gemm_backend(int backend):
+    """Use GemmBackend `backend` in the calls that follow."""
+    global _gemm_backend
+    if backend not in (GEMM_AUTO, GEMM_BLAS, GEMM_MICROKERNEL):
+        raise ValueError(f"unknown GEMM backend {backend}")
+    _gemm_backend = backend
+
+
+def get_gemm_backend():
+    return GemmBackend(_gemm_backend)
+
+# Kinds of product, for the AUTO backend: the time loop's per-step products, the
+# whole-sequence input projection and input gradient, the weight gradients.
+cdef enum Product:
+    STEP_PRODUCT
+    SEQUENCE_PRODUCT
+    WEIGHT_GRADIENT
 
 ctypedef cnp.intp_t intp
 
@@ -96,6 +141,11 @@ cdef struct Dir:
     void *gb_ih
     void *gb_hh
     void *gw_hr
+    # The GEMM backend of this call (set_gemm_backend), and for BLAS the weights as they
+    # are: w_ih (GH, I) and w_hh (GH, P), row-major.
+    int gemm_backend
+    void *w_ih
+    void *w_hh
 
 
 cdef extern from "vmath.h":
@@ -156,11 +206,53 @@ cdef inline void _panel_gemm(intp m, intp n, intp k, const floating *a, intp ars
         rnnx_dgemm_nn(m, n, k, a, ars, aps, bp, panel_stride, accumulate, c, ldc)
 
 
-cdef inline void _step_gemm(intp m, intp n, intp k, const floating *a, intp lda,
-                            const floating *bp, bint accumulate, floating *c,
-                            intp ldc) noexcept nogil:
-    """C (m, n) (+)= A (m, k) @ B (k, n), row-major; bp: B in panels (microgemm.h)."""
-    _panel_gemm(m, n, k, a, lda, 1, bp, k * _panel_width(c), accumulate, c, ldc)
+cdef bint _use_blas(const Dir *d, Product kind) noexcept nogil:
+    """Whether products of this kind run through BLAS. AUTO, from measurements (README,
+    "Portable builds and GEMM backends"): the time loop's products (a few rows per step, the
+    weights packed once per call) through the micro-kernel, the whole-sequence ones
+    (thousands of rows, or a long k) through BLAS. The time loop's choice is one for all its products, forward and backward:
+    the row blocks and team shares follow it (BLAS_ROWS, BLAS_COLS)."""
+    if d.gemm_backend != GEMM_AUTO:
+        return d.gemm_backend == GEMM_BLAS
+    return kind != STEP_PRODUCT
+
+
+cdef void _product(bint blas, intp m, intp n, intp k, const floating *a, intp ars, intp aps,
+                   const floating *bp, intp panel_stride, const floating *b, intp ldb,
+                   bint trans_b, bint accumulate, floating *c, intp ldc) noexcept nogil:
+    """Every GEMM of the kernels: C (m, n) (+)= A (m, k) @ B (k, n), C row-major (row stride
+    ldc), A[i, p] = a[i * ars + p * aps] (row-major A: aps = 1; stored transposed: ars = 1).
+    The micro-kernel reads B in panels at bp (panel_stride apart, microgemm.h); BLAS (one
+    single-threaded call) reads b: B (k, n) row-major with row stride ldb, or B.T (n, k)
+    when trans_b; when b is NULL, each panel of bp as a (k, w) row-major matrix."""
+    cdef bint trans_a = aps != 1
+    cdef intp lda = aps if trans_a else max(ars, k), w = _panel_width(c), j
+    cdef floating beta = 1 if accumulate else 0
+    if not blas:
+        _panel_gemm(m, n, k, a, ars, aps, bp, panel_stride, accumulate, c, ldc)
+    elif b != NULL:
+        gemm(trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+    else:
+        for j in range((n + w - 1) // w):
+            gemm(trans_a, False, m, min(w, n - j * w), k, 1, a, lda, bp + j * panel_stride, w,
+                 beta, c + j * w, ldc)
+
+
+cdef inline void _step_gemm(bint blas, intp m, intp n, intp k, const floating *a, intp lda,
+                            const floating *bp, const floating *b, intp ldb, bint trans_b,
+                            bint accumulate, floating *c, intp ldc) noexcept nogil:
+    """C (m, n) (+)= A (m, k) @ B (k, n) of the time loop, A row-major; bp: B in panels
+    (microgemm.h), b: B for BLAS (see _product), which runs in fixed tiles of BLAS_ROWS x
+    BLAS_COLS counted from the first row and column (callers start at multiples of them)."""
+    cdef intp i, j
+    if not blas:
+        _panel_gemm(m, n, k, a, lda, 1, bp, k * _panel_width(c), accumulate, c, ldc)
+        return
+    for i in range(0, m, BLAS_ROWS):
+        for j in range(0, n, BLAS_COLS):
+            _product(True, min(BLAS_ROWS, m - i), min(BLAS_COLS, n - j), k, a + i * lda, lda, 1,
+                     NULL, 0, b + j * ldb if trans_b else b + j, ldb, trans_b, accumulate,
+                     c + i * ldc + j, ldc)
 
 
 cdef inline void _column_sums(intp rows, intp c0, intp c1, const floating *a, intp lda,
@@ -178,7 +270,7 @@ cdef inline void _column_sums(intp rows, intp c0, intp c1, const floating *a, in
                 acc2[j] += a[r * lda + j]
 
 
-cdef void _gemm_tn_accumulate(intp m, intp n, intp k, const floating *a, intp lda,
+cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating *a, intp lda,
                               const floating *bp, floating *c, floating *acc, floating *acc2,
                               intp n2, int num_threads) noexcept nogil:
     """C (m, n) += A.T @ B over a long k: a = A (k, m) row-major with row stride lda, read in
@@ -188,21 +280,23 @@ cdef void _gemm_tn_accumulate(intp m, intp n, intp k, const floating *a, intp ld
     k is cut into chunks of K_CHUNK so that a chunk of each panel stays in cache over a block of
     rows; each chunk's product is added to C in chunk order, and the rows of C are split into
     fixed blocks over the threads: the result does not depend on the thread count (nor do the
-    sums, each column's rows being added in order by the block that owns it)."""
+    sums, each column's rows being added in order by the block that owns it). BLAS always
+    runs block by block, so that its calls are the same on any number of threads."""
     cdef intp width = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0, kc
-    if num_threads <= 1 or blocks <= 1:
+    if not blas and (num_threads <= 1 or blocks <= 1):
         for k0 in range(0, k, K_CHUNK):
             kc = min(K_CHUNK, k - k0)
             _panel_gemm(m, n, kc, a + k0 * lda, 1, lda, bp + k0 * width, k * width, True, c, n)
             _column_sums(kc, 0, m, a + k0 * lda, lda, acc, acc2, n2)
         return
-    for i in prange(blocks, num_threads=num_threads, schedule="static"):
+    for i in prange(blocks, num_threads=num_threads, schedule="static",
+                    use_threads_if=num_threads > 1 and blocks > 1):
         r0 = i * m // blocks
         r1 = (i + 1) * m // blocks
         for k0 in range(0, k, K_CHUNK):
             kc = min(K_CHUNK, k - k0)
-            _panel_gemm(r1 - r0, n, kc, a + k0 * lda + r0, 1, lda, bp + k0 * width, k * width,
-                        True, c + r0 * n, n)
+            _product(blas, r1 - r0, n, kc, a + k0 * lda + r0, 1, lda, bp + k0 * width,
+                     k * width, NULL, 0, False, True, c + r0 * n, n)
             _column_sums(kc, r0, r1, a + k0 * lda, lda, acc, acc2, n2)
 
 
@@ -212,7 +306,7 @@ cpdef intp x_chunks_size(intp I, intp itemsize, int num_threads) noexcept nogil:
     return num_threads * K_CHUNK * ((I + w - 1) // w) * w
 
 
-cdef void _gemm_tn_accumulate_rows(intp m, intp n, intp k, const floating *a, intp lda,
+cdef void _gemm_tn_accumulate_rows(bint blas, intp m, intp n, intp k, const floating *a, intp lda,
                                    const floating *b, floating *chunks, floating *c,
                                    floating *acc, floating *acc2, intp n2,
                                    int num_threads) noexcept nogil:
@@ -220,11 +314,23 @@ cdef void _gemm_tn_accumulate_rows(intp m, intp n, intp k, const floating *a, in
     row-major: each chunk of K_CHUNK rows of B is packed into panels just before its product,
     in `chunks`, one K_CHUNK x (n rounded up to a panel) buffer per thread, instead of a whole
     packed copy of B. The same sums in the same order: the same result. The padding columns of
-    the last panel are left as they are: they only feed output lanes that are never stored."""
+    the last panel are left as they are: they only feed output lanes that are never stored.
+    BLAS reads B as it is, block by block and chunk by chunk on any number of threads."""
     cdef intp w = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0, kc
     cdef intp chunk = K_CHUNK * ((n + w - 1) // w) * w
     cdef int me, size
     cdef floating *buf
+    if blas:
+        for i in prange(blocks, num_threads=num_threads, schedule="static",
+                        use_threads_if=num_threads > 1 and blocks > 1):
+            r0 = i * m // blocks
+            r1 = (i + 1) * m // blocks
+            for k0 in range(0, k, K_CHUNK):
+                kc = min(K_CHUNK, k - k0)
+                _product(True, r1 - r0, n, kc, a + k0 * lda + r0, 1, lda, NULL, 0, b + k0 * n,
+                         n, False, True, c + r0 * n, n)
+                _column_sums(kc, r0, r1, a + k0 * lda, lda, acc, acc2, n2)
+        return
     if num_threads <= 1 or blocks <= 1:
         for k0 in range(0, k, K_CHUNK):
             kc = min(K_CHUNK, k - k0)
@@ -249,19 +355,23 @@ cdef void _gemm_tn_accumulate_rows(intp m, intp n, intp k, const floating *a, in
                 i = i + size
 
 
-cdef void _parallel_step_gemm(intp m, intp n, intp k, const floating *a, intp lda,
-                              const floating *bp, bint accumulate, floating *c, intp ldc,
+cdef void _parallel_step_gemm(bint blas, intp m, intp n, intp k, const floating *a, intp lda,
+                              const floating *bp, const floating *b, intp ldb, bint trans_b,
+                              bint accumulate, floating *c, intp ldc,
                               int num_threads) noexcept nogil:
-    """_step_gemm over blocks of rows of C on up to num_threads threads. Every element is the
-    same dot product whichever block computes it, so the result is independent of threads."""
-    cdef intp blocks = (m + 191) // 192, i, r0, r1
-    if num_threads <= 1 or blocks <= 1:
-        _step_gemm(m, n, k, a, lda, bp, accumulate, c, ldc)
+    """A whole-sequence C (m, n) (+)= A (m, k) @ B (k, n) (see _product) over blocks of rows
+    of C on up to num_threads threads. Every element is the same dot product whichever block
+    computes it, so the result is independent of threads; BLAS always runs block by block."""
+    cdef intp blocks = (m + 191) // 192, i, r0, r1, panel_stride = k * _panel_width(c)
+    if not blas and (num_threads <= 1 or blocks <= 1):
+        _panel_gemm(m, n, k, a, lda, 1, bp, panel_stride, accumulate, c, ldc)
         return
-    for i in prange(blocks, num_threads=num_threads, schedule="static"):
+    for i in prange(blocks, num_threads=num_threads, schedule="static",
+                    use_threads_if=num_threads > 1 and blocks > 1):
         r0 = i * m // blocks
         r1 = (i + 1) * m // blocks
-        _step_gemm(r1 - r0, n, k, a + r0 * lda, lda, bp, accumulate, c + r0 * ldc, ldc)
+        _product(blas, r1 - r0, n, k, a + r0 * lda, lda, 1, bp, panel_stride, b, ldb, trans_b,
+                 accumulate, c + r0 * ldc, ldc)
 
 
 cdef inline void _rows_to_panels(intp n, intp cols, const floating *src, floating *dst,
@@ -313,7 +423,8 @@ cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, D
         b_sum[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
     if d.xs == NULL:
         # gates (N, GH) = x (N, I) @ w_ih.T      -- input projection of every step at once
-        _parallel_step_gemm(N, GH, I, x, I, <floating *> d.w_ih_panels, False,
+        _parallel_step_gemm(_use_blas(d, SEQUENCE_PRODUCT), N, GH, I, x, I,
+                            <floating *> d.w_ih_panels, <floating *> d.w_ih, I, True, False,
                             <floating *> d.gates, GH, num_threads)
 
 
@@ -386,9 +497,12 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
     cdef const floating *w_ih_panels = <floating *> d.w_ih_panels
+    cdef const floating *w_ih = <floating *> d.w_ih
+    cdef const floating *w_hh = <floating *> d.w_hh
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef const floating *x = <floating *> d.x
     cdef floating *xs = <floating *> d.xs
+    cdef bint blas = _use_blas(d, STEP_PRODUCT)
     cdef floating *h = <floating *> d.h
     cdef floating *c = <floating *> d.c
     cdef floating *hg = <floating *> d.hg
@@ -407,9 +521,11 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
             _rows_to_panels(n, P, h + r0 * P, <floating *> d.hprev, offsets[T], off)
         if xs != NULL:
             # xs[r0:r0+n] (n, GH) = x[off:off+n] (n, I) @ w_ih.T
-            _step_gemm(n, GH, I, x + off * I, I, w_ih_panels, False, xs + r0 * GH, GH)
+            _step_gemm(blas, n, GH, I, x + off * I, I, w_ih_panels, w_ih, I, True, False,
+                       xs + r0 * GH, GH)
         # hg[r0:r0+n] (n, GH) = h[r0:r0+n] (n, P) @ w_hh.T
-        _step_gemm(n, GH, P, h + r0 * P, P, w_hh_panels, False, hg + r0 * GH, GH)
+        _step_gemm(blas, n, GH, P, h + r0 * P, P, w_hh_panels, w_hh, P, True, False,
+                   hg + r0 * GH, GH)
         if w_hr == NULL:
             mstep = NULL
         elif training:
@@ -450,11 +566,13 @@ cdef void _team_forward(int cell, bint training, intp T, const intp *batch_sizes
     cdef unsigned int fp_mode = rnnx_flush_denormals()
     cdef int sense = 0
     cdef bint lead = rnnx_team_member() == 0
-    cdef intp GH = NUM_GATES[cell] * H, w = _panel_width(out), p0, j0, cols, u0, u1
+    cdef intp GH = NUM_GATES[cell] * H, p0, j0, cols, u0, u1
     cdef const floating *x = <floating *> d.x
     cdef floating *xs = <floating *> d.xs
     cdef floating *h = <floating *> d.h
     cdef intp s, n, off, B = batch_sizes[0]
+    cdef bint blas = _use_blas(d, STEP_PRODUCT)
+    cdef intp w = BLAS_COLS if blas else _panel_width(out)
     _team_share(barrier, GH, H, w, &p0, &cols, &u0, &u1)
     j0 = p0 * w
     if training and cell == LSTM and lead:
@@ -467,11 +585,11 @@ cdef void _team_forward(int cell, bint training, intp T, const intp *batch_sizes
         if cols > 0:
             if xs != NULL:
                 # xs[:n, j0:j0+cols] = x[off:off+n] (n, I) @ w_ih.T[:, j0:j0+cols]
-                _panel_gemm(n, cols, I, x + off * I, I, 1, <floating *> d.w_ih_panels + p0 * I * w,
-                            I * w, False, xs + j0, GH)
+                _step_gemm(blas, n, cols, I, x + off * I, I, <floating *> d.w_ih_panels + j0 * I,
+                           <floating *> d.w_ih + j0 * I, I, True, False, xs + j0, GH)
             # hg[:n, j0:j0+cols] = h[:n] (n, P) @ w_hh.T[:, j0:j0+cols]
-            _panel_gemm(n, cols, P, h, P, 1, <floating *> d.w_hh_panels + p0 * P * w, P * w,
-                        False, <floating *> d.hg + j0, GH)
+            _step_gemm(blas, n, cols, P, h, P, <floating *> d.w_hh_panels + j0 * P,
+                       <floating *> d.w_hh + j0 * P, P, True, False, <floating *> d.hg + j0, GH)
         rnnx_barrier_wait(barrier, &sense)
         if u1 > u0:
             _gate_rows(cell, training, n, off, 0, u0, u1, H, P, <floating *> NULL, out, ldo, d)
@@ -557,6 +675,8 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef floating *dm = <floating *> d.dm
     cdef floating *gates = <floating *> d.gates
     cdef floating *dgh = <floating *> d.hg
+    cdef const floating *w_hh = <floating *> d.w_hh
+    cdef bint blas = _use_blas(d, STEP_PRODUCT)
     cdef intp s, t, n, off
 
     for s in range(T):
@@ -575,10 +695,12 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
         _gate_grad_rows(cell, reverse, t, T, batch_sizes, offsets, n, r0, 0, H, H, P, dh, d)
         if cell == GRU:
             # dh[r0:r0+n] (n, P) += dgh[r0:r0+n] (n, GH) @ w_hh (GH, P)
-            _step_gemm(n, P, GH, dgh + r0 * GH, GH, w_hh_panels, True, dh + r0 * P, P)
+            _step_gemm(blas, n, P, GH, dgh + r0 * GH, GH, w_hh_panels, w_hh, P, False, True,
+                       dh + r0 * P, P)
         else:
             # dh[r0:r0+n] (n, P) = dgates[off:off+n] (n, GH) @ w_hh (GH, P)
-            _step_gemm(n, P, GH, gates + off * GH, GH, w_hh_panels, False, dh + r0 * P, P)
+            _step_gemm(blas, n, P, GH, gates + off * GH, GH, w_hh_panels, w_hh, P, False, False,
+                       dh + r0 * P, P)
     rnnx_restore_fp_mode(fp_mode)
 
 
@@ -591,9 +713,11 @@ cdef void _team_backward(int cell, intp T, const intp *batch_sizes, const intp *
     team meets. The same arithmetic as _recur_backward, so the same result."""
     cdef unsigned int fp_mode = rnnx_flush_denormals()
     cdef int sense = 0
-    cdef intp GH = NUM_GATES[cell] * H, w = _panel_width(dout), p0, j0, cols, u0, u1
+    cdef intp GH = NUM_GATES[cell] * H, p0, j0, cols, u0, u1
     cdef floating *dh = <floating *> d.h
     cdef intp s, t, n
+    cdef bint blas = _use_blas(d, STEP_PRODUCT)
+    cdef intp w = BLAS_COLS if blas else _panel_width(dh)
     _team_share(barrier, P, H, w, &p0, &cols, &u0, &u1)
     j0 = p0 * w
     for s in range(T):
@@ -607,12 +731,14 @@ cdef void _team_backward(int cell, intp T, const intp *batch_sizes, const intp *
         if cols > 0:
             if cell == GRU:
                 # dh[:n, j0:j0+cols] += dgh[:n] (n, GH) @ w_hh[:, j0:j0+cols]
-                _panel_gemm(n, cols, GH, <floating *> d.hg, GH, 1,
-                            <floating *> d.w_hh_panels + p0 * GH * w, GH * w, True, dh + j0, P)
+                _step_gemm(blas, n, cols, GH, <floating *> d.hg, GH,
+                           <floating *> d.w_hh_panels + j0 * GH, <floating *> d.w_hh + j0, P,
+                           False, True, dh + j0, P)
             else:
                 # dh[:n, j0:j0+cols] = dgates[off:off+n] (n, GH) @ w_hh[:, j0:j0+cols]
-                _panel_gemm(n, cols, GH, <floating *> d.gates + offsets[t] * GH, GH, 1,
-                            <floating *> d.w_hh_panels + p0 * GH * w, GH * w, False, dh + j0, P)
+                _step_gemm(blas, n, cols, GH, <floating *> d.gates + offsets[t] * GH, GH,
+                           <floating *> d.w_hh_panels + j0 * GH, <floating *> d.w_hh + j0, P,
+                           False, False, dh + j0, P)
         rnnx_barrier_wait(barrier, &sense)
     rnnx_restore_fp_mode(fp_mode)
 
@@ -630,19 +756,21 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
 
     # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I);  gb_ih += dgates.sum(0), and gb_hh too
     # (the GRU's n columns of gb_hh come from dhn instead)
-    _gemm_tn_accumulate_rows(GH, I, N, gates, GH, <floating *> d.x, <floating *> d.x_chunks,
+    _gemm_tn_accumulate_rows(_use_blas(d, WEIGHT_GRADIENT), GH, I, N, gates, GH,
+                             <floating *> d.x, <floating *> d.x_chunks,
                              <floating *> d.gw_ih, gb_ih, gb_hh, 2 * H if cell == GRU else GH,
                              nt)
+    cdef bint blas = _use_blas(d, WEIGHT_GRADIENT)
     if cell == GRU:
         # gw_hh[:2H] (2H, P) += dgates[:, :2H].T @ hprev;  gw_hh[2H:] (H, P) += dhn.T @ hprev
-        _gemm_tn_accumulate(2 * H, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL,
+        _gemm_tn_accumulate(blas, 2 * H, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL,
                             NULL, 0, nt)
         # gb_hh[2H:] += dhn.sum(0)
-        _gemm_tn_accumulate(H, P, N, hnb, H, hprev_panels, <floating *> d.gw_hh + 2 * H * P,
+        _gemm_tn_accumulate(blas, H, P, N, hnb, H, hprev_panels, <floating *> d.gw_hh + 2 * H * P,
                             gb_hh + 2 * H if gb_hh != NULL else NULL, NULL, 0, nt)
     else:
         # gw_hh (GH, P) += dgates.T (GH, N) @ hprev (N, P)
-        _gemm_tn_accumulate(GH, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL, NULL,
+        _gemm_tn_accumulate(blas, GH, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL, NULL,
                             0, nt)
     if cell == LSTM and d.w_hr != NULL:
         # gw_hr (P, H) += dhtot.T (P, N) @ m (N, H)
@@ -655,13 +783,14 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
 # whatever the caller passes, the nogil code only touches memory it owns.
 
 
-cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp *nblocks,
-                      intp *bounds) noexcept nogil:
+cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp align,
+                      intp *nblocks, intp *bounds) noexcept nogil:
     """Cut the batch rows of each direction into nblocks[0] blocks [bounds[b], bounds[b+1]),
     enough for ndir * nblocks tasks to fill num_threads threads, each block at least
     MIN_BLOCK_ROWS rows and holding about the same number of packed rows (rows are sorted by
-    length, so equal row counts would load the first block most). Every row's arithmetic is
-    the same whichever block runs it, so the result does not depend on the blocks."""
+    length, so equal row counts would load the first block most), and starting at multiples
+    of `align` (empty blocks allowed). Every row's arithmetic is the same whichever block runs
+    it, so the result does not depend on the blocks."""
     cdef intp B = bs[0], n = (num_threads + ndir - 1) // ndir, total = 0, done = 0, r, t, blk
     if n > B // MIN_BLOCK_ROWS:
         n = B // MIN_BLOCK_ROWS
@@ -677,7 +806,7 @@ cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp *
             t -= 1
         done += t
         if blk < n and done * n >= blk * total:
-            bounds[blk] = r + 1
+            bounds[blk] = (r + 1) // align * align
             blk += 1
     while blk <= n:
         bounds[blk] = B
@@ -724,7 +853,9 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
     cdef intp nblocks, ntasks, task, k, blk
     cdef intp[MAX_BLOCKS + 1] bounds
     cdef rnnx_barrier barrier
-    _row_blocks(T, bs, ndir, num_threads, &nblocks, bounds)
+    _row_blocks(T, bs, ndir, num_threads,
+                BLAS_ROWS if _use_blas(&dirs[0], STEP_PRODUCT) else 1,
+                &nblocks, bounds)
     ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
     if shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr != NULL, num_threads):
@@ -899,6 +1030,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     if not proj and P != H:
         raise ValueError("h has the wrong number of columns")
     cdef intp ld = ndir * P
+    cdef bint blas
     cdef void *xp = _ptr(x, typenum, N * I, "x")
     cdef void *gop = _optional_ptr(grad_out, typenum, N * ld, "grad_out")
     cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x", True)
@@ -920,13 +1052,16 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
         if gxp != NULL:
             for k in range(ndir):
                 # grad_x (N, I) (+)= dgates_k (N, GH) @ w_ih_k (GH, I)
+                blas = _use_blas(&dirs[k], SEQUENCE_PRODUCT)
                 if typenum == cnp.NPY_FLOAT32:
-                    _parallel_step_gemm[float](N, I, GH, <float *> dirs[k].gates, GH,
-                                               <float *> dirs[k].w_ih_panels, k > 0,
+                    _parallel_step_gemm[float](blas, N, I, GH, <float *> dirs[k].gates, GH,
+                                               <float *> dirs[k].w_ih_panels,
+                                               <float *> dirs[k].w_ih, I, False, k > 0,
                                                <float *> gxp, I, num_threads)
                 else:
-                    _parallel_step_gemm[double](N, I, GH, <double *> dirs[k].gates, GH,
-                                                <double *> dirs[k].w_ih_panels, k > 0,
+                    _parallel_step_gemm[double](blas, N, I, GH, <double *> dirs[k].gates, GH,
+                                                <double *> dirs[k].w_ih_panels,
+                                                <double *> dirs[k].w_ih, I, False, k > 0,
                                                 <double *> gxp, I, num_threads)
 
 
@@ -946,6 +1081,9 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
                          _round_up(GH, pw) * P, "w_hh_panels")
     d.w_ih_panels = _ptr(a["w_ih_panels"], typenum, _round_up(I, pw) * GH if backward else
                          _round_up(GH, pw) * I, "w_ih_panels")
+    d.w_ih = _ptr(a["w_ih"], typenum, GH * I, "w_ih")
+    d.w_hh = _ptr(a["w_hh"], typenum, GH * P, "w_hh")
+    d.gemm_backend = _gemm_backend
     d.w_hr = _ptr(a["w_hr"], typenum, P * H, "w_hr") if proj else NULL
     d.b_ih = NULL if backward else _ptr(a["b_ih"], typenum, GH, "b_ih")
     d.b_hh = NULL if backward else _ptr(a["b_hh"], typenum, GH, "b_hh")

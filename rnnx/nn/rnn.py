@@ -52,6 +52,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     per_step = projects_per_step(cell, I, P, H, dtype.itemsize)
     bufs = {
         "w_hh_panels": panels(w_hh.data.T), "w_ih_panels": panels(w_ih.data.T),
+        "w_ih": w_ih.data, "w_hh": w_hh.data,
         "b_ih": zero_bias if b_ih is None else b_ih.data,
         "b_hh": zero_bias if b_hh is None else b_hh.data,
         "w_hr": None if w_hr is None else w_hr.data,
