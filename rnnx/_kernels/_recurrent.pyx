@@ -26,7 +26,7 @@ cimport numpy as cnp
 from libc.string cimport memcpy
 from cython.parallel cimport parallel, prange
 
-from ._blas cimport floating, gemm, pgemm
+from ._blas cimport floating
 
 cnp.import_array()
 
@@ -72,7 +72,7 @@ cdef struct Dir:
     void *b_ih       # (G*H,)  zeros when the module has no bias
     void *b_hh       # (G*H,)
     void *b_sum      # (G*H,) forward scratch: b_ih + b_hh (GRU: b_ih alone in the n columns)
-    void *w_hr       # (P, H) LSTM projection, or NULL
+    void *w_hr_panels  # w_hr.T (forward) or w_hr (backward) in panels: LSTM projection, or NULL
     void *h          # (B, P) running hidden state: h0 in, h_n out; backward: dh_n in, dh0 out
     void *c          # (B, H) running cell state (LSTM); backward: dc_n in, dc0 out
     void *x          # (N, I) the layer input (forward, when projected step by step)
@@ -375,6 +375,32 @@ cdef void _gate_rows(int cell, bint training, intp n, intp off, intp r0, intp u0
             memcpy(out + (off + r) * ldo + u0, hrow + u0, nu * sizeof(floating))
 
 
+# The LSTM projection h = W_hr m (proj_size): its three products. Like every other product
+# they run on the micro-GEMM, whose every element is one dot product summed in k order, so
+# the results do not depend on how many rows a call gets (a BLAS call's bits do: its kernels
+# split rows by count) nor on the thread count.
+
+cdef inline void _project(intp n, intp H, intp P, const floating *m,
+                          const floating *w_hr_panels, floating *h) noexcept nogil:
+    """h (n, P) = m (n, H) @ w_hr.T; w_hr_panels: w_hr.T (H, P) in panels."""
+    _step_gemm(n, P, H, m, H, w_hr_panels, False, h, P)
+
+
+cdef inline void _project_backward(intp n, intp H, intp P, const floating *dh,
+                                   const floating *w_hr_panels, floating *dm) noexcept nogil:
+    """dm (n, H) = dh (n, P) @ w_hr; w_hr_panels: w_hr (P, H) in panels."""
+    _step_gemm(n, H, P, dh, P, w_hr_panels, False, dm, H)
+
+
+cdef void _projection_weight_grad(intp N, intp H, intp P, const floating *dhtot,
+                                  const floating *m, floating *chunks, floating *gw_hr,
+                                  int nt) noexcept nogil:
+    """gw_hr (P, H) += dhtot.T (P, N) @ m (N, H): chunks of K_CHUNK steps added in order, the
+    rows of gw_hr in fixed blocks over the threads (as gw_ih; chunks: scratch for m's
+    chunks in panels, x_chunks_size(H) elements)."""
+    _gemm_tn_accumulate_rows(P, H, N, dhtot, P, m, chunks, gw_hr, NULL, NULL, 0, nt)
+
+
 cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
                          const intp *offsets, intp r0, intp r1, intp I, intp H, intp P,
                          floating *out, intp ldo, Dir *d) noexcept nogil:
@@ -386,7 +412,7 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
     cdef const floating *w_ih_panels = <floating *> d.w_ih_panels
-    cdef const floating *w_hr = <floating *> d.w_hr
+    cdef const floating *w_hr = <floating *> d.w_hr_panels
     cdef const floating *x = <floating *> d.x
     cdef floating *xs = <floating *> d.xs
     cdef floating *h = <floating *> d.h
@@ -418,9 +444,7 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
             mstep = <floating *> d.m + r0 * H
         _gate_rows(cell, training, n, off, r0, 0, H, H, P, mstep, out, ldo, d)
         if w_hr != NULL:
-            # h[r0:r0+n] (n, P) = m (n, H) @ w_hr.T
-            gemm(False, True, n, P, H, <floating> 1, mstep, H, w_hr, H, <floating> 0,
-                 h + r0 * P, P)
+            _project(n, H, P, mstep, w_hr, h + r0 * P)
             for r in range(n):
                 memcpy(out + (off + r) * ldo, h + (r0 + r) * P, P * sizeof(floating))
     rnnx_restore_fp_mode(fp_mode)
@@ -508,7 +532,7 @@ cdef void _gate_grad_rows(int cell, bint reverse, intp t, intp T, const intp *ba
         k = (off + r) * H
         rr = r0 + r     # row in the batch-indexed state buffers
         if cell == LSTM:
-            dmrow = <floating *> d.dm + rr * H if d.w_hr != NULL else dh + rr * P
+            dmrow = <floating *> d.dm + rr * H if d.w_hr_panels != NULL else dh + rr * P
             # c entering step t: c' of the step before it in this direction's order, if the
             # row was alive there, else c0
             tp = t + 1 if reverse else t - 1
@@ -552,7 +576,7 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef unsigned int fp_mode = rnnx_flush_denormals()
     cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
-    cdef const floating *w_hr = <floating *> d.w_hr
+    cdef const floating *w_hr = <floating *> d.w_hr_panels
     cdef floating *dh = <floating *> d.h
     cdef floating *dm = <floating *> d.dm
     cdef floating *gates = <floating *> d.gates
@@ -569,9 +593,7 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
             _add_output_grads(n, off, r0, 0, P, P, dout, lddo, dh)
         if cell == LSTM and w_hr != NULL:
             memcpy(<floating *> d.dhtot + off * P, dh + r0 * P, n * P * sizeof(floating))
-            # dm[r0:r0+n] (n, H) = dh[r0:r0+n] (n, P) @ w_hr (P, H)
-            gemm(False, False, n, H, P, <floating> 1, dh + r0 * P, P, w_hr, H, <floating> 0,
-                 dm + r0 * H, H)
+            _project_backward(n, H, P, dh + r0 * P, w_hr, dm + r0 * H)
         _gate_grad_rows(cell, reverse, t, T, batch_sizes, offsets, n, r0, 0, H, H, P, dh, d)
         if cell == GRU:
             # dh[r0:r0+n] (n, P) += dgh[r0:r0+n] (n, GH) @ w_hh (GH, P)
@@ -644,10 +666,9 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
         # gw_hh (GH, P) += dgates.T (GH, N) @ hprev (N, P)
         _gemm_tn_accumulate(GH, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL, NULL,
                             0, nt)
-    if cell == LSTM and d.w_hr != NULL:
-        # gw_hr (P, H) += dhtot.T (P, N) @ m (N, H)
-        pgemm(True, False, P, H, N, <floating> 1, <floating *> d.dhtot, P, <floating *> d.m, H,
-              <floating> 1, <floating *> d.gw_hr, H, nt)
+    if cell == LSTM and d.w_hr_panels != NULL:
+        _projection_weight_grad(N, H, P, <floating *> d.dhtot, <floating *> d.m,
+                                <floating *> d.x_chunks, <floating *> d.gw_hr, nt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -727,7 +748,7 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
     _row_blocks(T, bs, ndir, num_threads, &nblocks, bounds)
     ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
-    if shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr != NULL, num_threads):
+    if shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr_panels != NULL, num_threads):
         # too few rows for the threads: they share the time loop, split by hidden units
         rnnx_barrier_init(&barrier)
         with parallel(num_threads=num_threads):
@@ -849,7 +870,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     P = out.shape[1] // ndir
     if x.shape[0] != N or out.shape[0] != N or out.shape[1] != ndir * P:
         raise ValueError("x and out must have one row per packed step")
-    cdef bint proj = cell == LSTM and directions[0].get("w_hr") is not None
+    cdef bint proj = cell == LSTM and directions[0].get("w_hr_panels") is not None
     if not proj and P != H:
         raise ValueError("out has the wrong number of columns")
     cdef void *xp = _ptr(x, typenum, N * I, "x")
@@ -891,7 +912,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     if x.shape[0] != N:
         raise ValueError("x must have one row per packed step")
     I = x.shape[1]
-    cdef bint proj = cell == LSTM and directions[0].get("w_hr") is not None
+    cdef bint proj = cell == LSTM and directions[0].get("w_hr_panels") is not None
     P = directions[0]["h"].shape[1]
     if not proj and P != H:
         raise ValueError("h has the wrong number of columns")
@@ -943,7 +964,8 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
                          _round_up(GH, pw) * P, "w_hh_panels")
     d.w_ih_panels = _ptr(a["w_ih_panels"], typenum, _round_up(I, pw) * GH if backward else
                          _round_up(GH, pw) * I, "w_ih_panels")
-    d.w_hr = _ptr(a["w_hr"], typenum, P * H, "w_hr") if proj else NULL
+    d.w_hr_panels = (_ptr(a["w_hr_panels"], typenum, _round_up(H, pw) * P if backward else
+                          _round_up(P, pw) * H, "w_hr_panels") if proj else NULL)
     d.b_ih = NULL if backward else _ptr(a["b_ih"], typenum, GH, "b_ih")
     d.b_hh = NULL if backward else _ptr(a["b_hh"], typenum, GH, "b_hh")
     d.b_sum = NULL if backward else _ptr(a["b_sum"], typenum, GH, "b_sum")
@@ -964,7 +986,8 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.gw_ih = d.gw_hh = d.gb_ih = d.gb_hh = d.gw_hr = NULL
     d.x_chunks = NULL
     if backward:
-        d.x_chunks = _ptr(a["x_chunks"], typenum, x_chunks_size(I, 64 // pw, num_threads),
+        d.x_chunks = _ptr(a["x_chunks"], typenum,
+                          x_chunks_size(max(I, H) if proj else I, 64 // pw, num_threads),
                           "x_chunks")
         d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih")
         d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh")

@@ -32,7 +32,7 @@ def as_float_array(value, dtype, what):
 
 # The kernel dict entries that are scratch owned by one call (returned to the pool after it).
 SCRATCH = ("xs", "gates", "hg", "hprev", "cbuf", "c0", "hn", "m", "dhtot", "dm", "w_hh_panels",
-           "w_ih_panels")
+           "w_ih_panels", "w_hr_panels")
 
 
 def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias):
@@ -52,7 +52,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
         "w_hh_panels": panels(w_hh.data.T), "w_ih_panels": panels(w_ih.data.T),
         "b_ih": zero_bias if b_ih is None else b_ih.data,
         "b_hh": zero_bias if b_hh is None else b_hh.data,
-        "w_hr": None if w_hr is None else w_hr.data,
+        "w_hr_panels": None if w_hr is None else panels(w_hr.data.T),
         "h": h, "c": c,
         "xs": take((B, GH), dtype) if per_step else None, "hg": take((B, GH), dtype),
         "b_sum": np.empty(GH, dtype),
@@ -97,7 +97,8 @@ def panels(b):
 
 def input_chunks(input_size, dtype, threads):
     """Pooled scratch in which the backward kernel packs the layer input chunk by chunk for
-    the input-weight gradient (one chunk per thread)."""
+    the input-weight gradient (one chunk per thread), and the projected LSTM's m (N, H) for
+    the projection-weight gradient: input_size = max(I, H) with a projection."""
     return POOL.take((x_chunks_size(input_size, dtype.itemsize, threads),), dtype)
 
 
@@ -114,7 +115,9 @@ def attach_gradients(bufs, weights, dh, dc, x_chunks):
                 gb_hh=None if b_hh is None else b_hh.grad)
     if w_hr is not None:
         P = dh.shape[1]
-        bufs.update(gw_hr=w_hr.grad, dhtot=POOL.take((gates.shape[0], P), dh.dtype),
+        POOL.give(bufs.pop("w_hr_panels"))
+        bufs.update(gw_hr=w_hr.grad, w_hr_panels=panels(w_hr.data),
+                    dhtot=POOL.take((gates.shape[0], P), dh.dtype),
                     dm=POOL.take((dh.shape[0], bufs["m"].shape[1]), dh.dtype))
     return bufs
 
@@ -452,7 +455,8 @@ class RNNBase(Module):
         threads = _threads.get_num_threads()
         for layer in reversed(range(self.num_layers)):
             layer_in, dirs, _ = rec.layers[layer]
-            x_chunks = input_chunks(layer_in.shape[1], self.dtype, threads)
+            x_chunks = input_chunks(max(layer_in.shape[1], H if self.proj_size else 0),
+                                    self.dtype, threads)
             for d in range(D):
                 attach_gradients(dirs[d], self._weights[layer][d], dh[layer * D + d],
                                  None if dc is None else dc[layer * D + d], x_chunks)
