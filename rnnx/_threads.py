@@ -8,6 +8,10 @@ the kernels call) is therefore kept at one thread, so OpenMP and BLAS threads ne
 oversubscribe the cores, and every element is computed the same way whatever the thread
 count. NumPy's own OpenBLAS (behind `Linear` and any matmul between rnnx calls, never run
 inside a kernel) follows n, when it is a library of its own.
+
+GNU OpenMP (libgomp) is not fork-safe: a child forked after the parent's kernels ran
+parallel regions hangs in its first one. A forked child (multiprocessing's default on Linux)
+is therefore put on one kernel thread, which enters no parallel region, and may not raise it.
 """
 import ctypes
 import os
@@ -62,6 +66,7 @@ def _find_openblas_setters():
 
 _blas_setter, _numpy_blas_setter = _find_openblas_setters()
 _num_threads = _available_cores()
+_forked = False     # in a process forked from one that had imported rnnx
 
 
 def get_num_threads():
@@ -70,14 +75,26 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use n >= 1 threads in rnnx kernels and in NumPy's BLAS."""
+    """Use n >= 1 threads in rnnx kernels and in NumPy's BLAS (n = 1 in a forked child)."""
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"number of threads must be a positive int, got {n!r}")
+    if _forked and n > 1:
+        raise RuntimeError(
+            f"rnnx.set_num_threads({n}) in a forked process: the OpenMP runtime does not "
+            "survive fork, so rnnx runs on one thread here; start worker processes with "
+            "multiprocessing's 'spawn' or 'forkserver' method to use more")
     _num_threads = n
     if _numpy_blas_setter is not None:
         _numpy_blas_setter(n)
 
 
+def _after_fork_in_child():
+    global _num_threads, _forked
+    _num_threads, _forked = 1, True
+
+
 if _blas_setter is not None:
     _blas_setter(1)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

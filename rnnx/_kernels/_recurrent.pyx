@@ -742,7 +742,7 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
                      Dir *dirs, int num_threads) noexcept nogil:
     """Run every (direction, row block) task of the time loop, on parallel threads when there
     are several tasks."""
-    cdef intp nblocks, ntasks, task, k, blk
+    cdef intp nblocks, ntasks, task
     cdef intp[MAX_BLOCKS + 1] bounds
     cdef rnnx_barrier barrier
     _row_blocks(T, bs, ndir, num_threads, &nblocks, bounds)
@@ -763,15 +763,28 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
             else:
                 _team_backward(cell, T, bs, of, H, P, <double *> buf, ld, dirs, &barrier)
         return
-    for task in prange(ntasks, num_threads=threads, schedule="static", use_threads_if=threads > 1):
-        k = task // nblocks
-        blk = task % nblocks
-        if forward:
-            _forward_task(typenum, cell, training, k, bounds[blk], bounds[blk + 1], T, bs, of,
-                          I, H, P, buf, ld, dirs)
-        else:
-            _backward_task(typenum, cell, k, bounds[blk], bounds[blk + 1], T, bs, of, H, P,
-                           buf, ld, dirs)
+    if threads <= 1:
+        # no parallel region at all on one thread (a forked child must not enter one)
+        for task in range(ntasks):
+            _task(forward, typenum, cell, training, task, nblocks, bounds, T, bs, of, I, H, P,
+                  buf, ld, dirs)
+        return
+    for task in prange(ntasks, num_threads=threads, schedule="static"):
+        _task(forward, typenum, cell, training, task, nblocks, bounds, T, bs, of, I, H, P, buf,
+              ld, dirs)
+
+
+cdef inline void _task(bint forward, int typenum, int cell, bint training, intp task,
+                       intp nblocks, const intp *bounds, intp T, const intp *bs, const intp *of,
+                       intp I, intp H, intp P, void *buf, intp ld, Dir *dirs) noexcept nogil:
+    """Task `task` of _run_tasks: direction task // nblocks, row block task % nblocks."""
+    cdef intp k = task // nblocks, blk = task % nblocks
+    if forward:
+        _forward_task(typenum, cell, training, k, bounds[blk], bounds[blk + 1], T, bs, of, I,
+                      H, P, buf, ld, dirs)
+    else:
+        _backward_task(typenum, cell, k, bounds[blk], bounds[blk + 1], T, bs, of, H, P, buf,
+                       ld, dirs)
 
 
 cdef void *_ptr(object a, int typenum, intp need, str name) except? NULL:
