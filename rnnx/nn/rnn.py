@@ -71,9 +71,22 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     return bufs
 
 
+# What backward reads of a training forward's direction dict (the rest is for the forward).
+SAVED = ("gates", "hprev", "cbuf", "c0", "hn", "m")
+
+
 def release_buffers(bufs):
     """Give a direction dict's scratch back to the pool (after the call that used it)."""
     POOL.give(*(bufs.pop(key, None) for key in SCRATCH))
+
+
+def keep_for_backward(bufs):
+    """Reduce a training forward's direction dict to what backward reads (SAVED), in place,
+    giving the rest of its scratch back: a pending record holds nothing else."""
+    saved = {key: bufs.pop(key) for key in SAVED if key in bufs}
+    release_buffers(bufs)
+    bufs.clear()
+    bufs.update(saved)
 
 
 def panels_buffer(k, n, dtype):
@@ -103,19 +116,19 @@ def input_chunks(input_size, dtype, threads):
 
 
 def attach_gradients(bufs, weights, dh, dc, x_chunks):
-    """Turn a forward record's direction dict into the kernel's backward dict, in place.
+    """Turn a forward record's direction dict (keep_for_backward) into the kernel's backward
+    dict, in place.
 
     x_chunks: input_chunks(...), scratch shared by the directions of a layer."""
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     gates = bufs["gates"]
-    POOL.give(bufs.pop("w_hh_panels"), bufs.pop("w_ih_panels"))  # forward's layouts
-    bufs.update(h=dh, c=dc, gw_ih=w_ih.grad, gw_hh=w_hh.grad, w_hh_panels=panels(w_hh.data),
+    bufs.update(h=dh, c=dc, hg=POOL.take((dh.shape[0], gates.shape[1]), dh.dtype),
+                gw_ih=w_ih.grad, gw_hh=w_hh.grad, w_hh_panels=panels(w_hh.data),
                 w_ih_panels=panels(w_ih.data), x_chunks=x_chunks,
                 gb_ih=None if b_ih is None else b_ih.grad,
                 gb_hh=None if b_hh is None else b_hh.grad)
     if w_hr is not None:
         P = dh.shape[1]
-        POOL.give(bufs.pop("w_hr_panels"))
         bufs.update(gw_hr=w_hr.grad, w_hr_panels=panels(w_hr.data),
                     dhtot=POOL.take((gates.shape[0], P), dh.dtype),
                     dm=POOL.take((dh.shape[0], bufs["m"].shape[1]), dh.dtype))
@@ -421,6 +434,8 @@ class RNNBase(Module):
                 mask = dropout_mask(out.shape, self.dropout, self.dtype)
                 out *= mask
             if training:
+                for bufs in dirs:
+                    keep_for_backward(bufs)
                 layers.append((layer_in, dirs, mask))
             else:
                 for bufs in dirs:
