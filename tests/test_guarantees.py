@@ -190,3 +190,75 @@ def test_pending_training_forward_holds_only_what_backward_reads(mode):
     cell(np.ones((3, 5), np.float32))
     (rec,) = cell._records
     assert set(rec[1]) == expected
+
+
+# ---------------------------------------------------------------------------------------
+# concurrent callers (the kernels release the GIL) and more threads than cores
+
+def _concurrently(fns):
+    """Run the callables on as many Python threads at once; their results in order."""
+    results = [None] * len(fns)
+    barrier = threading.Barrier(len(fns))
+
+    def run(i):
+        barrier.wait()
+        results[i] = fns[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.mark.parametrize("threads", [2, 16])
+def test_concurrent_callers_get_the_results_of_sequential_calls(threads):
+    """Four Python threads at once: two training modules (forward + backward each), and one
+    module in eval mode shared by two threads; batch 1 (a thread team per call) and 40 rows
+    (row blocks); kernel threads 2 or 16 (more than the cores: the calls share a budget of
+    one thread per core). Every result bitwise equal to the same call alone on one thread."""
+    rnnx.manual_seed(3)
+    train = [rnnx.nn.LSTM(28, 256), rnnx.nn.GRU(28, 256, bidirectional=True)]
+    shared = rnnx.nn.LSTM(28, 256, proj_size=64)
+    shared.eval()
+    r = np.random.default_rng(3)
+    xs = [r.standard_normal((30, B, 28)).astype(np.float32) for B in (1, 40, 1, 40)]
+
+    def trained(m, x):
+        def call():
+            m.zero_grad()
+            out, _ = m(x)
+            m.backward(np.ones_like(out))
+            return [out] + [p.grad.copy() for p in m.parameters()]
+        return call
+
+    def evaluated(x):
+        return lambda: [shared(x)[0]]
+
+    calls = [trained(train[0], xs[0]), trained(train[1], xs[1]), evaluated(xs[2]),
+             evaluated(xs[3])]
+    rnnx.set_num_threads(1)
+    alone = [call() for call in calls]
+    rnnx.set_num_threads(threads)
+    for _ in range(3):
+        together = _concurrently(calls)
+        for a, b in zip(alone, together):
+            assert all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_kernel_thread_budget_is_one_per_core_and_returned():
+    """Calls take kernel threads from a budget of one per core this process may use (at least
+    one each, even when it is spent), and give them all back."""
+    from rnnx._kernels import _recurrent as K
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert K.busy_threads() == 0
+    first = K.claim_threads(16)
+    assert first == min(16, cores) and K.busy_threads() == first
+    second = K.claim_threads(2)
+    assert second == max(1, min(2, cores - first))
+    K.release_threads(first)
+    K.release_threads(second)
+    assert K.busy_threads() == 0
+    test_concurrent_callers_get_the_results_of_sequential_calls(16)
+    assert K.busy_threads() == 0

@@ -132,6 +132,9 @@ cdef extern from "team.h":
     void rnnx_barrier_wait(rnnx_barrier *b, int *local_sense) noexcept nogil
     int rnnx_team_size() noexcept nogil
     int rnnx_team_member() noexcept nogil
+    int rnnx_claim_threads(int want) noexcept nogil
+    void rnnx_release_threads(int n) noexcept nogil
+    int rnnx_busy_threads
 
 
 cdef extern from "microgemm.h":
@@ -787,6 +790,21 @@ cdef inline void _task(bint forward, int typenum, int cell, bint training, intp 
                        ld, dirs)
 
 
+def busy_threads():
+    """Kernel threads that running calls hold, process-wide (team.h's budget)."""
+    return rnnx_busy_threads
+
+
+def claim_threads(int want):
+    """Take up to `want` kernel threads from the budget of one per core (at least 1); return
+    them with release_threads. What every kernel call does around its work."""
+    return rnnx_claim_threads(want)
+
+
+def release_threads(int n):
+    rnnx_release_threads(n)
+
+
 cdef void *_ptr(object a, int typenum, intp need, str name) except? NULL:
     """Data pointer of a C-contiguous array of `typenum` holding at least `need` items."""
     if not cnp.PyArray_Check(a):
@@ -869,6 +887,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     directions: per direction a dict of the Dir fields' arrays (see Dir); the second one,
     if any, runs in reverse. `h` (B, P) and `c` (B, H) hold the initial states on entry and
     the final ones on return. Training mode fills hprev, cbuf, c0, hn and m for backward.
+    Runs on up to num_threads threads, fewer when other calls hold the cores (team.h).
     """
     cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), k
     _check_packing(batch_sizes, offsets, &T, &B, &N)
@@ -895,6 +914,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
+        num_threads = rnnx_claim_threads(num_threads)
         for k in range(ndir):
             dirs[k].x = xp
             if typenum == cnp.NPY_FLOAT32:
@@ -903,6 +923,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
                 _project_inputs[double](cell, N, I, H, <double *> xp, &dirs[k], num_threads)
         _run_tasks(True, typenum, cell, training, ndir, T, bs, of, I, H, P, op, ndir * P, dirs,
                    num_threads)
+        rnnx_release_threads(num_threads)
 
 
 def backward_layer(int cell, object x, object batch_sizes, object offsets, list directions,
@@ -941,6 +962,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
+        num_threads = rnnx_claim_threads(num_threads)
         _run_tasks(False, typenum, cell, True, ndir, T, bs, of, I, H, P, gop, ld, dirs,
                    num_threads)
         for k in range(ndir):
@@ -959,6 +981,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
                     _parallel_step_gemm[double](N, I, GH, <double *> dirs[k].gates, GH,
                                                 <double *> dirs[k].w_ih_panels, k > 0,
                                                 <double *> gxp, I, num_threads)
+        rnnx_release_threads(num_threads)
 
 
 cdef inline intp _round_up(intp n, intp multiple):
