@@ -6,6 +6,9 @@ OpenMP is used when the compiler supports it; the build succeeds without it.
 The kernels are compiled for the building machine's CPU (-march=native, so that the gate
 loops use its widest SIMD); set RNNX_MARCH to another -march value, or to "" for the
 compiler's default target (e.g. when building a wheel for other machines).
+Set RNNX_SANITIZE to a list of sanitizers (e.g. "address,undefined") for an instrumented
+build (-O1 -g, frame pointers, every error fatal); Python itself is not instrumented, so
+run it with the ASan runtime preloaded (.ci/sanitize shows how).
 """
 import os
 import sys
@@ -18,6 +21,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("RNNX_DEBUG", "0") not in ("", "0")
+SANITIZE = os.environ.get("RNNX_SANITIZE", "")
 
 DIRECTIVES = {
     "language_level": 3,
@@ -66,8 +70,17 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+def sanitizer_flags(sanitize):
+    """(compile, link) flags of the sanitizers named in `sanitize` ("address,undefined")."""
+    if not sanitize:
+        return [], []
+    flags = [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all"]
+    return flags + ["-fno-omit-frame-pointer", "-g"], flags
+
+
 def extension(name):
-    opt = ["-O0", "-g"] if DEBUG else ["-O3"]
+    opt = ["-O0", "-g"] if DEBUG else ["-O1"] if SANITIZE else ["-O3"]
+    san_compile, san_link = sanitizer_flags(SANITIZE)
     return Extension(
         f"rnnx._kernels.{name}",
         [f"rnnx/_kernels/{name}.pyx"],
@@ -77,7 +90,8 @@ def extension(name):
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # No -ffast-math: vmath.h relies on IEEE rounding. Not trapping lets gcc vectorize
         # the branch-free selects in the gate loops.
-        extra_compile_args=opt + ["-fno-math-errno", "-fno-trapping-math"],
+        extra_compile_args=opt + ["-fno-math-errno", "-fno-trapping-math"] + san_compile,
+        extra_link_args=san_link,
     )
 
 
