@@ -133,6 +133,8 @@ cdef extern from "team.h":
     int rnnx_team_size() noexcept nogil
     int rnnx_team_member() noexcept nogil
     int rnnx_claim_threads(int want) noexcept nogil
+    int rnnx_team_allowed() noexcept nogil
+    void rnnx_team_review(const rnnx_barrier *b, long steps) noexcept nogil
     void rnnx_release_threads(int n) noexcept nogil
     int rnnx_busy_threads
 
@@ -751,7 +753,8 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
     _row_blocks(T, bs, ndir, num_threads, &nblocks, bounds)
     ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
-    if shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr_panels != NULL, num_threads):
+    if (shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr_panels != NULL, num_threads)
+            and rnnx_team_allowed()):
         # too few rows for the threads: they share the time loop, split by hidden units
         rnnx_barrier_init(&barrier)
         with parallel(num_threads=num_threads):
@@ -765,6 +768,7 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
                 _team_backward(cell, T, bs, of, H, P, <float *> buf, ld, dirs, &barrier)
             else:
                 _team_backward(cell, T, bs, of, H, P, <double *> buf, ld, dirs, &barrier)
+        rnnx_team_review(&barrier, T)
         return
     if threads <= 1:
         # no parallel region at all on one thread (a forked child must not enter one)

@@ -14,7 +14,9 @@
  * kernel threads from a process-wide budget of one per core this process may use: a call
  * asking for more gets what is left (at least 1), so neither set_num_threads(16) on two
  * cores nor two concurrent calls (the GIL is released) oversubscribe the cores with spinning
- * teams. Results do not depend on the thread count, so the grant changes only the speed.
+ * teams; and a team whose members had to sleep (other processes on the cores) makes the
+ * next calls run without one. Results do not depend on the thread count, so this changes
+ * only the speed.
  */
 #ifndef RNNX_TEAM_H
 #define RNNX_TEAM_H
@@ -76,10 +78,29 @@ typedef struct {
     int sense;     /* flips when the last one arrives (the futex word) */
     int size;      /* threads in the team */
     int sleepers;  /* waiters that stopped spinning */
+    int slept;     /* times a waiter slept, this call */
 } rnnx_barrier;
 
 static inline void rnnx_barrier_init(rnnx_barrier *b) {
-    b->count = 0; b->sense = 0; b->size = 1; b->sleepers = 0;
+    b->count = 0; b->sense = 0; b->size = 1; b->sleepers = 0; b->slept = 0;
+}
+
+/* Teams pay only when every member has a core. A call whose members slept at more than a
+ * quarter of its 2 * steps barriers (cores busy with other processes) makes the next
+ * RNNX_BACKOFF_CALLS calls that would use a team run on one thread; then teams are tried
+ * again. */
+#define RNNX_BACKOFF_CALLS 16
+static int rnnx_team_backoff = 0;
+
+static inline int rnnx_team_allowed(void) {
+    if (__atomic_load_n(&rnnx_team_backoff, __ATOMIC_RELAXED) <= 0) return 1;
+    __atomic_sub_fetch(&rnnx_team_backoff, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static inline void rnnx_team_review(const rnnx_barrier *b, long steps) {
+    if (2L * __atomic_load_n(&b->slept, __ATOMIC_RELAXED) > steps)
+        __atomic_store_n(&rnnx_team_backoff, RNNX_BACKOFF_CALLS, __ATOMIC_RELAXED);
 }
 
 /* Sleep while *word == value (or return early: callers re-check). */
@@ -126,6 +147,7 @@ static inline void rnnx_barrier_wait(rnnx_barrier *b, int *local_sense) {
             else if (now > deadline) break;
         }
     }
+    __atomic_add_fetch(&b->slept, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&b->sense, __ATOMIC_SEQ_CST) != sense) rnnx_sleep_while(&b->sense, !sense);
     __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_RELAXED);
