@@ -7,7 +7,7 @@ OpenMP threads, each block a single-threaded BLAS call. The BLAS that scipy load
 the kernels call) is therefore kept at one thread, so OpenMP and BLAS threads never
 oversubscribe the cores, and every element is computed the same way whatever the thread
 count. NumPy's own OpenBLAS (behind `Linear` and any matmul between rnnx calls, never run
-inside a kernel) follows n, when it is a library of its own.
+inside a kernel) follows n (at most one thread per core), when it is a library of its own.
 
 GNU OpenMP (libgomp) is not fork-safe: a child forked after the parent's kernels ran
 parallel regions hangs in its first one. A forked child (multiprocessing's default on Linux)
@@ -86,7 +86,7 @@ def set_num_threads(n):
             "multiprocessing's 'spawn' or 'forkserver' method to use more")
     _num_threads = n
     if _numpy_blas_setter is not None:
-        _numpy_blas_setter(n)
+        _numpy_blas_setter(min(n, _available_cores()))   # more would only oversubscribe
 
 
 def _after_fork_in_child():
