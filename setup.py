@@ -10,6 +10,9 @@ on x86-64 baseline (-march=x86-64-v2: SSE4.2), avx2 (x86-64-v3: AVX2, FMA) and a
 rnnx._kernels._recurrent imports the best one the CPU runs, so one wheel runs fast anywhere.
 RNNX_MARCH=native (or another -march value, or "" for the compiler's default) builds a
 single level, "local", for that target instead: the quickest local build.
+Set RNNX_SANITIZE to a list of sanitizers (e.g. "address,undefined") for an instrumented
+build (-O1 -g, frame pointers, every error fatal); Python itself is not instrumented, so
+run it with the ASan runtime preloaded (.ci/sanitize shows how).
 """
 import glob
 import os
@@ -24,6 +27,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("RNNX_DEBUG", "0") not in ("", "0")
+SANITIZE = os.environ.get("RNNX_SANITIZE", "")
 
 DIRECTIVES = {
     "language_level": 3,
@@ -102,8 +106,17 @@ class BuildExt(build_ext):
         super().run()
 
 
+def sanitizer_flags(sanitize):
+    """(compile, link) flags of the sanitizers named in `sanitize` ("address,undefined")."""
+    if not sanitize:
+        return [], []
+    flags = [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all"]
+    return flags + ["-fno-omit-frame-pointer", "-g"], flags
+
+
 def extension(name):
-    opt = ["-O0", "-g"] if DEBUG else ["-O3"]
+    opt = ["-O0", "-g"] if DEBUG else ["-O1"] if SANITIZE else ["-O3"]
+    san_compile, san_link = sanitizer_flags(SANITIZE)
     return Extension(
         f"rnnx._kernels.{name}",
         [f"rnnx/_kernels/{name}.pyx"],
@@ -114,7 +127,8 @@ def extension(name):
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # No -ffast-math: vmath.h relies on IEEE rounding. Not trapping lets gcc vectorize
         # the branch-free selects in the gate loops.
-        extra_compile_args=opt + ["-fno-math-errno", "-fno-trapping-math"],
+        extra_compile_args=opt + ["-fno-math-errno", "-fno-trapping-math"] + san_compile,
+        extra_link_args=san_link,
     )
 
 

@@ -9,6 +9,10 @@ oversubscribe the cores, and every element is computed the same way whatever the
 count. NumPy's own BLAS (behind `Linear` and any matmul between rnnx calls, never run
 inside a kernel) follows n, when it is a library of its own. threadpoolctl finds and sets
 both pools (OpenBLAS, MKL, BLIS; any platform).
+
+GNU OpenMP (libgomp) is not fork-safe: a child forked after the parent's kernels ran
+parallel regions hangs in its first one. A forked child (multiprocessing's default on Linux)
+is therefore put on one kernel thread, which enters no parallel region, and may not raise it.
 """
 import numbers
 import os
@@ -46,6 +50,7 @@ def _blas_pools(controller):
 
 _scipy_blas, _numpy_blas = _blas_pools(ThreadpoolController())
 _num_threads = _available_cores()
+_forked = False     # in a process forked from one that had imported rnnx
 
 
 def get_num_threads():
@@ -61,7 +66,7 @@ def max_num_threads():
 
 def set_num_threads(n):
     """Use n threads in rnnx kernels and in NumPy's BLAS: an integer (any numbers.Integral,
-    e.g. np.int64; not bool) in [1, max_num_threads()]."""
+    e.g. np.int64; not bool) in [1, max_num_threads()]; n = 1 in a forked child."""
     global _num_threads
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
         raise TypeError(f"set_num_threads expects an int, got {type(n).__name__} {n!r}")
@@ -71,9 +76,21 @@ def set_num_threads(n):
     if n > cap:
         raise ValueError(f"set_num_threads: {n} threads is more than the {cap} allowed "
                          f"(4 per available core, at least 64)")
+    if _forked and n > 1:
+        raise RuntimeError(
+            f"rnnx.set_num_threads({n}) in a forked process: the OpenMP runtime does not "
+            "survive fork, so rnnx runs on one thread here; start worker processes with "
+            "multiprocessing's 'spawn' or 'forkserver' method to use more")
     n = int(n)
     _num_threads = n
-    _numpy_blas.limit(limits=n)
+    _numpy_blas.limit(limits=min(n, _available_cores()))   # more would only oversubscribe
+
+
+def _after_fork_in_child():
+    global _num_threads, _forked
+    _num_threads, _forked = 1, True
 
 
 _scipy_blas.limit(limits=1)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

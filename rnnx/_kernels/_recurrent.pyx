@@ -26,7 +26,7 @@ cimport numpy as cnp
 from libc.string cimport memcpy
 from cython.parallel cimport parallel, prange
 
-from ._blas cimport floating, gemm, pgemm
+from ._blas cimport floating
 
 cnp.import_array()
 
@@ -117,7 +117,7 @@ cdef struct Dir:
     void *b_ih       # (G*H,)  zeros when the module has no bias
     void *b_hh       # (G*H,)
     void *b_sum      # (G*H,) forward scratch: b_ih + b_hh (GRU: b_ih alone in the n columns)
-    void *w_hr       # (P, H) LSTM projection, or NULL
+    void *w_hr_panels  # w_hr.T (forward) or w_hr (backward) in panels: LSTM projection, or NULL
     void *h          # (B, P) running hidden state: h0 in, h_n out; backward: dh_n in, dh0 out
     void *c          # (B, H) running cell state (LSTM); backward: dc_n in, dc0 out
     void *x          # (N, I) the layer input (forward, when projected step by step)
@@ -142,10 +142,11 @@ cdef struct Dir:
     void *gb_hh
     void *gw_hr
     # The GEMM backend of this call (set_gemm_backend), and for BLAS the weights as they
-    # are: w_ih (GH, I) and w_hh (GH, P), row-major.
+    # are: w_ih (GH, I), w_hh (GH, P) and w_hr (P, H) (LSTM projection, or NULL), row-major.
     int gemm_backend
     void *w_ih
     void *w_hh
+    void *w_hr
 
 
 cdef extern from "vmath.h":
@@ -182,6 +183,11 @@ cdef extern from "team.h":
     void rnnx_barrier_wait(rnnx_barrier *b, int *local_sense) noexcept nogil
     int rnnx_team_size() noexcept nogil
     int rnnx_team_member() noexcept nogil
+    int rnnx_claim_threads(int want) noexcept nogil
+    int rnnx_team_allowed() noexcept nogil
+    void rnnx_team_review(const rnnx_barrier *b, long steps) noexcept nogil
+    void rnnx_release_threads(int n) noexcept nogil
+    int rnnx_busy_threads
 
 
 cdef extern from "microgemm.h":
@@ -486,6 +492,34 @@ cdef void _gate_rows(int cell, bint training, intp n, intp off, intp r0, intp u0
             memcpy(out + (off + r) * ldo + u0, hrow + u0, nu * sizeof(floating))
 
 
+# The LSTM projection h = W_hr m (proj_size): its three products. Like every other product
+# they run on the micro-GEMM, whose every element is one dot product summed in k order, so
+# the results do not depend on how many rows a call gets (a BLAS call's bits do: its kernels
+# split rows by count) nor on the thread count.
+
+cdef inline void _project(bint blas, intp n, intp H, intp P, const floating *m,
+                          const floating *w_hr_panels, const floating *w_hr,
+                          floating *h) noexcept nogil:
+    """h (n, P) = m (n, H) @ w_hr.T; w_hr_panels: w_hr.T (H, P) in panels, w_hr (P, H)."""
+    _step_gemm(blas, n, P, H, m, H, w_hr_panels, w_hr, H, True, False, h, P)
+
+
+cdef inline void _project_backward(bint blas, intp n, intp H, intp P, const floating *dh,
+                                   const floating *w_hr_panels, const floating *w_hr,
+                                   floating *dm) noexcept nogil:
+    """dm (n, H) = dh (n, P) @ w_hr; w_hr_panels: w_hr (P, H) in panels, w_hr (P, H)."""
+    _step_gemm(blas, n, H, P, dh, P, w_hr_panels, w_hr, H, False, False, dm, H)
+
+
+cdef void _projection_weight_grad(bint blas, intp N, intp H, intp P, const floating *dhtot,
+                                  const floating *m, floating *chunks, floating *gw_hr,
+                                  int nt) noexcept nogil:
+    """gw_hr (P, H) += dhtot.T (P, N) @ m (N, H): chunks of K_CHUNK steps added in order, the
+    rows of gw_hr in fixed blocks over the threads (as gw_ih; chunks: scratch for m's
+    chunks in panels, x_chunks_size(H) elements)."""
+    _gemm_tn_accumulate_rows(blas, P, H, N, dhtot, P, m, chunks, gw_hr, NULL, NULL, 0, nt)
+
+
 cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
                          const intp *offsets, intp r0, intp r1, intp I, intp H, intp P,
                          floating *out, intp ldo, Dir *d) noexcept nogil:
@@ -500,6 +534,7 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     cdef const floating *w_ih = <floating *> d.w_ih
     cdef const floating *w_hh = <floating *> d.w_hh
     cdef const floating *w_hr = <floating *> d.w_hr
+    cdef const floating *w_hr_panels = <floating *> d.w_hr_panels
     cdef const floating *x = <floating *> d.x
     cdef floating *xs = <floating *> d.xs
     cdef bint blas = _use_blas(d, STEP_PRODUCT)
@@ -526,17 +561,15 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
         # hg[r0:r0+n] (n, GH) = h[r0:r0+n] (n, P) @ w_hh.T
         _step_gemm(blas, n, GH, P, h + r0 * P, P, w_hh_panels, w_hh, P, True, False,
                    hg + r0 * GH, GH)
-        if w_hr == NULL:
+        if w_hr_panels == NULL:
             mstep = NULL
         elif training:
             mstep = <floating *> d.m + off * H
         else:
             mstep = <floating *> d.m + r0 * H
         _gate_rows(cell, training, n, off, r0, 0, H, H, P, mstep, out, ldo, d)
-        if w_hr != NULL:
-            # h[r0:r0+n] (n, P) = m (n, H) @ w_hr.T
-            gemm(False, True, n, P, H, <floating> 1, mstep, H, w_hr, H, <floating> 0,
-                 h + r0 * P, P)
+        if w_hr_panels != NULL:
+            _project(blas, n, H, P, mstep, w_hr_panels, w_hr, h + r0 * P)
             for r in range(n):
                 memcpy(out + (off + r) * ldo, h + (r0 + r) * P, P * sizeof(floating))
     rnnx_restore_fp_mode(fp_mode)
@@ -626,7 +659,7 @@ cdef void _gate_grad_rows(int cell, bint reverse, intp t, intp T, const intp *ba
         k = (off + r) * H
         rr = r0 + r     # row in the batch-indexed state buffers
         if cell == LSTM:
-            dmrow = <floating *> d.dm + rr * H if d.w_hr != NULL else dh + rr * P
+            dmrow = <floating *> d.dm + rr * H if d.w_hr_panels != NULL else dh + rr * P
             # c entering step t: c' of the step before it in this direction's order, if the
             # row was alive there, else c0
             tp = t + 1 if reverse else t - 1
@@ -670,6 +703,7 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
     cdef unsigned int fp_mode = rnnx_flush_denormals()
     cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *w_hh_panels = <floating *> d.w_hh_panels
+    cdef const floating *w_hr_panels = <floating *> d.w_hr_panels
     cdef const floating *w_hr = <floating *> d.w_hr
     cdef floating *dh = <floating *> d.h
     cdef floating *dm = <floating *> d.dm
@@ -687,11 +721,9 @@ cdef void _recur_backward(int cell, bint reverse, intp T, const intp *batch_size
         off = offsets[t] + r0
         if dout != NULL:
             _add_output_grads(n, off, r0, 0, P, P, dout, lddo, dh)
-        if cell == LSTM and w_hr != NULL:
+        if cell == LSTM and w_hr_panels != NULL:
             memcpy(<floating *> d.dhtot + off * P, dh + r0 * P, n * P * sizeof(floating))
-            # dm[r0:r0+n] (n, H) = dh[r0:r0+n] (n, P) @ w_hr (P, H)
-            gemm(False, False, n, H, P, <floating> 1, dh + r0 * P, P, w_hr, H, <floating> 0,
-                 dm + r0 * H, H)
+            _project_backward(blas, n, H, P, dh + r0 * P, w_hr_panels, w_hr, dm + r0 * H)
         _gate_grad_rows(cell, reverse, t, T, batch_sizes, offsets, n, r0, 0, H, H, P, dh, d)
         if cell == GRU:
             # dh[r0:r0+n] (n, P) += dgh[r0:r0+n] (n, GH) @ w_hh (GH, P)
@@ -772,10 +804,9 @@ cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gate
         # gw_hh (GH, P) += dgates.T (GH, N) @ hprev (N, P)
         _gemm_tn_accumulate(blas, GH, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL, NULL,
                             0, nt)
-    if cell == LSTM and d.w_hr != NULL:
-        # gw_hr (P, H) += dhtot.T (P, N) @ m (N, H)
-        pgemm(True, False, P, H, N, <floating> 1, <floating *> d.dhtot, P, <floating *> d.m, H,
-              <floating> 1, <floating *> d.gw_hr, H, nt)
+    if cell == LSTM and d.w_hr_panels != NULL:
+        _projection_weight_grad(blas, N, H, P, <floating *> d.dhtot, <floating *> d.m,
+                                <floating *> d.x_chunks, <floating *> d.gw_hr, nt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -850,7 +881,7 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
                      Dir *dirs, int num_threads) noexcept nogil:
     """Run every (direction, row block) task of the time loop, on parallel threads when there
     are several tasks."""
-    cdef intp nblocks, ntasks, task, k, blk
+    cdef intp nblocks, ntasks, task
     cdef intp[MAX_BLOCKS + 1] bounds
     cdef rnnx_barrier barrier
     _row_blocks(T, bs, ndir, num_threads,
@@ -858,7 +889,8 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
                 &nblocks, bounds)
     ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
-    if shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr != NULL, num_threads):
+    if (shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr_panels != NULL, num_threads)
+            and rnnx_team_allowed()):
         # too few rows for the threads: they share the time loop, split by hidden units
         rnnx_barrier_init(&barrier)
         with parallel(num_threads=num_threads):
@@ -872,16 +904,45 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
                 _team_backward(cell, T, bs, of, H, P, <float *> buf, ld, dirs, &barrier)
             else:
                 _team_backward(cell, T, bs, of, H, P, <double *> buf, ld, dirs, &barrier)
+        rnnx_team_review(&barrier, T)
         return
-    for task in prange(ntasks, num_threads=threads, schedule="static", use_threads_if=threads > 1):
-        k = task // nblocks
-        blk = task % nblocks
-        if forward:
-            _forward_task(typenum, cell, training, k, bounds[blk], bounds[blk + 1], T, bs, of,
-                          I, H, P, buf, ld, dirs)
-        else:
-            _backward_task(typenum, cell, k, bounds[blk], bounds[blk + 1], T, bs, of, H, P,
-                           buf, ld, dirs)
+    if threads <= 1:
+        # no parallel region at all on one thread (a forked child must not enter one)
+        for task in range(ntasks):
+            _task(forward, typenum, cell, training, task, nblocks, bounds, T, bs, of, I, H, P,
+                  buf, ld, dirs)
+        return
+    for task in prange(ntasks, num_threads=threads, schedule="static"):
+        _task(forward, typenum, cell, training, task, nblocks, bounds, T, bs, of, I, H, P, buf,
+              ld, dirs)
+
+
+cdef inline void _task(bint forward, int typenum, int cell, bint training, intp task,
+                       intp nblocks, const intp *bounds, intp T, const intp *bs, const intp *of,
+                       intp I, intp H, intp P, void *buf, intp ld, Dir *dirs) noexcept nogil:
+    """Task `task` of _run_tasks: direction task // nblocks, row block task % nblocks."""
+    cdef intp k = task // nblocks, blk = task % nblocks
+    if forward:
+        _forward_task(typenum, cell, training, k, bounds[blk], bounds[blk + 1], T, bs, of, I,
+                      H, P, buf, ld, dirs)
+    else:
+        _backward_task(typenum, cell, k, bounds[blk], bounds[blk + 1], T, bs, of, H, P, buf,
+                       ld, dirs)
+
+
+def busy_threads():
+    """Kernel threads that running calls hold, process-wide (team.h's budget)."""
+    return rnnx_busy_threads
+
+
+def claim_threads(int want):
+    """Take up to `want` kernel threads from the budget of one per core (at least 1); return
+    them with release_threads. What every kernel call does around its work."""
+    return rnnx_claim_threads(want)
+
+
+def release_threads(int n):
+    rnnx_release_threads(n)
 
 
 cdef void *_ptr(object a, int typenum, intp need, str name, bint out=False) except? NULL:
@@ -969,6 +1030,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     directions: per direction a dict of the Dir fields' arrays (see Dir); the second one,
     if any, runs in reverse. `h` (B, P) and `c` (B, H) hold the initial states on entry and
     the final ones on return. Training mode fills hprev, cbuf, c0, hn and m for backward.
+    Runs on up to num_threads threads, fewer when other calls hold the cores (team.h).
     """
     cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), k
     _check_packing(batch_sizes, offsets, &T, &B, &N)
@@ -983,7 +1045,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     P = out.shape[1] // ndir
     if x.shape[0] != N or out.shape[0] != N or out.shape[1] != ndir * P:
         raise ValueError("x and out must have one row per packed step")
-    cdef bint proj = cell == LSTM and directions[0].get("w_hr") is not None
+    cdef bint proj = cell == LSTM and directions[0].get("w_hr_panels") is not None
     if not proj and P != H:
         raise ValueError("out has the wrong number of columns")
     cdef void *xp = _ptr(x, typenum, N * I, "x")
@@ -995,6 +1057,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
+        num_threads = rnnx_claim_threads(num_threads)
         for k in range(ndir):
             dirs[k].x = xp
             if typenum == cnp.NPY_FLOAT32:
@@ -1003,6 +1066,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
                 _project_inputs[double](cell, N, I, H, <double *> xp, &dirs[k], num_threads)
         _run_tasks(True, typenum, cell, training, ndir, T, bs, of, I, H, P, op, ndir * P, dirs,
                    num_threads)
+        rnnx_release_threads(num_threads)
 
 
 def backward_layer(int cell, object x, object batch_sizes, object offsets, list directions,
@@ -1025,7 +1089,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     if x.shape[0] != N:
         raise ValueError("x must have one row per packed step")
     I = x.shape[1]
-    cdef bint proj = cell == LSTM and directions[0].get("w_hr") is not None
+    cdef bint proj = cell == LSTM and directions[0].get("w_hr_panels") is not None
     P = directions[0]["h"].shape[1]
     if not proj and P != H:
         raise ValueError("h has the wrong number of columns")
@@ -1042,6 +1106,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
+        num_threads = rnnx_claim_threads(num_threads)
         _run_tasks(False, typenum, cell, True, ndir, T, bs, of, I, H, P, gop, ld, dirs,
                    num_threads)
         for k in range(ndir):
@@ -1063,6 +1128,7 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
                                                 <double *> dirs[k].w_ih_panels,
                                                 <double *> dirs[k].w_ih, I, False, k > 0,
                                                 <double *> gxp, I, num_threads)
+        rnnx_release_threads(num_threads)
 
 
 cdef inline intp _round_up(intp n, intp multiple):
@@ -1085,6 +1151,8 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.w_hh = _ptr(a["w_hh"], typenum, GH * P, "w_hh")
     d.gemm_backend = _gemm_backend
     d.w_hr = _ptr(a["w_hr"], typenum, P * H, "w_hr") if proj else NULL
+    d.w_hr_panels = (_ptr(a["w_hr_panels"], typenum, _round_up(H, pw) * P if backward else
+                          _round_up(P, pw) * H, "w_hr_panels") if proj else NULL)
     d.b_ih = NULL if backward else _ptr(a["b_ih"], typenum, GH, "b_ih")
     d.b_hh = NULL if backward else _ptr(a["b_hh"], typenum, GH, "b_hh")
     d.b_sum = NULL if backward else _ptr(a["b_sum"], typenum, GH, "b_sum")
@@ -1105,7 +1173,8 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.gw_ih = d.gw_hh = d.gb_ih = d.gb_hh = d.gw_hr = NULL
     d.x_chunks = NULL
     if backward:
-        d.x_chunks = _ptr(a["x_chunks"], typenum, x_chunks_size(I, 64 // pw, num_threads),
+        d.x_chunks = _ptr(a["x_chunks"], typenum,
+                          x_chunks_size(max(I, H) if proj else I, 64 // pw, num_threads),
                           "x_chunks")
         d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih", True)
         d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh", True)

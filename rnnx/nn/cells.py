@@ -10,7 +10,8 @@ from .._kernels._recurrent import Cell, backward_layer, forward_layer
 from .module import Module, Parameter, check_dtype, check_grad_shape
 from .._workspace import POOL
 from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes, contiguous,
-                  direction_buffers, input_chunks, release_buffers, reset_uniform)
+                  direction_buffers, input_chunks, keep_for_backward, release_buffers,
+                  reset_uniform)
 
 _ONE_STEP_OFFSETS = {}
 
@@ -100,6 +101,7 @@ class RNNCellBase(Module):
         out = np.empty((B, self.hidden_size), self.dtype)
         forward_layer(int(self.mode), recording, x2, bs, offsets, [bufs], out, self.hidden_size)
         if recording:
+            keep_for_backward(bufs)
             self._push_record((x2, bufs, unbatched,
                                self._fingerprint_weights(("weight_ih", "weight_hh"))))
         else:

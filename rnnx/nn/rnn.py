@@ -34,7 +34,7 @@ def as_float_array(value, dtype, what):
 
 # The kernel dict entries that are scratch owned by one call (returned to the pool after it).
 SCRATCH = ("xs", "gates", "hg", "hprev", "cbuf", "c0", "hn", "m", "dhtot", "dm", "w_hh_panels",
-           "w_ih_panels")
+           "w_ih_panels", "w_hr_panels")
 
 
 def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias):
@@ -55,6 +55,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
         "w_ih": w_ih.data, "w_hh": w_hh.data,
         "b_ih": zero_bias if b_ih is None else b_ih.data,
         "b_hh": zero_bias if b_hh is None else b_hh.data,
+        "w_hr_panels": None if w_hr is None else panels(w_hr.data.T),
         "w_hr": None if w_hr is None else w_hr.data,
         "h": h, "c": c,
         "xs": take((B, GH), dtype) if per_step else None, "hg": take((B, GH), dtype),
@@ -74,6 +75,10 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     return bufs
 
 
+# What backward reads of a training forward's direction dict (the rest is for the forward).
+SAVED = ("gates", "hprev", "cbuf", "c0", "hn", "m")
+
+
 def release_buffers(bufs):
     """Give a direction dict's scratch back to the pool (after the call that used it)."""
     POOL.give(*(bufs.pop(key, None) for key in SCRATCH), *bufs.pop("frozen_grads", ()))
@@ -89,6 +94,15 @@ def grad_target(p, bufs):
         target.fill(0)
         bufs["frozen_grads"].append(target)
     return target
+
+
+def keep_for_backward(bufs):
+    """Reduce a training forward's direction dict to what backward reads (SAVED), in place,
+    giving the rest of its scratch back: a pending record holds nothing else."""
+    saved = {key: bufs.pop(key) for key in SAVED if key in bufs}
+    release_buffers(bufs)
+    bufs.clear()
+    bufs.update(saved)
 
 
 def panels_buffer(k, n, dtype):
@@ -112,25 +126,29 @@ def panels(b):
 
 def input_chunks(input_size, dtype, threads):
     """Pooled scratch in which the backward kernel packs the layer input chunk by chunk for
-    the input-weight gradient (one chunk per thread)."""
+    the input-weight gradient (one chunk per thread), and the projected LSTM's m (N, H) for
+    the projection-weight gradient: input_size = max(I, H) with a projection."""
     return POOL.take((x_chunks_size(input_size, dtype.itemsize, threads),), dtype)
 
 
 def attach_gradients(bufs, weights, dh, dc, x_chunks):
-    """Turn a forward record's direction dict into the kernel's backward dict, in place.
+    """Turn a forward record's direction dict (keep_for_backward) into the kernel's backward
+    dict, in place.
 
     x_chunks: input_chunks(...), scratch shared by the directions of a layer."""
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     gates = bufs["gates"]
-    POOL.give(bufs.pop("w_hh_panels"), bufs.pop("w_ih_panels"))  # forward's layouts
     bufs["frozen_grads"] = []
-    bufs.update(h=dh, c=dc, gw_ih=grad_target(w_ih, bufs), gw_hh=grad_target(w_hh, bufs),
+    bufs.update(h=dh, c=dc, hg=POOL.take((dh.shape[0], gates.shape[1]), dh.dtype),
+                w_ih=w_ih.data, w_hh=w_hh.data,
+                gw_ih=grad_target(w_ih, bufs), gw_hh=grad_target(w_hh, bufs),
                 w_hh_panels=panels(w_hh.data), w_ih_panels=panels(w_ih.data), x_chunks=x_chunks,
                 gb_ih=None if b_ih is None else grad_target(b_ih, bufs),
                 gb_hh=None if b_hh is None else grad_target(b_hh, bufs))
     if w_hr is not None:
         P = dh.shape[1]
-        bufs.update(gw_hr=grad_target(w_hr, bufs), dhtot=POOL.take((gates.shape[0], P), dh.dtype),
+        bufs.update(w_hr=w_hr.data, gw_hr=grad_target(w_hr, bufs), w_hr_panels=panels(w_hr.data),
+                    dhtot=POOL.take((gates.shape[0], P), dh.dtype),
                     dm=POOL.take((dh.shape[0], bufs["m"].shape[1]), dh.dtype))
     return bufs
 
@@ -475,6 +493,8 @@ class RNNBase(Module):
                 mask = dropout_mask(out.shape, self.dropout, self.dtype)
                 out *= mask
             if recording:
+                for bufs in dirs:
+                    keep_for_backward(bufs)
                 layers.append((layer_in, dirs, mask))
             else:
                 for bufs in dirs:
@@ -514,7 +534,8 @@ class RNNBase(Module):
         weights = self._weights
         for layer in reversed(range(self.num_layers)):
             layer_in, dirs, _ = rec.layers[layer]
-            x_chunks = input_chunks(layer_in.shape[1], self.dtype, threads)
+            x_chunks = input_chunks(max(layer_in.shape[1], H if self.proj_size else 0),
+                                    self.dtype, threads)
             for d in range(D):
                 attach_gradients(dirs[d], weights[layer][d], dh[layer * D + d],
                                  None if dc is None else dc[layer * D + d], x_chunks)
