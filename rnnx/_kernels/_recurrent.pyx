@@ -26,7 +26,7 @@ cimport numpy as cnp
 from libc.string cimport memcpy
 from cython.parallel cimport parallel, prange
 
-from ._blas cimport floating
+from ._blas cimport floating, gemm
 
 cnp.import_array()
 
