@@ -25,11 +25,15 @@ Importing rnnx never imports mpi4py; is_available() tells whether it is installe
 import importlib.util
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
 
 from .. import _threads
+
+# How long a message written just before MPI_Abort is given to reach mpiexec (see _report).
+_ABORT_GRACE_SECONDS = 0.5
 
 INSTALL_HINT = ('rnnx.distributed needs mpi4py and an MPI library: pip install "rnnx[distributed]" '
                 '(or: pip install mpi4py mpich)')
@@ -109,9 +113,12 @@ def _abort_on_uncaught_exception(exc_type, exc, tb):
 
 
 def _report(text):
-    """Write a message to stderr now (before an abort)."""
+    """Write a message to stderr now (before an abort), and give mpiexec's I/O forwarding a
+    moment to pass it on: MPI_Abort kills the ranks and their proxies at once, and a message
+    still in a proxy's pipe is lost (seen when two ranks abort together on a busy machine)."""
     sys.stderr.write(f"rnnx.distributed: {text.rstrip()}\n")
     sys.stderr.flush()
+    time.sleep(_ABORT_GRACE_SECONDS)
 
 
 def abort(code=1, reason=None):
