@@ -1,0 +1,152 @@
+# Wavefront inference over a stack of unidirectional layers (included by _recurrent.pyx).
+#
+# Layer l at step t needs only layer l at step t-1 (its own state) and layer l-1 at step t
+# (its input row), so layers can run on different threads at the same time, layer l a step
+# or more behind layer l-1: the threads take diagonals of the (layer, step) grid. Each
+# thread owns a contiguous group of layers (whose weights stay in its core's cache) for one
+# block of batch rows; after each step of each layer it publishes the number of steps done
+# (a release store), and a layer waits (acquire) until the layer below has done step t.
+# One handoff per step and layer replaces the per-layer calls' barriers; a layer never waits
+# for the layer above, whose input rows of step t stay untouched once written.
+# Every step is _recur_forward's own code on the same rows (T = 1 at step t), so every
+# element is the same dot product and gate arithmetic as in the layer-by-layer path: the
+# results are bitwise the same, whatever the thread count.
+from libc.stdlib cimport calloc, free
+
+DEF PROGRESS_STRIDE = 16      # intp counters per progress slot: 128 bytes, no false sharing
+
+cdef extern from *:
+    """
+    #include <sched.h>
+    #if defined(__x86_64__) || defined(__i386__)
+    #include <immintrin.h>
+    #define RNNX_WF_PAUSE() _mm_pause()
+    #else
+    #define RNNX_WF_PAUSE() ((void)0)
+    #endif
+    #ifndef RNNX_WF_SPINS
+    #define RNNX_WF_SPINS 200
+    #endif
+    /* Publish `steps` done (release: the rows written before it are visible to whoever
+       acquires the count). */
+    static inline void rnnx_progress_publish(ptrdiff_t *p, ptrdiff_t steps) {
+        __atomic_store_n(p, steps, __ATOMIC_RELEASE);
+    }
+    /* Wait until *p >= steps: spin a few microseconds, then yield the core (an
+       oversubscribed machine still makes progress). */
+    static inline void rnnx_progress_wait(const ptrdiff_t *p, ptrdiff_t steps) {
+        unsigned spins = 0;
+        while (__atomic_load_n(p, __ATOMIC_ACQUIRE) < steps) {
+            if (++spins < RNNX_WF_SPINS) RNNX_WF_PAUSE(); else sched_yield();
+        }
+    }
+    """
+    void rnnx_progress_publish(intp *p, intp steps) noexcept nogil
+    void rnnx_progress_wait(const intp *p, intp steps) noexcept nogil
+
+
+cpdef bint uses_wavefront(int cell, intp B, intp num_layers, intp ndir, bint training,
+                          intp I, intp H, intp P, intp itemsize, int num_threads) noexcept nogil:
+    """Whether forward_stack runs a stack's inference as a wavefront (rather than layer by
+    layer): several threads and layers, one direction, inference, no projection, every
+    layer's weights small enough to be projected step by step (and to stay in one core's
+    cache), and a batch too small to split into row blocks (measured: with row blocks the
+    layer-by-layer path needs no synchronisation at all and balances layers of unequal
+    input width, and is faster)."""
+    return (num_threads > 1 and num_layers > 1 and ndir == 1 and not training and P == H
+            and B < 2 * MIN_BLOCK_ROWS and projects_per_step(cell, I, P, H, itemsize)
+            and projects_per_step(cell, P, P, H, itemsize))
+
+
+cdef void _wavefront_worker(int typenum, int cell, intp L, intp T, const intp *bs,
+                            const intp *of, intp I, intp H, intp P, void **outs, Dir *dirs,
+                            intp *progress, const intp *bounds, intp groups,
+                            intp task) noexcept nogil:
+    """Task `task` of the wavefront: layer group task % groups (layers l0..l1-1) for the
+    row block task // groups, step by step; layer l's input is outs[l - 1] (layer 0: dirs[0].x)
+    and its output outs[l] (N, P)."""
+    cdef intp g = task % groups, blk = task // groups, l, t, Il
+    cdef intp l0 = g * L // groups, l1 = (g + 1) * L // groups
+    cdef intp r0 = bounds[blk], r1 = bounds[blk + 1]
+    cdef intp *mine = progress + blk * L * PROGRESS_STRIDE
+    for t in range(T):
+        for l in range(l0, l1):
+            if l > 0:
+                rnnx_progress_wait(mine + (l - 1) * PROGRESS_STRIDE, t + 1)
+            Il = I if l == 0 else P
+            if typenum == cnp.NPY_FLOAT32:
+                _recur_forward[float](cell, False, False, 1, bs + t, of + t, r0, r1, Il, H, P,
+                                      <float *> outs[l], P, &dirs[l])
+            else:
+                _recur_forward[double](cell, False, False, 1, bs + t, of + t, r0, r1, Il, H, P,
+                                       <double *> outs[l], P, &dirs[l])
+            rnnx_progress_publish(mine + l * PROGRESS_STRIDE, t + 1)
+
+
+def forward_stack(int cell, object x, object batch_sizes, object offsets, list layers,
+                  list outs, intp hidden_size, int num_threads=2):
+    """Run a stack of unidirectional layers forward at inference as a wavefront.
+
+    x: (N, I) input of the first layer; layers: per layer the one-direction dict of
+    forward_layer (see Dir; no projection); outs: per layer its (N, H) output, each the input
+    of the next. `h` and `c` of each dict hold the initial states on entry and the final ones
+    on return. The results are bitwise those of forward_layer called layer by layer.
+    """
+    cdef intp T, B, N, H = hidden_size, I, L = len(layers), l, tasks, groups, nblocks
+    _check_packing(batch_sizes, offsets, &T, &B, &N)
+    if cell < 0 or cell > 3:
+        raise ValueError(f"unknown cell kind {cell}")
+    if L < 1 or len(outs) != L:
+        raise ValueError("one output array per layer expected")
+    cdef int typenum = _float_type(x)
+    I = x.shape[1]
+    if x.shape[0] != N:
+        raise ValueError("x must have one row per packed step")
+    if any(d.get("w_hr") is not None for d in layers):
+        raise ValueError("forward_stack does not take projections")
+    cdef Dir *dirs = <Dir *> calloc(L, sizeof(Dir))
+    cdef void **outp = <void **> calloc(L, sizeof(void *))
+    cdef intp *progress = <intp *> calloc(MAX_BLOCKS * L * PROGRESS_STRIDE, sizeof(intp))
+    cdef intp[MAX_BLOCKS + 1] bounds
+    cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
+    cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
+    cdef int threads, me, size
+    if dirs == NULL or outp == NULL or progress == NULL:
+        free(dirs); free(outp); free(progress)
+        raise MemoryError()
+    try:
+        for l in range(L):
+            outp[l] = _ptr(outs[l], typenum, N * H, f"outs[{l}]")
+            _fill_dir(&dirs[l], layers[l], typenum, cell, False, False, False, N, B,
+                      I if l == 0 else H, H, H, num_threads)
+            if dirs[l].xs == NULL:
+                raise ValueError("forward_stack needs weights projected step by step")
+            dirs[l].x = _ptr(x, typenum, N * I, "x") if l == 0 else outp[l - 1]
+        # threads: layer groups x row blocks, at most one task per thread
+        groups = min(max(num_threads, 1), L)
+        _row_blocks(T, bs, 1, max(num_threads // groups, 1), &nblocks, bounds)
+        tasks = groups * nblocks
+        threads = <int> tasks
+        with nogil:
+            for l in range(L):
+                if typenum == cnp.NPY_FLOAT32:
+                    _project_inputs[float](cell, N, I, H, <float *> NULL, &dirs[l], 1)
+                else:
+                    _project_inputs[double](cell, N, I, H, <double *> NULL, &dirs[l], 1)
+            if threads <= 1:
+                _wavefront_worker(typenum, cell, L, T, bs, of, I, H, H, outp, dirs, progress,
+                                  bounds, groups, 0)
+            else:
+                with parallel(num_threads=threads):
+                    me = rnnx_team_member()
+                    size = rnnx_team_size()
+                    # fewer threads than asked (nested parallelism): each runs the tasks
+                    # left over in task order, which the lower layers' progress allows
+                    while me < tasks:
+                        _wavefront_worker(typenum, cell, L, T, bs, of, I, H, H, outp, dirs,
+                                          progress, bounds, groups, me)
+                        me = me + size
+    finally:
+        free(dirs)
+        free(outp)
+        free(progress)
