@@ -8,6 +8,9 @@ import sys
 import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+# The bench's processes import this checkout's rnnx, not whichever one is installed.
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    [os.path.dirname(BENCH)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
 PEERS = {"torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx"), "jax": ("jax",),
          "numpy": ("numpy",)}
 
@@ -19,7 +22,7 @@ def installed(lib):
 def run_bench(out, *flags):
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "run.py"), "--quick",
                            "--out", str(out), *flags],
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, env=ENV, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "latest.json") as f:
         return json.load(f), proc.stdout
@@ -88,7 +91,7 @@ def test_quick_run_skips_the_memory_probes(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_memory_probe():
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "_memory.py"), "rnnx", "1", "1",
-                           "LSTM", "mnist"], capture_output=True, text=True, timeout=120)
+                           "LSTM", "mnist"], capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads(proc.stdout.splitlines()[-1])
     assert row["lib"] == "rnnx" and row["case"] == "mnist" and row["peak_mb"] >= 0
@@ -105,7 +108,7 @@ def test_mnist_vs_torch(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "mnist_vs_torch.py"),
                            "--data-dir", REAL_MNIST, "--limit-train", "256", "--limit-test", "500",
                            "--seed", "3",
-                           "--json", str(out)], capture_output=True, text=True, timeout=240)
+                           "--json", str(out)], capture_output=True, text=True, env=ENV, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rnnx s" in proc.stdout and "torch acc" in proc.stdout
     assert "rnnx/torch" in proc.stdout  # the ratio the way round of the README's table

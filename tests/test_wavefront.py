@@ -24,8 +24,11 @@ def test_uses_wavefront_only_for_small_batch_unidirectional_stacks_at_inference(
                 itemsize=4, num_threads=2)
     assert uses_wavefront(**args)
     assert uses_wavefront(**{**args, "B": 15, "num_layers": 5, "num_threads": 4})
+    assert uses_wavefront(**{**args, "cell": Cell.GRU, "H": 112, "P": 112})
+    assert not uses_wavefront(**{**args, "cell": Cell.GRU, "H": 96, "P": 96})
     for change in ({"num_threads": 1}, {"num_layers": 1}, {"ndir": 2}, {"training": True},
-                   {"B": 16}, {"P": 64}, {"I": 4096}, {"H": 512}):
+                   {"B": 16}, {"P": 64}, {"I": 4096}, {"H": 512}, {"cell": Cell.RNN_TANH},
+                   {"H": 64, "P": 64}):
         assert not uses_wavefront(**{**args, **change}), change
 
 
@@ -70,7 +73,7 @@ def test_wavefront_bitwise_equal_to_layer_by_layer(cls, kw, dtype, B, restore_th
 
 
 def test_wavefront_is_what_eval_runs_and_matches_training_forward(restore_threads):
-    """Chosen by the module at inference (batch 2, two threads): the same bits as the
+    """Chosen by the module at inference (batch 2, H = 96, two threads): the same bits as the
     training forward, which runs layer by layer; unbatched and batch_first inputs too."""
     rnnx.set_num_threads(2)
     calls = []
@@ -80,7 +83,7 @@ def test_wavefront_is_what_eval_runs_and_matches_training_forward(restore_thread
         calls.append(args[0])
         return original(*args)
 
-    m = rnnx.LSTM(6, 20, num_layers=3, batch_first=True)
+    m = rnnx.LSTM(6, 96, num_layers=3, batch_first=True)
     x = np.random.default_rng(0).standard_normal((2, 8, 6)).astype(np.float32)
     trained = _outputs(m, x, None, None)
     m.clear_records()

@@ -50,11 +50,13 @@ cpdef bint uses_wavefront(int cell, intp B, intp num_layers, intp ndir, bint tra
     """Whether forward_stack runs a stack's inference as a wavefront (rather than layer by
     layer): several threads and layers, one direction, inference, no projection, every
     layer's weights small enough to be projected step by step (and to stay in one core's
-    cache), and a batch too small to split into row blocks (measured: with row blocks the
+    cache), a batch too small to split into row blocks (measured: with row blocks the
     layer-by-layer path needs no synchronisation at all and balances layers of unequal
-    input width, and is faster)."""
+    input width, and is faster), and steps big enough to pay for a handoff (as the team's,
+    MIN_TEAM_WORK; measured: an RNN at H = 128 runs faster on one thread)."""
     return (num_threads > 1 and num_layers > 1 and ndir == 1 and not training and P == H
-            and B < 2 * MIN_BLOCK_ROWS and projects_per_step(cell, I, P, H, itemsize)
+            and B < 2 * MIN_BLOCK_ROWS and P * NUM_GATES[cell] * H >= MIN_TEAM_WORK
+            and projects_per_step(cell, I, P, H, itemsize)
             and projects_per_step(cell, P, P, H, itemsize))
 
 
