@@ -6,7 +6,7 @@ import pytest
 
 import rnnx
 import rnnx.nn.rnn as rnn_module
-from rnnx._kernels._recurrent import Cell, forward_stack, uses_wavefront
+from rnnx._kernels._recurrent import Cell, forward_layer, forward_stack, uses_wavefront
 
 CELLS = [(rnnx.LSTM, {}), (rnnx.GRU, {}), (rnnx.RNN, {}), (rnnx.RNN, {"nonlinearity": "relu"})]
 CELL_IDS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
@@ -108,6 +108,8 @@ def _stack_args(L=2, I=4, dtype=np.float32):
     h = np.zeros((L, B, 8), dtype)
     dirs = [rnn_module.direction_buffers(Cell.GRU, m._weights[l][0], h[l], None, False, N, 8,
                                          m._zero_bias) for l in range(L)]
+    for bufs in dirs:
+        bufs["gates"] = np.zeros((N, 24), dtype)
     outs = [np.zeros((N, 8), dtype) for _ in range(L)]
     return [int(Cell.GRU), x, np.full(T, B, np.intp), np.arange(T + 1, dtype=np.intp) * B,
             dirs, outs, 8, 2]
@@ -131,9 +133,29 @@ def test_forward_stack_rejects_bad_arguments(change, error, match):
         forward_stack(*args)
 
 
-def test_forward_stack_rejects_weights_projected_up_front():
-    """An input too wide for the step-by-step projection (its whole-sequence GEMM would need
-    the layer below finished): not for the wavefront."""
+def test_forward_stack_needs_gates_scratch_and_takes_big_weights():
+    """Every layer needs its (N, G*H) gates scratch; weights too big for the step-by-step
+    projection work too (each layer projects its input a chunk of steps at a time), although
+    the module does not choose the wavefront for them."""
+    args = _stack_args()
+    args[4][1]["gates"] = None
+    with pytest.raises(TypeError, match="gates of layer 1"):
+        forward_stack(*args)
     assert not uses_wavefront(Cell.GRU, 2, 2, 1, False, 6000, 8, 8, 4, 2)
-    with pytest.raises(ValueError, match="projected step by step"):
-        forward_stack(*_stack_args(I=6000))
+    rnnx.manual_seed(5)
+    args = _stack_args(I=6000)
+    rng = np.random.default_rng(0)
+    args[1][...] = rng.standard_normal(args[1].shape)
+    forward_stack(*args)
+    out, h = args[5][1].copy(), [d["h"].copy() for d in args[4]]
+    rnnx.manual_seed(5)     # the same weights
+    expected = _stack_args(I=6000)
+    expected[1][...] = args[1]
+    layer_in = expected[1]
+    for layer, (bufs, layer_out) in enumerate(zip(expected[4], expected[5])):
+        forward_layer(int(Cell.GRU), False, layer_in, expected[2], expected[3], [bufs],
+                      layer_out, 8, 1)
+        layer_in = layer_out
+    np.testing.assert_array_equal(out, expected[5][1])
+    for got, bufs in zip(h, expected[4]):
+        np.testing.assert_array_equal(got, bufs["h"])

@@ -14,6 +14,7 @@
 from libc.stdlib cimport calloc, free
 
 DEF PROGRESS_STRIDE = 16      # intp counters per progress slot: 128 bytes, no false sharing
+DEF CHUNK_STEPS = 8           # steps of a layer's input projected by one GEMM
 
 cdef extern from *:
     """
@@ -60,22 +61,48 @@ cpdef bint uses_wavefront(int cell, intp B, intp num_layers, intp ndir, bint tra
             and projects_per_step(cell, P, P, H, itemsize))
 
 
+cdef void _project_steps(intp t0, intp t1, const intp *bs, const intp *of, intp r0, intp r1,
+                         intp I, intp GH, const floating *x, Dir *d) noexcept nogil:
+    """gates[rows of steps t0..t1-1 in batch rows [r0, r1)] = x[those rows] @ w_ih.T: one GEMM
+    when the rows are the whole batch (contiguous), else one per step."""
+    cdef intp s, n
+    if r0 == 0 and r1 >= bs[0]:
+        _step_gemm(of[t1] - of[t0], GH, I, x + of[t0] * I, I, <floating *> d.w_ih_panels, False,
+                   <floating *> d.gates + of[t0] * GH, GH)
+        return
+    for s in range(t0, t1):
+        n = min(bs[s], r1) - r0
+        if n > 0:
+            _step_gemm(n, GH, I, x + (of[s] + r0) * I, I, <floating *> d.w_ih_panels, False,
+                       <floating *> d.gates + (of[s] + r0) * GH, GH)
+
+
 cdef void _wavefront_worker(int typenum, int cell, intp L, intp T, const intp *bs,
                             const intp *of, intp I, intp H, intp P, void **outs, Dir *dirs,
                             intp *progress, const intp *bounds, intp groups,
                             intp task) noexcept nogil:
     """Task `task` of the wavefront: layer group task % groups (layers l0..l1-1) for the
     row block task // groups, step by step; layer l's input is outs[l - 1] (layer 0: dirs[0].x)
-    and its output outs[l] (N, P)."""
-    cdef intp g = task % groups, blk = task // groups, l, t, Il
+    and its output outs[l] (N, P). Layer 0's input projections are in its gates already; the
+    first layer of a group projects CHUNK_STEPS steps of its input at once as soon as the group
+    below has done them (its input weights streamed once per chunk, not once per step), the
+    others step by step (the layer below is their own)."""
+    cdef intp g = task % groups, blk = task // groups, l, t, t1, Il
     cdef intp l0 = g * L // groups, l1 = (g + 1) * L // groups
-    cdef intp r0 = bounds[blk], r1 = bounds[blk + 1]
+    cdef intp r0 = bounds[blk], r1 = bounds[blk + 1], GH = NUM_GATES[cell] * H
     cdef intp *mine = progress + blk * L * PROGRESS_STRIDE
     for t in range(T):
         for l in range(l0, l1):
-            if l > 0:
-                rnnx_progress_wait(mine + (l - 1) * PROGRESS_STRIDE, t + 1)
             Il = I if l == 0 else P
+            if l > 0 and (l > l0 or t % CHUNK_STEPS == 0):
+                t1 = min(T, t + CHUNK_STEPS) if l == l0 else t + 1
+                rnnx_progress_wait(mine + (l - 1) * PROGRESS_STRIDE, t1)
+                if typenum == cnp.NPY_FLOAT32:
+                    _project_steps[float](t, t1, bs, of, r0, r1, Il, GH, <float *> outs[l - 1],
+                                          &dirs[l])
+                else:
+                    _project_steps[double](t, t1, bs, of, r0, r1, Il, GH,
+                                           <double *> outs[l - 1], &dirs[l])
             if typenum == cnp.NPY_FLOAT32:
                 _recur_forward[float](cell, False, False, 1, bs + t, of + t, r0, r1, Il, H, P,
                                       <float *> outs[l], P, &dirs[l])
@@ -91,7 +118,8 @@ def forward_stack(int cell, object x, object batch_sizes, object offsets, list l
 
     x: (N, I) input of the first layer; layers: per layer the one-direction dict of
     forward_layer (see Dir; no projection); outs: per layer its (N, H) output, each the input
-    of the next. `h` and `c` of each dict hold the initial states on entry and the final ones
+    of the next; each dict also has `gates` (N, G*H), scratch for the input projections of
+    every step. `h` and `c` of each dict hold the initial states on entry and the final ones
     on return. The results are bitwise those of forward_layer called layer by layer.
     """
     cdef intp T, B, N, H = hidden_size, I, L = len(layers), l, tasks, groups, nblocks
@@ -121,8 +149,8 @@ def forward_stack(int cell, object x, object batch_sizes, object offsets, list l
             outp[l] = _ptr(outs[l], typenum, N * H, f"outs[{l}]")
             _fill_dir(&dirs[l], layers[l], typenum, cell, False, False, False, N, B,
                       I if l == 0 else H, H, H, num_threads)
-            if dirs[l].xs == NULL:
-                raise ValueError("forward_stack needs weights projected step by step")
+            dirs[l].gates = _ptr(layers[l].get("gates"), typenum, N * NUM_GATES[cell] * H,
+                                 f"gates of layer {l}")
             dirs[l].x = _ptr(x, typenum, N * I, "x") if l == 0 else outp[l - 1]
         # threads: layer groups x row blocks, at most one task per thread
         groups = min(max(num_threads, 1), L)
@@ -130,11 +158,16 @@ def forward_stack(int cell, object x, object batch_sizes, object offsets, list l
         tasks = groups * nblocks
         threads = <int> tasks
         with nogil:
+            # b_sum of every layer, and layer 0's input projections of every step
             for l in range(L):
+                dirs[l].xs = NULL if l == 0 else dirs[l].gates   # not NULL: no projection
                 if typenum == cnp.NPY_FLOAT32:
-                    _project_inputs[float](cell, N, I, H, <float *> NULL, &dirs[l], 1)
+                    _project_inputs[float](cell, N, I, H, <float *> dirs[0].x, &dirs[l],
+                                           num_threads)
                 else:
-                    _project_inputs[double](cell, N, I, H, <double *> NULL, &dirs[l], 1)
+                    _project_inputs[double](cell, N, I, H, <double *> dirs[0].x, &dirs[l],
+                                            num_threads)
+                dirs[l].xs = NULL       # the time loop reads the projections from gates
             if threads <= 1:
                 _wavefront_worker(typenum, cell, L, T, bs, of, I, H, H, outp, dirs, progress,
                                   bounds, groups, 0)

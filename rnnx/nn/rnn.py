@@ -447,6 +447,9 @@ class RNNBase(Module):
                                   None if c_n is None else c_n[layer], False, N, H,
                                   self._zero_bias)
                 for layer in range(L)]
+        for bufs in dirs:   # every step's input projections (big weights: there already)
+            if bufs.get("gates") is None:
+                bufs["gates"] = POOL.take((N, NUM_GATES[self.mode] * H), self.dtype)
         outs = [POOL.take((N, H), self.dtype) for _ in range(L - 1)] + [np.empty((N, H), self.dtype)]
         forward_stack(int(self.mode), batch.data, batch.batch_sizes, batch.offsets, dirs, outs,
                       H, threads)
