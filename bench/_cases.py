@@ -44,6 +44,8 @@ CASES = {c.name: c for c in (
          about="T 1000, B 16, I 32, H 64"),
     Case("batch1", Shape(100, 1, 128, 256), Shape(10, 1, 16, 32),
          about="latency: T 100, B 1, I 128, H 256"),
+    Case("mnist1", Shape(28, 1, 28, 128, 2), Shape(28, 1, 28, 32, 2),
+         about="latency of a stack: the MNIST model at batch 1"),
     Case("uneven", Shape(100, 64, 64, 128), Shape(12, 8, 8, 16), kind="uneven",
          about="T 100, B 64, I 64, H 128, lengths spread over 1..T"),
     Case("denormal", Shape(28, 128, 28, 128, 2), Shape(28, 16, 28, 32, 2), kind="denormal",

@@ -1182,3 +1182,6 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
         if a.get("gb_ih") is not None:
             d.gb_ih = _ptr(a["gb_ih"], typenum, GH, "gb_ih", True)
             d.gb_hh = _ptr(a["gb_hh"], typenum, GH, "gb_hh", True)
+
+
+include "_wavefront.pxi"

@@ -137,7 +137,11 @@ static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ar
     }                                                                                         \
 }
 
+#if defined(__AVX512F__) && !defined(RNNX_NO_AVX512)
+#include "microgemm512.h"      /* rnnx_sgemm_nn on 512-bit registers, the same results */
+#else
 RNNX_DEFINE_GEMM_NN(rnnx_sgemm_nn, float, rnnx_v8f, 8)
+#endif
 RNNX_DEFINE_GEMM_NN(rnnx_dgemm_nn, double, rnnx_v4d, 4)
 
 #endif

@@ -15,6 +15,7 @@ import numpy as np
 from .. import _random, _threads
 from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_panels,
                                    projects_per_step, x_chunks_size)
+from .._kernels._recurrent import forward_stack, uses_wavefront
 from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
                          packing_of_lengths)
 from .._workspace import POOL
@@ -478,7 +479,11 @@ class RNNBase(Module):
         layers = []
         last = self.num_layers - 1
         weights = self._weights
-        for layer in range(self.num_layers):
+        stacked = uses_wavefront(int(self.mode), batch.B, self.num_layers, D, recording,
+                                 self.input_size, H, P, self.dtype.itemsize, threads)
+        if stacked:
+            layer_in = self._forward_wavefront(batch, h_n, c_n, threads)
+        for layer in range(0 if stacked else self.num_layers):
             dirs = [direction_buffers(self.mode, weights[layer][d], h_n[layer * D + d],
                                       None if c_n is None else c_n[layer * D + d], recording, N, H,
                                       self._zero_bias)
@@ -510,6 +515,26 @@ class RNNBase(Module):
         if lstm:
             return output, (h_out, self._final_state(c_n, batch))
         return output, h_out
+
+    def _forward_wavefront(self, batch, h_n, c_n, threads):
+        """The whole unidirectional stack at inference in one kernel call (forward_stack:
+        layers run concurrently, a step apart); h_n, c_n (L, B, H) hold the initial states
+        and receive the final ones. Returns the last layer's (N, H) output."""
+        N, H, L = batch.data.shape[0], self.hidden_size, self.num_layers
+        dirs = [direction_buffers(self.mode, self._weights[layer][0], h_n[layer],
+                                  None if c_n is None else c_n[layer], False, N, H,
+                                  self._zero_bias)
+                for layer in range(L)]
+        for bufs in dirs:   # every step's input projections (big weights: there already)
+            if bufs.get("gates") is None:
+                bufs["gates"] = POOL.take((N, NUM_GATES[self.mode] * H), self.dtype)
+        outs = [POOL.take((N, H), self.dtype) for _ in range(L - 1)] + [np.empty((N, H), self.dtype)]
+        forward_stack(int(self.mode), batch.data, batch.batch_sizes, batch.offsets, dirs, outs,
+                      H, threads)
+        for bufs in dirs:
+            release_buffers(bufs)
+        POOL.give(*outs[:-1])
+        return outs[-1]
 
     def backward(self, grad_output=None, grad_hx=None, *, input_grad=True):
         """grad_x, grad_h0 = rnn.backward(grad_out, grad_h_n)
