@@ -19,9 +19,22 @@ def restore_threads():
     rnnx.set_num_threads(saved)
 
 
-def test_uses_wavefront_only_for_small_batch_unidirectional_stacks_at_inference():
+@pytest.fixture
+def restore_gemm_backend():
+    saved = rnnx.get_gemm_backend()
+    yield
+    rnnx.set_gemm_backend(saved)
+
+
+def test_uses_wavefront_only_for_small_batch_unidirectional_stacks_at_inference(
+        restore_gemm_backend):
     args = dict(cell=Cell.LSTM, B=1, num_layers=2, ndir=1, training=False, I=28, H=128, P=128,
                 itemsize=4, num_threads=2)
+    rnnx.set_gemm_backend("blas")      # every product through BLAS: the steps are not the
+    assert not uses_wavefront(**args)  # micro-kernel's, so no wavefront
+    rnnx.set_gemm_backend("microkernel")
+    assert uses_wavefront(**args)
+    rnnx.set_gemm_backend("auto")
     assert uses_wavefront(**args)
     assert uses_wavefront(**{**args, "B": 15, "num_layers": 5, "num_threads": 4})
     assert uses_wavefront(**{**args, "cell": Cell.GRU, "H": 112, "P": 112})
@@ -72,10 +85,12 @@ def test_wavefront_bitwise_equal_to_layer_by_layer(cls, kw, dtype, B, restore_th
                     np.testing.assert_array_equal(a, b)
 
 
-def test_wavefront_is_what_eval_runs_and_matches_training_forward(restore_threads):
+def test_wavefront_is_what_eval_runs_and_matches_training_forward(restore_threads,
+                                                                   restore_gemm_backend):
     """Chosen by the module at inference (batch 2, H = 96, two threads): the same bits as the
     training forward, which runs layer by layer; unbatched and batch_first inputs too."""
     rnnx.set_num_threads(2)
+    rnnx.set_gemm_backend("auto")
     calls = []
     original = rnn_module.forward_stack
 
