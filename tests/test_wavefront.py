@@ -19,15 +19,17 @@ def restore_threads():
     rnnx.set_num_threads(saved)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_gemm_backend():
+    """Every test starts on the default backend ("auto", whatever RNNX_GEMM says: the
+    module never runs the wavefront under "blas") and gets back the one it found."""
     saved = rnnx.get_gemm_backend()
+    rnnx.set_gemm_backend("auto")
     yield
     rnnx.set_gemm_backend(saved)
 
 
-def test_uses_wavefront_only_for_small_batch_unidirectional_stacks_at_inference(
-        restore_gemm_backend):
+def test_uses_wavefront_only_for_small_batch_unidirectional_stacks_at_inference():
     args = dict(cell=Cell.LSTM, B=1, num_layers=2, ndir=1, training=False, I=28, H=128, P=128,
                 itemsize=4, num_threads=2)
     rnnx.set_gemm_backend("blas")      # every product through BLAS: the steps are not the
@@ -85,12 +87,10 @@ def test_wavefront_bitwise_equal_to_layer_by_layer(cls, kw, dtype, B, restore_th
                     np.testing.assert_array_equal(a, b)
 
 
-def test_wavefront_is_what_eval_runs_and_matches_training_forward(restore_threads,
-                                                                   restore_gemm_backend):
+def test_wavefront_is_what_eval_runs_and_matches_training_forward(restore_threads):
     """Chosen by the module at inference (batch 2, H = 96, two threads): the same bits as the
     training forward, which runs layer by layer; unbatched and batch_first inputs too."""
     rnnx.set_num_threads(2)
-    rnnx.set_gemm_backend("auto")
     calls = []
     original = rnn_module.forward_stack
 
@@ -151,7 +151,10 @@ def test_forward_stack_rejects_bad_arguments(change, error, match):
 def test_forward_stack_needs_gates_scratch_and_takes_big_weights():
     """Every layer needs its (N, G*H) gates scratch; weights too big for the step-by-step
     projection work too (each layer projects its input a chunk of steps at a time), although
-    the module does not choose the wavefront for them."""
+    the module does not choose the wavefront for them. The wavefront runs every product on
+    the micro-kernel, so it matches the layer path with the micro-kernel backend (under
+    "auto" the layer path would project such inputs up front through BLAS)."""
+    rnnx.set_gemm_backend("microkernel")
     args = _stack_args()
     args[4][1]["gates"] = None
     with pytest.raises(TypeError, match="gates of layer 1"):

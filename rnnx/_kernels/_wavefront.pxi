@@ -154,6 +154,10 @@ def forward_stack(int cell, object x, object batch_sizes, object offsets, list l
                       I if l == 0 else H, H, H, num_threads)
             dirs[l].gates = _ptr(layers[l].get("gates"), typenum, N * NUM_GATES[cell] * H,
                                  f"gates of layer {l}")
+            # Every product on the micro-kernel, the up-front input projection too ("auto"
+            # would give it to BLAS): the layer-by-layer path projects these layers' inputs
+            # step by step on the micro-kernel, and the bits must be the same.
+            dirs[l].gemm_backend = GEMM_MICROKERNEL
             dirs[l].x = _ptr(x, typenum, N * I, "x") if l == 0 else outp[l - 1]
         # threads: layer groups x row blocks, at most one task per thread, taken from the
         # process's budget (team.h) like every kernel call's
