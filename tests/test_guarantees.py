@@ -262,3 +262,20 @@ def test_kernel_thread_budget_is_one_per_core_and_returned():
     assert K.busy_threads() == 0
     test_concurrent_callers_get_the_results_of_sequential_calls(16)
     assert K.busy_threads() == 0
+
+
+def test_kernel_blas_stays_single_threaded_after_threadpool_limits():
+    """threadpoolctl.threadpool_limits(n) over every pool raises scipy's BLAS too, which the
+    kernels call inside their own threads: the next layer call puts it back on one thread
+    (and the results are the same)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from rnnx import _threads
+    m = rnnx.LSTM(8, 16, num_layers=2, bidirectional=True)
+    x = np.random.default_rng(0).standard_normal((5, 3, 8)).astype(np.float32)
+    before, _ = m(x)
+    m.backward(np.ones_like(before))
+    with threadpoolctl.threadpool_limits(2):
+        out, _ = m(x)
+        assert all(lib.num_threads == 1 for lib in _threads._scipy_blas.lib_controllers)
+        m.backward(np.ones_like(out))
+    np.testing.assert_array_equal(before, out)

@@ -45,6 +45,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     c (B, H) hold the initial state and receive the final one. Scratch comes from the pool;
     release_buffers gives it back.
     """
+    _threads.pin_kernel_blas()
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     dtype = w_ih.data.dtype
     H, B, P, I = hidden_size, h.shape[0], h.shape[1], w_ih.data.shape[1]
@@ -137,6 +138,7 @@ def attach_gradients(bufs, weights, dh, dc, x_chunks):
     dict, in place.
 
     x_chunks: input_chunks(...), scratch shared by the directions of a layer."""
+    _threads.pin_kernel_blas()
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     gates = bufs["gates"]
     bufs["frozen_grads"] = []
