@@ -6,7 +6,3 @@ ctypedef fused floating:
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
                const floating *a, int lda, const floating *b, int ldb, floating beta,
                floating *c, int ldc) noexcept nogil
-
-cdef void pgemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
-                const floating *a, int lda, const floating *b, int ldb, floating beta,
-                floating *c, int ldc, int num_threads) noexcept nogil
