@@ -13,7 +13,17 @@ import numpy as np
 from .module import Module, accepts_input_grad, check_grad_shape
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """A module whose children, in order, are its items: len() and iteration over them."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class Sequential(_ModuleSequence):
     """Chains modules: forward(x) = m_k(...m_1(x)); backward(*grad) runs their backward in reverse.
 
     Children are named '0', '1', ... (or by the keys of a single OrderedDict argument), so
@@ -31,12 +41,6 @@ class Sequential(Module):
             if not isinstance(module, Module):
                 raise TypeError(f"Sequential: {name} is not a Module, got {type(module).__name__}")
             setattr(self, name, module)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -87,7 +91,7 @@ class Sequential(Module):
         return g
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """Holds modules in a list, registered as children '0', '1', ... (parameter names
     '0.weight', '1.bias_ih_l0', as torch's): indexing, slicing (a new ModuleList), len, iter,
     append, extend, insert, pop, del, +, +=. It has no forward/backward of its own: the
@@ -111,12 +115,6 @@ class ModuleList(Module):
         if not -len(self) <= idx < len(self):
             raise IndexError(f"index {idx} is out of range")
         return idx % len(self)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
