@@ -13,6 +13,7 @@ set per shape. A buffer serves requests of half its size up to its size; a reque
 fits gets a new buffer a little bigger than asked (up to 1/8), replacing the biggest free
 buffer that was too small for it, so the pool follows the workload instead of growing.
 """
+import math
 import threading
 
 import numpy as np
@@ -39,10 +40,10 @@ class BufferPool:
     def take(self, shape, dtype):
         """An uninitialised C-contiguous array (a view into a reused buffer when one fits)."""
         dtype = np.dtype(dtype)
-        shape = tuple(shape)
-        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        need = math.prod(shape) * dtype.itemsize
         if need < _MIN_BYTES:
             return np.empty(shape, dtype)
+        shape = tuple(shape)
         with self._lock:
             fits = [b for b in self._free if need <= b.nbytes <= 2 * need]
             if fits:

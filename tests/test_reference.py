@@ -401,20 +401,24 @@ def test_kernels_match_reference_many_row_blocks():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("I", [3, 2100], ids=["projected-per-step", "projected-up-front"])
-def test_both_input_projection_paths_match_reference(mode, I, dtype):
+@pytest.mark.parametrize("I, B", [(3, 16), (2100, 16), (3, 5)],
+                         ids=["projected-per-step", "projected-up-front", "small-batch-up-front"])
+def test_both_input_projection_paths_match_reference(mode, I, B, dtype):
     """The forward projects each step's input inside the time loop when the weights fit in
-    cache, and every step up front otherwise (I = 2100 with H = 64 is over the limit)."""
+    cache, and every step up front otherwise (I = 2100 with H = 64 is over the limit) and for
+    a batch of fewer than 16 rows (on the micro-kernel, as its steps)."""
     from rnnx._kernels._recurrent import Cell, projects_per_step
     cell = {"LSTM": Cell.LSTM, "GRU": Cell.GRU}.get(mode, Cell.RNN_TANH)
-    assert projects_per_step(cell, I, 64, 64, np.dtype(dtype).itemsize) == (I == 3)
-    lengths = np.array([4, 2, 3, 1, 4])
+    itemsize = np.dtype(dtype).itemsize
+    assert projects_per_step(cell, B, I, 64, 64, itemsize) == (I == 3 and B == 16)
+    lengths = np.random.default_rng(B).integers(1, 5, B)
+    lengths[0] = 4
     # weights ~ U(-0.05, 0.05): sums over 2100 inputs stay in float32's tolerance
-    compare_with_reference(mode, T=4, B=5, I=I, H=64, num_layers=2, bidirectional=True,
+    compare_with_reference(mode, T=4, B=B, I=I, H=64, num_layers=2, bidirectional=True,
                            lengths=lengths, dtype=dtype, seed=I, param_scale=0.05)
     # inference takes the same arithmetic path: bitwise equal to the training forward
     m = make_module(mode, I, 64, 2, True, dtype=dtype)
-    x = np.random.default_rng(1).standard_normal((4, 5, I)).astype(dtype)
+    x = np.random.default_rng(1).standard_normal((4, B, I)).astype(dtype)
     trained = m(x, lengths=lengths)
     m.clear_records()
     m.eval()

@@ -23,7 +23,7 @@
 # backward overwrites them with the pre-activation gate gradients, which the whole-sequence
 # GEMMs for dW_ih, dW_hh and dX then read.
 cimport numpy as cnp
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from cython.parallel cimport parallel, prange
 
 from ._blas cimport floating, gemm
@@ -408,19 +408,30 @@ cdef inline void _tanh(floating *a, intp n) noexcept nogil:
         rnnx_tanh_d(a, n)
 
 
-cpdef bint projects_per_step(int cell, intp I, intp P, intp H, intp itemsize) noexcept nogil:
-    """Whether the forward time loop projects each step's input itself, just before its
-    recurrent GEMM, so the gate loop finds both terms in cache (weights that fit in a 512 KiB
-    L2), rather than projecting every step up front in one GEMM (bigger weights, which the
-    per-step GEMMs would stream from memory at every step)."""
+cpdef bint weights_fit_cache(int cell, intp I, intp P, intp H, intp itemsize) noexcept nogil:
+    """Whether a direction's input and recurrent weights fit together in a 512 KiB L2."""
     return (I + P) * NUM_GATES[cell] * H * itemsize <= 512 * 1024
 
 
-cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, Dir *d,
-                          int num_threads) noexcept nogil:
+cpdef bint projects_per_step(int cell, intp B, intp I, intp P, intp H,
+                             intp itemsize) noexcept nogil:
+    """Whether the forward time loop projects each step's input itself, just before its
+    recurrent GEMM, so the gate loop finds both terms in cache (weights that fit in L2),
+    rather than projecting every step up front in one GEMM: bigger weights, which the
+    per-step GEMMs would stream from memory at every step, and batches of fewer than
+    2 * MIN_BLOCK_ROWS rows, whose steps are a few rows each: streaming the input weights
+    once instead of at every step leaves L2 to the recurrent weights (LSTM, H = 128, batch 1:
+    the second layer's time loop 2.5x faster)."""
+    return B >= 2 * MIN_BLOCK_ROWS and weights_fit_cache(cell, I, P, H, itemsize)
+
+
+cdef void _project_inputs(int cell, intp B, intp N, intp I, intp H, const floating *x,
+                          Dir *d, int num_threads) noexcept nogil:
     """b_sum = b_ih + b_hh, which the time loop adds to the two GEMM terms (the GRU's n
     columns take b_ih alone: its b_hn goes inside r * (W_hn h + b_hn)); when d.xs is NULL,
-    also the input projection of every step into gates."""
+    also the input projection of every step into gates: for a small batch (B rows per step)
+    with the time loop's products (the micro-kernel under "auto"), as it would be projected
+    step by step."""
     cdef intp GH = NUM_GATES[cell] * H, j
     cdef floating *b_sum = <floating *> d.b_sum
     cdef const floating *b_ih = <floating *> d.b_ih
@@ -429,7 +440,8 @@ cdef void _project_inputs(int cell, intp N, intp I, intp H, const floating *x, D
         b_sum[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
     if d.xs == NULL:
         # gates (N, GH) = x (N, I) @ w_ih.T      -- input projection of every step at once
-        _parallel_step_gemm(_use_blas(d, SEQUENCE_PRODUCT), N, GH, I, x, I,
+        _parallel_step_gemm(_use_blas(d, STEP_PRODUCT if B < 2 * MIN_BLOCK_ROWS else
+                                      SEQUENCE_PRODUCT), N, GH, I, x, I,
                             <floating *> d.w_ih_panels, <floating *> d.w_ih, I, True, False,
                             <floating *> d.gates, GH, num_threads)
 
@@ -1001,25 +1013,84 @@ cdef int _float_type(object x) except -1:
     return typenum
 
 
+cdef void _pack_transposed(intp k, intp n, const floating *w, intp ldw,
+                           floating *out) noexcept nogil:
+    """out (ceil(n / W), k, W) = w.T in column panels, w (n, k) with row stride ldw:
+    out[j, p, q] = w[j * W + q, p], zeros past row n of w. Each panel's k * W block (8 KiB at
+    k = 128) stays in L1 while w's rows stream through it."""
+    cdef intp W = _panel_width(out), j, p, q, rows
+    cdef floating *o
+    cdef const floating *src
+    for j in range((n + W - 1) // W):
+        o = out + j * k * W
+        rows = min(W, n - j * W)
+        for q in range(rows):
+            src = w + (j * W + q) * ldw
+            for p in range(k):
+                o[p * W + q] = src[p]
+        for q in range(rows, W):
+            for p in range(k):
+                o[p * W + q] = 0
+
+
 def pack_panels(const floating[:, :] b, floating[:, :, ::1] out):
     """out (ceil(n / w), k, w) = b (k, n, any strides) in the step GEMM's column panels of
     w = 64 bytes (microgemm.h): out[j, p, q] = b[p, j * w + q], zeros past column n."""
-    cdef intp k = b.shape[0], n = b.shape[1], w = 64 // sizeof(floating), j, p, q, cols
+    cdef intp k = b.shape[0], n = b.shape[1], w = 64 // sizeof(floating)
     if out.shape[0] != (n + w - 1) // w or out.shape[1] != k or out.shape[2] != w:
         raise ValueError(f"out must have shape {((n + w - 1) // w, k, w)}, got "
                          f"{(out.shape[0], out.shape[1], out.shape[2])}")
-    cdef bint rows_contiguous = b.strides[1] == sizeof(floating)
+    if k == 0 or n == 0:
+        return
+    # b = w.T of a row-major w (the forward's weights)
+    cdef bint transposed = (b.strides[0] == sizeof(floating) and b.strides[1] != sizeof(floating)
+                            and b.strides[1] % sizeof(floating) == 0)
     with nogil:
-        for j in range(out.shape[0]):
-            cols = min(w, n - j * w)
-            for p in range(k):
-                if rows_contiguous:
-                    memcpy(&out[j, p, 0], &b[p, j * w], cols * sizeof(floating))
-                else:
-                    for q in range(cols):
-                        out[j, p, q] = b[p, j * w + q]
-                for q in range(cols, w):
-                    out[j, p, q] = 0
+        if transposed:
+            _pack_transposed(k, n, &b[0, 0], b.strides[1] // sizeof(floating), &out[0, 0, 0])
+        else:
+            _pack_strided(b, out)
+
+
+def refresh_panels(const floating[:, ::1] w, floating[:, ::1] packed_from,
+                   floating[:, :, ::1] panels, bint force=False):
+    """Keep panels = pack_panels(w.T) between calls: w (n, k) is compared byte for byte with
+    packed_from, the copy of w the panels were packed from, and only when they differ (or
+    `force`) is w copied there and packed again. Returns whether it packed. The comparison
+    reads w and the copy once, a fraction of packing (a strided transposition)."""
+    cdef intp n = w.shape[0], k = w.shape[1], width = 64 // sizeof(floating)
+    if packed_from.shape[0] != n or packed_from.shape[1] != k:
+        raise ValueError(f"packed_from must have shape {(n, k)}, got "
+                         f"{(packed_from.shape[0], packed_from.shape[1])}")
+    if panels.shape[0] != (n + width - 1) // width or panels.shape[1] != k or panels.shape[2] != width:
+        raise ValueError(f"panels must have shape {((n + width - 1) // width, k, width)}, got "
+                         f"{(panels.shape[0], panels.shape[1], panels.shape[2])}")
+    if n == 0 or k == 0:
+        return False
+    cdef size_t nbytes = n * k * sizeof(floating)
+    cdef bint changed
+    with nogil:
+        changed = force or memcmp(&w[0, 0], &packed_from[0, 0], nbytes) != 0
+        if changed:
+            memcpy(&packed_from[0, 0], &w[0, 0], nbytes)
+            _pack_transposed(k, n, &w[0, 0], k, &panels[0, 0, 0])
+    return changed
+
+
+cdef void _pack_strided(const floating[:, :] b, floating[:, :, ::1] out) noexcept nogil:
+    """pack_panels for any other strides (b's rows contiguous: one copy per panel row)."""
+    cdef intp k = b.shape[0], n = b.shape[1], w = out.shape[2], j, p, q, cols
+    cdef bint rows_contiguous = b.strides[1] == sizeof(floating)
+    for j in range(out.shape[0]):
+        cols = min(w, n - j * w)
+        for p in range(k):
+            if rows_contiguous:
+                memcpy(&out[j, p, 0], &b[p, j * w], cols * sizeof(floating))
+            else:
+                for q in range(cols):
+                    out[j, p, q] = b[p, j * w + q]
+            for q in range(cols, w):
+                out[j, p, q] = 0
 
 
 def forward_layer(int cell, bint training, object x, object batch_sizes, object offsets,
@@ -1061,9 +1132,9 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
         for k in range(ndir):
             dirs[k].x = xp
             if typenum == cnp.NPY_FLOAT32:
-                _project_inputs[float](cell, N, I, H, <float *> xp, &dirs[k], num_threads)
+                _project_inputs[float](cell, B, N, I, H, <float *> xp, &dirs[k], num_threads)
             else:
-                _project_inputs[double](cell, N, I, H, <double *> xp, &dirs[k], num_threads)
+                _project_inputs[double](cell, B, N, I, H, <double *> xp, &dirs[k], num_threads)
         _run_tasks(True, typenum, cell, training, ndir, T, bs, of, I, H, P, op, ndir * P, dirs,
                    num_threads)
         rnnx_release_threads(num_threads)
@@ -1159,7 +1230,7 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.h = _ptr(a["h"], typenum, B * P, "h", True)
     d.c = _ptr(a["c"], typenum, B * H, "c", True) if lstm else NULL
     d.x = NULL
-    cdef bint per_step = not backward and projects_per_step(cell, I, P, H, 64 // pw)
+    cdef bint per_step = not backward and projects_per_step(cell, B, I, P, H, 64 // pw)
     d.xs = _ptr(a["xs"], typenum, B * GH, "xs") if per_step else NULL
     d.gates = _ptr(a["gates"], typenum, N * GH, "gates") if training or not per_step else NULL
     d.hg = _ptr(a["hg"], typenum, B * GH, "hg")
@@ -1183,5 +1254,3 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
             d.gb_ih = _ptr(a["gb_ih"], typenum, GH, "gb_ih", True)
             d.gb_hh = _ptr(a["gb_hh"], typenum, GH, "gb_hh", True)
 
-
-include "_wavefront.pxi"

@@ -8,14 +8,15 @@ sum of the lengths.
 """
 import numbers
 import os
+import threading
 import warnings
 
 import numpy as np
 
 from .. import _random, _threads
 from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_panels,
-                                   projects_per_step, x_chunks_size)
-from .._kernels._recurrent import forward_stack, uses_wavefront
+                                   projects_per_step, refresh_panels, weights_fit_cache,
+                                   x_chunks_size)
 from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
                          packing_of_lengths)
 from .._workspace import POOL
@@ -38,12 +39,38 @@ SCRATCH = ("xs", "gates", "hg", "hprev", "cbuf", "c0", "hn", "m", "dhtot", "dm",
            "w_ih_panels", "w_hr_panels")
 
 
-def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias):
+# The forward's packed weights (panels of w.T), which release_buffers leaves alone when
+# they are a module's cached ones.
+FORWARD_PANELS = ("w_ih_panels", "w_hh_panels", "w_hr_panels")
+_PANEL_CACHE_LOCK = threading.Lock()
+
+
+def cached_panels(cache, name, w):
+    """panels(w.T) for an inference call, kept in `cache` (a dict of the module's) between
+    calls and packed again only when w's bytes changed since (refresh_panels compares them
+    with the copy it packed from). Concurrent calls share the panels: the lock keeps a repack
+    from racing another call's check."""
+    with _PANEL_CACHE_LOCK:
+        entry = cache.get(name)
+        fresh = entry is None or entry[0].shape != w.shape or entry[0].dtype != w.dtype
+        if fresh:
+            width = 64 // w.dtype.itemsize
+            entry = (np.empty_like(w),
+                     np.empty((-(-w.shape[0] // width), w.shape[1], width), w.dtype))
+            cache[name] = entry
+        refresh_panels(w, entry[0], entry[1], fresh)
+    return entry[1]
+
+
+def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias,
+                      cache=None):
     """The kernel's per-direction dict for one layer direction (see _recurrent.Dir).
 
     weights: (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where absent; h (B, P) and
     c (B, H) hold the initial state and receive the final one. Scratch comes from the pool;
-    release_buffers gives it back.
+    release_buffers gives it back. cache: for an inference call, a dict in which the module
+    keeps this direction's packed weights between calls (cached_panels), used when they fit
+    in cache (weights_fit_cache; bigger ones pack in a small fraction of a call's time).
     """
     _threads.pin_kernel_blas()
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
@@ -51,14 +78,19 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     H, B, P, I = hidden_size, h.shape[0], h.shape[1], w_ih.data.shape[1]
     GH = NUM_GATES[cell] * H
     take = POOL.take
-    per_step = projects_per_step(cell, I, P, H, dtype.itemsize)
+    per_step = projects_per_step(cell, B, I, P, H, dtype.itemsize)
+    cached = cache is not None and weights_fit_cache(cell, I, P, H, dtype.itemsize)
+
+    def pack(name, w):
+        return cached_panels(cache, name, w) if cached else panels(w.T)
     bufs = {
-        "w_hh_panels": panels(w_hh.data.T), "w_ih_panels": panels(w_ih.data.T),
+        "w_hh_panels": pack("w_hh", w_hh.data), "w_ih_panels": pack("w_ih", w_ih.data),
         "w_ih": w_ih.data, "w_hh": w_hh.data,
         "b_ih": zero_bias if b_ih is None else b_ih.data,
         "b_hh": zero_bias if b_hh is None else b_hh.data,
-        "w_hr_panels": None if w_hr is None else panels(w_hr.data.T),
+        "w_hr_panels": None if w_hr is None else pack("w_hr", w_hr.data),
         "w_hr": None if w_hr is None else w_hr.data,
+        "cached_panels": cached,
         "h": h, "c": c,
         "xs": take((B, GH), dtype) if per_step else None, "hg": take((B, GH), dtype),
         "b_sum": np.empty(GH, dtype),
@@ -82,7 +114,11 @@ SAVED = ("gates", "hprev", "cbuf", "c0", "hn", "m")
 
 
 def release_buffers(bufs):
-    """Give a direction dict's scratch back to the pool (after the call that used it)."""
+    """Give a direction dict's scratch back to the pool (after the call that used it); a
+    module's cached panels stay the module's."""
+    if bufs.pop("cached_panels", False):
+        for key in FORWARD_PANELS:
+            bufs.pop(key)
     POOL.give(*(bufs.pop(key, None) for key in SCRATCH), *bufs.pop("frozen_grads", ()))
 
 
@@ -308,6 +344,7 @@ class RNNBase(Module):
         gate_size = NUM_GATES[mode] * hidden_size
         real_hidden = proj_size or hidden_size
         self._zero_bias = np.zeros(gate_size, self.dtype)
+        self._panel_cache = {}  # per (layer, direction): packed weights kept for inference
         self._weight_names = []  # per layer, per direction: names of (w_ih, w_hh, b_ih, ...)
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else real_hidden * self.num_directions
@@ -481,14 +518,10 @@ class RNNBase(Module):
         layers = []
         last = self.num_layers - 1
         weights = self._weights
-        stacked = uses_wavefront(int(self.mode), batch.B, self.num_layers, D, recording,
-                                 self.input_size, H, P, self.dtype.itemsize, threads)
-        if stacked:
-            layer_in = self._forward_wavefront(batch, h_n, c_n, threads)
-        for layer in range(0 if stacked else self.num_layers):
+        for layer in range(self.num_layers):
             dirs = [direction_buffers(self.mode, weights[layer][d], h_n[layer * D + d],
                                       None if c_n is None else c_n[layer * D + d], recording, N, H,
-                                      self._zero_bias)
+                                      self._zero_bias, self._inference_cache(recording, layer, d))
                     for d in range(D)]
             # Outputs between layers are scratch; the last one goes to the caller.
             shape = (N, D * P)
@@ -518,25 +551,11 @@ class RNNBase(Module):
             return output, (h_out, self._final_state(c_n, batch))
         return output, h_out
 
-    def _forward_wavefront(self, batch, h_n, c_n, threads):
-        """The whole unidirectional stack at inference in one kernel call (forward_stack:
-        layers run concurrently, a step apart); h_n, c_n (L, B, H) hold the initial states
-        and receive the final ones. Returns the last layer's (N, H) output."""
-        N, H, L = batch.data.shape[0], self.hidden_size, self.num_layers
-        dirs = [direction_buffers(self.mode, self._weights[layer][0], h_n[layer],
-                                  None if c_n is None else c_n[layer], False, N, H,
-                                  self._zero_bias)
-                for layer in range(L)]
-        for bufs in dirs:   # every step's input projections (big weights: there already)
-            if bufs.get("gates") is None:
-                bufs["gates"] = POOL.take((N, NUM_GATES[self.mode] * H), self.dtype)
-        outs = [POOL.take((N, H), self.dtype) for _ in range(L - 1)] + [np.empty((N, H), self.dtype)]
-        forward_stack(int(self.mode), batch.data, batch.batch_sizes, batch.offsets, dirs, outs,
-                      H, threads)
-        for bufs in dirs:
-            release_buffers(bufs)
-        POOL.give(*outs[:-1])
-        return outs[-1]
+    def _inference_cache(self, recording, layer, direction):
+        """The dict in which an inference call keeps the packed weights of one layer direction
+        for the next (direction_buffers), None for a training call (its weights change at
+        every step)."""
+        return None if recording else self._panel_cache.setdefault((layer, direction), {})
 
     def backward(self, grad_output=None, grad_hx=None, *, input_grad=True):
         """grad_x, grad_h0 = rnn.backward(grad_out, grad_h_n)

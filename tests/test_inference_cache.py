@@ -1,0 +1,133 @@
+"""Inference calls keep a layer's packed weights between calls (rnn.cached_panels): they must
+never serve weights that changed, never be handed out as pool scratch, and never be shared
+wrongly between threads. Every check compares with a training-mode forward, which packs
+afresh each call (`==`: the same arithmetic)."""
+import concurrent.futures
+
+import numpy as np
+import pytest
+
+import rnnx
+from rnnx._kernels._recurrent import refresh_panels
+from rnnx.nn.rnn import panels
+
+
+def fresh_forward(m, x, **kw):
+    """m's output from a training-mode forward (packs every weight anew), record dropped."""
+    m.train()
+    out = m(x, **kw)
+    m.clear_records()
+    m.eval()
+    return out
+
+
+@pytest.mark.parametrize("cls, kw", [(rnnx.LSTM, {}), (rnnx.GRU, {}), (rnnx.RNN, {}),
+                                     (rnnx.LSTM, {"proj_size": 8}),
+                                     (rnnx.GRU, {"bidirectional": True})])
+@pytest.mark.parametrize("B", [1, 20])
+def test_inference_sees_every_change_of_the_weights(cls, kw, B):
+    rng = np.random.default_rng(0)
+    m = cls(5, 16, num_layers=2, **kw).eval()
+    x = rng.standard_normal((6, B, 5)).astype(np.float32)
+    m(x)                                               # packs and caches
+    changes = [
+        lambda p: p.data.__setitem__((0, 0), p.data[0, 0] + 1e-3),   # one element
+        lambda p: p.data.__setitem__((-1, -1), -p.data[-1, -1]),     # the last one
+        lambda p: p.data.__imul__(0.5),                              # all (optimizer step)
+        lambda p: p.data.__setitem__(Ellipsis, p.data[::-1].copy()),  # a permutation
+    ]
+    for name in ("weight_hh_l0", "weight_ih_l1"):
+        for change in changes:
+            change(getattr(m, name))
+            got = m(x)
+            np.testing.assert_array_equal(got[0], fresh_forward(m, x)[0])
+
+
+def test_signed_zero_and_replaced_arrays_are_noticed():
+    """The comparison is of bytes: -0.0 for 0.0 is a change (1 / w differs), and so is a new
+    array of another dtype (after .to(float64)) or assigned as the parameter's data."""
+    m = rnnx.RNN(3, 16).eval()
+    x = np.ones((2, 1, 3), np.float32)
+    m(x)
+    w = m.weight_ih_l0
+    w.data[0, 0] = 0.0
+    m(x)
+    w.data[0, 0] = -0.0
+    entry = m._panel_cache[0, 0]["w_ih"]
+    assert refresh_panels(w.data, *entry)              # packed again
+    assert np.signbit(entry[0][0, 0])
+    m.weight_hh_l0.data = np.full((16, 16), 0.01, np.float32)
+    np.testing.assert_array_equal(m(x)[0], fresh_forward(m, x)[0])
+    m.to(np.float64)
+    x64 = x.astype(np.float64)
+    got = m(x64)
+    assert got[0].dtype == np.float64
+    np.testing.assert_array_equal(got[0], fresh_forward(m, x64)[0])
+
+
+def test_cached_panels_are_never_pool_scratch():
+    """Training calls between inference calls take and give back pool scratch; were a cached
+    panel array given to the pool, those calls would overwrite it."""
+    rng = np.random.default_rng(1)
+    m = rnnx.LSTM(4, 32, num_layers=2)
+    x = rng.standard_normal((7, 3, 4)).astype(np.float32)
+    m.eval()
+    expected = m(x)[0]
+    cache = [a for layer in m._panel_cache.values() for entry in layer.values() for a in entry]
+    for _ in range(3):
+        m.train()
+        out, _ = m(x)
+        m.backward(np.ones_like(out))
+        m.eval()
+        np.testing.assert_array_equal(m(x)[0], expected)
+    still = [a for layer in m._panel_cache.values() for entry in layer.values() for a in entry]
+    assert all(a is b for a, b in zip(cache, still))
+    from rnnx._workspace import POOL
+    pooled = {id(b) for b in POOL._free}
+    assert not any(id(a) in pooled or id(a.base) in pooled for a in still)
+
+
+def test_big_weights_are_not_cached():
+    """Only weights that fit in cache are kept (a bounded copy); bigger ones pack per call."""
+    m = rnnx.LSTM(600, 256).eval()    # (600 + 256) * 1024 * 4 bytes > 512 KiB
+    m(np.ones((2, 1, 600), np.float32))
+    assert m._panel_cache == {(0, 0): {}}
+    small = rnnx.LSTM(8, 32).eval()
+    small(np.ones((2, 1, 8), np.float32))
+    assert set(small._panel_cache[0, 0]) == {"w_ih", "w_hh"}
+
+
+def test_concurrent_inference_calls_share_the_cache():
+    rng = np.random.default_rng(2)
+    m = rnnx.GRU(6, 48, num_layers=2).eval()
+    xs = [rng.standard_normal((5, b, 6)).astype(np.float32) for b in (1, 2, 17, 1, 3, 9)] * 4
+    expected = [fresh_forward(m, x)[0] for x in xs]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: m(x)[0], xs))
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(e, g)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_refresh_panels_packs_as_panels_and_only_on_change(dtype):
+    w = np.random.default_rng(3).standard_normal((37, 11)).astype(dtype)
+    copy, out = np.empty_like(w), np.empty_like(panels(w.T))
+    assert refresh_panels(w, copy, out, True)
+    np.testing.assert_array_equal(out, panels(w.T))
+    assert not refresh_panels(w, copy, out)
+    w[36, 10] += 1
+    assert refresh_panels(w, copy, out)
+    np.testing.assert_array_equal(out, panels(w.T))
+    np.testing.assert_array_equal(copy, w)
+
+
+def test_refresh_panels_rejects_mismatched_arrays():
+    w = np.zeros((20, 5), np.float32)
+    with pytest.raises(ValueError, match="packed_from must have shape"):
+        refresh_panels(w, np.zeros((5, 20), np.float32), np.zeros((2, 5, 16), np.float32))
+    with pytest.raises(ValueError, match="panels must have shape"):
+        refresh_panels(w, np.zeros((20, 5), np.float32), np.zeros((1, 5, 16), np.float32))
+    with pytest.raises(ValueError, match="dtype|Buffer"):
+        refresh_panels(w, np.zeros((20, 5), np.float64), np.zeros((2, 5, 16), np.float32))
+    with pytest.raises(ValueError):
+        refresh_panels(w[:, ::2], np.zeros((20, 3), np.float32), np.zeros((2, 3, 16), np.float32))
