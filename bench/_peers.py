@@ -1,6 +1,8 @@
 """The libraries under test, each behind one adapter: rnnx, PyTorch, ONNX Runtime, JAX, NumPy.
 "rnnx-blas" is rnnx with every product through BLAS (rnnx.set_gemm_backend("blas")), timed
-beside rnnx's default ("auto") so that the choice of backend stays justified by numbers.
+beside rnnx's default ("auto") so that the choice of backend stays justified by numbers;
+"rnnx-frozen" is rnnx.freeze(model) at inference, whose weights are constants as those of an
+ONNX Runtime session are.
 
 An adapter's build(cell, shape, weights, x, grad_out, lengths, phase, threads) returns a
 Runner: `step()` is the timed call (inference: forward; train: forward + backward giving
@@ -16,15 +18,17 @@ from typing import Callable
 
 import numpy as np
 
-LIBS = ("rnnx", "rnnx-blas", "torch", "onnxruntime", "jax", "numpy")
-LABELS = {"rnnx": "rnnx", "rnnx-blas": "rnnx (BLAS)", "torch": "PyTorch",
+LIBS = ("rnnx", "rnnx-frozen", "rnnx-blas", "torch", "onnxruntime", "jax", "numpy")
+LABELS = {"rnnx": "rnnx", "rnnx-frozen": "rnnx (frozen)", "rnnx-blas": "rnnx (BLAS)",
+          "torch": "PyTorch",
           "onnxruntime": "ONNX Runtime", "jax": "JAX", "numpy": "NumPy"}
-INFER_ONLY = {"onnxruntime"}
+INFER_ONLY = {"onnxruntime", "rnnx-frozen"}
 
 
 def available(lib):
     """Whether the library (and what its adapter needs) can be imported."""
-    needs = {"onnxruntime": ("onnxruntime", "onnx"), "rnnx-blas": ("rnnx",)}.get(lib, (lib,))
+    needs = {"onnxruntime": ("onnxruntime", "onnx"), "rnnx-blas": ("rnnx",),
+             "rnnx-frozen": ("rnnx",)}.get(lib, (lib,))
     return all(importlib.util.find_spec(name) is not None for name in needs)
 
 
@@ -59,13 +63,14 @@ def build(lib, cell, shape, weights, x, grad_out, lengths, phase, threads):
     return _BUILDERS[lib](cell, shape, weights, x, grad_out, lengths, phase, threads)
 
 
-def _rnnx(cell, shape, weights, x, grad_out, lengths, phase, threads, backend="auto"):
+def _rnnx(cell, shape, weights, x, grad_out, lengths, phase, threads, backend="auto",
+          frozen=False):
     import rnnx
     model = getattr(rnnx, cell)(shape.I, shape.H, num_layers=shape.layers,
                                 bidirectional=shape.bidirectional)
     model.load_state_dict(weights)
     if phase == "infer":
-        model.eval()
+        model = rnnx.freeze(model) if frozen else model.eval()
 
         def step():
             rnnx.set_gemm_backend(backend)  # the backend is global; rnnx-blas runs between
@@ -227,8 +232,12 @@ def _rnnx_blas(*args):
     return _rnnx(*args, backend="blas")
 
 
-_BUILDERS = {"rnnx": _rnnx, "rnnx-blas": _rnnx_blas, "torch": _torch,
-             "onnxruntime": _onnxruntime, "jax": _jax, "numpy": _numpy}
+def _rnnx_frozen(*args):
+    return _rnnx(*args, frozen=True)
+
+
+_BUILDERS = {"rnnx": _rnnx, "rnnx-frozen": _rnnx_frozen, "rnnx-blas": _rnnx_blas,
+             "torch": _torch, "onnxruntime": _onnxruntime, "jax": _jax, "numpy": _numpy}
 
 
 def max_rel_err(got, ref):

@@ -9,6 +9,7 @@ from ._random import manual_seed, get_rng_state, set_rng_state
 from .nn import (Module, Parameter, LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, Dropout,
                  CrossEntropyLoss, MSELoss, Sequential, LastHidden, LastTimeStep)
 from .nn import Embedding, ModuleList, ReLU, Tanh, Sigmoid, Identity, Flatten
+from .nn import freeze
 from .optim import SGD
 from .optim import Adam, AdamW, RMSprop, Adagrad
 from .nn import RecordsWarning

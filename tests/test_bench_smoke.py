@@ -45,6 +45,7 @@ def test_quick_tiny_run_writes_report(tmp_path):
     for cell in ("LSTM", "GRU", "RNN"):
         for phase in ("train", "infer"):
             assert (cell, phase, "rnnx") in timed
+            assert ((cell, phase, "rnnx-frozen") in timed) == (phase == "infer")
             for lib in PEERS:
                 expected = installed(lib) and not (lib == "onnxruntime" and phase == "train")
                 assert ((cell, phase, lib) in timed) == expected, (cell, phase, lib)

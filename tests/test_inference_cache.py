@@ -12,6 +12,16 @@ from rnnx._kernels._recurrent import refresh_panels
 from rnnx.nn.rnn import panels
 
 
+def assert_outputs_equal(got, expected):
+    """out, h_n (or out, (h_n, c_n)) equal bit for bit."""
+    got_out, got_state = got
+    exp_out, exp_state = expected
+    np.testing.assert_array_equal(got_out, exp_out)
+    for a, b in zip(np.atleast_1d(got_state) if not isinstance(got_state, tuple) else got_state,
+                    exp_state if isinstance(exp_state, tuple) else np.atleast_1d(exp_state)):
+        np.testing.assert_array_equal(a, b)
+
+
 def fresh_forward(m, x, **kw):
     """m's output from a training-mode forward (packs every weight anew), record dropped."""
     m.train()
@@ -131,3 +141,62 @@ def test_refresh_panels_rejects_mismatched_arrays():
         refresh_panels(w, np.zeros((20, 5), np.float64), np.zeros((2, 5, 16), np.float32))
     with pytest.raises(ValueError):
         refresh_panels(w[:, ::2], np.zeros((20, 3), np.float32), np.zeros((2, 3, 16), np.float32))
+
+
+@pytest.mark.parametrize("cls, kw", [(rnnx.LSTM, {}), (rnnx.GRU, {"bidirectional": True}),
+                                     (rnnx.RNN, {"nonlinearity": "relu"}),
+                                     (rnnx.LSTM, {"proj_size": 8})])
+def test_freeze_gives_the_same_numbers_and_leaves_the_module_alone(cls, kw):
+    rng = np.random.default_rng(4)
+    m = cls(5, 16, num_layers=2, **kw)
+    x = rng.standard_normal((6, 3, 5)).astype(np.float32)
+    frozen = rnnx.freeze(m)
+    assert m.training and not frozen.training
+    for name, p in m.named_parameters():
+        q = dict(frozen.named_parameters())[name]
+        assert p.data.flags.writeable and not q.data.flags.writeable
+        assert q.grad is None and not q.requires_grad
+        np.testing.assert_array_equal(p.data, q.data)
+    m.eval()
+    for _ in range(2):                    # packs at the first call, reuses at the second
+        assert_outputs_equal(frozen(x), m(x))
+    entry = frozen._panel_cache[0, 0]["w_hh"]
+    assert entry[0] is frozen.weight_hh_l0.data   # packed from the weights themselves
+
+
+def test_frozen_weights_cannot_change_and_the_copy_does_not_train():
+    frozen = rnnx.freeze(rnnx.Sequential(rnnx.GRU(4, 8), rnnx.LastHidden(), rnnx.Linear(8, 3)))
+    with pytest.raises(ValueError, match="read-only"):
+        frozen[0].weight_hh_l0.data[0, 0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        frozen.load_state_dict({k: np.zeros_like(v) for k, v in frozen.state_dict().items()})
+    with pytest.raises(RuntimeError, match="frozen"):
+        frozen.train()
+    with pytest.raises(RuntimeError, match="frozen"):
+        frozen[0].train()
+    frozen.eval()                           # still allowed
+    assert frozen(np.ones((3, 2, 4), np.float32)).shape == (2, 3)
+    with pytest.raises(TypeError, match="rnnx Module"):
+        rnnx.freeze(np.zeros(3))
+
+
+def test_frozen_weights_stay_immutable_and_new_arrays_are_checked():
+    """numpy refuses to make a frozen weight writeable again; a parameter given a new array is
+    no longer trusted, and its changes are seen."""
+    m = rnnx.LSTM(3, 16).eval()
+    frozen = rnnx.freeze(m)
+    x = np.ones((4, 1, 3), np.float32)
+    frozen(x)
+    with pytest.raises(ValueError):
+        frozen.weight_hh_l0.data.flags.writeable = True
+    with pytest.raises(ValueError):
+        frozen.weight_hh_l0.data[:].flags.writeable = True
+    new = np.array(frozen.weight_ih_l0.data)            # a writeable copy, then edited
+    frozen.weight_ih_l0.data = new
+    frozen(x)
+    new[0, 0] += 0.25
+    m.weight_ih_l0.data[0, 0] += 0.25
+    assert_outputs_equal(frozen(x), m(x))
+    frozen.to(np.float64)
+    m.to(np.float64)
+    assert_outputs_equal(frozen(x.astype(np.float64)), m(x.astype(np.float64)))

@@ -1,5 +1,5 @@
 """rnnx.nn: layers, losses and containers mirroring torch.nn."""
-from .module import Module, Parameter
+from .module import Module, Parameter, freeze
 from .module import RecordsWarning
 from .rnn import LSTM, GRU, RNN
 from .cells import LSTMCell, GRUCell, RNNCell

@@ -12,6 +12,7 @@ rnnx's layers take `backward(..., input_grad=False)` when the gradient with resp
 input is not wanted (their input is data, as for the first layer of a model): they skip
 computing it and return None in its place.
 """
+import copy
 import inspect
 import warnings
 from collections import OrderedDict, namedtuple
@@ -219,6 +220,31 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{frozen})"
 
 
+def freeze(module):
+    """A copy of `module` for inference only, whose weights can no longer change, as
+    torch.jit.freeze or an ONNX Runtime session gives: in eval mode, every parameter a
+    read-only copy that cannot be made writeable again (an in-place edit raises) and has no
+    gradient, so that recurrent layers pack their weights once, at the first call, instead
+    of checking at every call that they have not changed (rnn.cached_panels). A parameter
+    given a new array is checked again. The module itself is left as it was; train() on the
+    copy raises."""
+    if not isinstance(module, Module):
+        raise TypeError(f"freeze expects an rnnx Module, got {type(module).__name__}")
+    frozen = copy.deepcopy(module)
+    frozen.eval()
+    for m in frozen.modules():
+        m._records.clear()
+        object.__setattr__(m, "_frozen", True)
+        for p in m._parameters.values():
+            # backed by an immutable bytes object: numpy refuses to make it (or any view of
+            # it) writeable again, so it cannot change while it is the parameter's data
+            p.data = np.frombuffer(p.data.tobytes(), p.data.dtype).reshape(p.data.shape)
+            p.grad = None
+            p.requires_grad = False
+        object.__setattr__(m, "_frozen_weights", tuple(p.data for p in m._parameters.values()))
+    return frozen
+
+
 class Module:
     """Base class of every rnnx layer, loss and container."""
 
@@ -227,6 +253,8 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_records", [])
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_frozen", False)
+        object.__setattr__(self, "_frozen_weights", ())   # the immutable arrays of freeze
 
     def __setattr__(self, name, value):
         params = self.__dict__.get("_parameters")
@@ -302,6 +330,9 @@ class Module:
     # -- modes and gradients -------------------------------------------------------------
     def train(self, mode=True):
         """Training mode (records for backward, dropout active); returns self."""
+        if mode and self._frozen:
+            raise RuntimeError(f"{type(self).__name__} is frozen (rnnx.freeze): it runs inference "
+                               "only; train the module it was frozen from")
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self

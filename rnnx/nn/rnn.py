@@ -45,25 +45,34 @@ FORWARD_PANELS = ("w_ih_panels", "w_hh_panels", "w_hr_panels")
 _PANEL_CACHE_LOCK = threading.Lock()
 
 
-def cached_panels(cache, name, w):
+def cached_panels(cache, name, w, trusted=()):
     """panels(w.T) for an inference call, kept in `cache` (a dict of the module's) between
     calls and packed again only when w's bytes changed since (refresh_panels compares them
     with the copy it packed from). Concurrent calls share the panels: the lock keeps a repack
-    from racing another call's check."""
+    from racing another call's check. trusted: the weights of a frozen module (freeze),
+    immutable arrays: when w is one of them, the panels packed from it need no check."""
+    frozen = any(a is w for a in trusted)
+    entry = cache.get(name)
+    if frozen and entry is not None and entry[0] is w:
+        return entry[1]
     with _PANEL_CACHE_LOCK:
+        if frozen:
+            packed = panels_buffer(w.shape[1], w.shape[0], w.dtype, pooled=False)
+            pack_panels(w.T, packed)
+            cache[name] = (w, packed)
+            return packed
         entry = cache.get(name)
-        fresh = entry is None or entry[0].shape != w.shape or entry[0].dtype != w.dtype
+        fresh = (entry is None or not entry[0].flags.writeable      # a frozen weight's
+                 or entry[0].shape != w.shape or entry[0].dtype != w.dtype)
         if fresh:
-            width = 64 // w.dtype.itemsize
-            entry = (np.empty_like(w),
-                     np.empty((-(-w.shape[0] // width), w.shape[1], width), w.dtype))
-            cache[name] = entry
+            entry = cache[name] = (np.empty_like(w), panels_buffer(w.shape[1], w.shape[0],
+                                                                   w.dtype, pooled=False))
         refresh_panels(w, entry[0], entry[1], fresh)
     return entry[1]
 
 
 def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias,
-                      cache=None):
+                      cache=None, trusted=()):
     """The kernel's per-direction dict for one layer direction (see _recurrent.Dir).
 
     weights: (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where absent; h (B, P) and
@@ -71,6 +80,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     release_buffers gives it back. cache: for an inference call, a dict in which the module
     keeps this direction's packed weights between calls (cached_panels), used when they fit
     in cache (weights_fit_cache; bigger ones pack in a small fraction of a call's time).
+    trusted: a frozen module's weights, whose cached panels need no check (cached_panels).
     """
     _threads.pin_kernel_blas()
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
@@ -82,7 +92,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     cached = cache is not None and weights_fit_cache(cell, I, P, H, dtype.itemsize)
 
     def pack(name, w):
-        return cached_panels(cache, name, w) if cached else panels(w.T)
+        return cached_panels(cache, name, w, trusted) if cached else panels(w.T)
     bufs = {
         "w_hh_panels": pack("w_hh", w_hh.data), "w_ih_panels": pack("w_ih", w_ih.data),
         "w_ih": w_ih.data, "w_hh": w_hh.data,
@@ -143,11 +153,13 @@ def keep_for_backward(bufs):
     bufs.update(saved)
 
 
-def panels_buffer(k, n, dtype):
-    """A pooled (ceil(n / width), k, width) array for a (k, n) matrix in the kernels' column
-    panels of width = 64 bytes (microgemm.h), the padding of its last panel zeroed."""
+def panels_buffer(k, n, dtype, pooled=True):
+    """A (ceil(n / width), k, width) array (from the pool unless pooled=False) for a (k, n)
+    matrix in the kernels' column panels of width = 64 bytes (microgemm.h), the padding of
+    its last panel zeroed."""
     width = 64 // dtype.itemsize
-    out = POOL.take(((n + width - 1) // width, k, width), dtype)
+    shape = ((n + width - 1) // width, k, width)
+    out = POOL.take(shape, dtype) if pooled else np.empty(shape, dtype)
     if n % width:
         out[-1, :, n % width:] = 0
     return out
@@ -521,7 +533,8 @@ class RNNBase(Module):
         for layer in range(self.num_layers):
             dirs = [direction_buffers(self.mode, weights[layer][d], h_n[layer * D + d],
                                       None if c_n is None else c_n[layer * D + d], recording, N, H,
-                                      self._zero_bias, self._inference_cache(recording, layer, d))
+                                      self._zero_bias, self._inference_cache(recording, layer, d),
+                                      self._frozen_weights)
                     for d in range(D)]
             # Outputs between layers are scratch; the last one goes to the caller.
             shape = (N, D * P)
