@@ -241,7 +241,6 @@ def freeze(module):
             p.data = np.frombuffer(p.data.tobytes(), p.data.dtype).reshape(p.data.shape)
             p.grad = None
             p.requires_grad = False
-        object.__setattr__(m, "_frozen_weights", tuple(p.data for p in m._parameters.values()))
     return frozen
 
 
@@ -254,7 +253,6 @@ class Module:
         object.__setattr__(self, "_records", [])
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_frozen", False)
-        object.__setattr__(self, "_frozen_weights", ())   # the immutable arrays of freeze
 
     def __setattr__(self, name, value):
         params = self.__dict__.get("_parameters")

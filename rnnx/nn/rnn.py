@@ -45,13 +45,21 @@ FORWARD_PANELS = ("w_ih_panels", "w_hh_panels", "w_hr_panels")
 _PANEL_CACHE_LOCK = threading.Lock()
 
 
-def cached_panels(cache, name, w, trusted=()):
+def immutable(a):
+    """Whether array a's memory belongs to a bytes object (as freeze makes the weights):
+    numpy will not make such an array, or any view of it, writeable."""
+    while isinstance(a, np.ndarray):
+        a = a.base
+    return isinstance(a, bytes)
+
+
+def cached_panels(cache, name, w):
     """panels(w.T) for an inference call, kept in `cache` (a dict of the module's) between
     calls and packed again only when w's bytes changed since (refresh_panels compares them
     with the copy it packed from). Concurrent calls share the panels: the lock keeps a repack
-    from racing another call's check. trusted: the weights of a frozen module (freeze),
-    immutable arrays: when w is one of them, the panels packed from it need no check."""
-    frozen = any(a is w for a in trusted)
+    from racing another call's check. An immutable w (a frozen module's, see freeze) needs
+    no check: the panels packed from it stay valid while it is the same array."""
+    frozen = immutable(w)
     entry = cache.get(name)
     if frozen and entry is not None and entry[0] is w:
         return entry[1]
@@ -62,7 +70,9 @@ def cached_panels(cache, name, w, trusted=()):
             cache[name] = (w, packed)
             return packed
         entry = cache.get(name)
-        fresh = (entry is None or not entry[0].flags.writeable      # a frozen weight's
+        # a new entry also when the last one was packed from an immutable w (no copy of
+        # its own), or from w itself (a deep copy of such an entry)
+        fresh = (entry is None or entry[0] is w or not entry[0].flags.writeable
                  or entry[0].shape != w.shape or entry[0].dtype != w.dtype)
         if fresh:
             entry = cache[name] = (np.empty_like(w), panels_buffer(w.shape[1], w.shape[0],
@@ -72,7 +82,7 @@ def cached_panels(cache, name, w, trusted=()):
 
 
 def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias,
-                      cache=None, trusted=()):
+                      cache=None):
     """The kernel's per-direction dict for one layer direction (see _recurrent.Dir).
 
     weights: (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where absent; h (B, P) and
@@ -80,7 +90,6 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     release_buffers gives it back. cache: for an inference call, a dict in which the module
     keeps this direction's packed weights between calls (cached_panels), used when they fit
     in cache (weights_fit_cache; bigger ones pack in a small fraction of a call's time).
-    trusted: a frozen module's weights, whose cached panels need no check (cached_panels).
     """
     _threads.pin_kernel_blas()
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
@@ -92,7 +101,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     cached = cache is not None and weights_fit_cache(cell, I, P, H, dtype.itemsize)
 
     def pack(name, w):
-        return cached_panels(cache, name, w, trusted) if cached else panels(w.T)
+        return cached_panels(cache, name, w) if cached else panels(w.T)
     bufs = {
         "w_hh_panels": pack("w_hh", w_hh.data), "w_ih_panels": pack("w_ih", w_ih.data),
         "w_ih": w_ih.data, "w_hh": w_hh.data,
@@ -533,8 +542,7 @@ class RNNBase(Module):
         for layer in range(self.num_layers):
             dirs = [direction_buffers(self.mode, weights[layer][d], h_n[layer * D + d],
                                       None if c_n is None else c_n[layer * D + d], recording, N, H,
-                                      self._zero_bias, self._inference_cache(recording, layer, d),
-                                      self._frozen_weights)
+                                      self._zero_bias, self._inference_cache(recording, layer, d))
                     for d in range(D)]
             # Outputs between layers are scratch; the last one goes to the caller.
             shape = (N, D * P)
