@@ -215,3 +215,21 @@ def test_a_copy_of_a_frozen_module_is_checked_again():
     reference.load_state_dict(clone.state_dict())
     reference.eval()
     assert_outputs_equal(clone(x), reference(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_panels_takes_any_strides(dtype):
+    """The transposed weights (the forward's case) take a fast path; reversed, strided,
+    Fortran-ordered and one-row operands pack as the definition says."""
+    from rnnx._kernels._recurrent import pack_panels
+    w = np.random.default_rng(5).standard_normal((37, 11)).astype(dtype)
+    width = 64 // np.dtype(dtype).itemsize
+    for b in (w.T, w[::-1].T, w[:, ::-1].T, w[::2].T, w.T[:, 3:], np.asfortranarray(w).T,
+              w[:, :1].T, w):
+        k, n = b.shape
+        out = np.full((-(-n // width), k, width), np.nan, dtype)
+        pack_panels(b, out)
+        expected = np.zeros_like(out)
+        for j in range(n):
+            expected[j // width, :, j % width] = b[:, j]
+        np.testing.assert_array_equal(out, expected)
