@@ -15,13 +15,15 @@ def _check_optimizer(optimizer):
         raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
 
 
-def _per_group(name, optimizer, value):
-    """value as one entry per param group (a list or tuple must have one per group)."""
+def _per_group(name, optimizer, value,
+               mismatch="{name} must have the same length as optimizer.param_groups. "
+                        "{name} has {got} values, param_groups has {n}."):
+    """value as one entry per param group (a list or tuple must have one per group, else
+    ValueError(mismatch), torch's message of the scheduler at hand)."""
     n = len(optimizer.param_groups)
     if isinstance(value, (list, tuple)):
         if len(value) != n:
-            raise ValueError(f"{name} must have the same length as optimizer.param_groups. "
-                             f"{name} has {len(value)} values, param_groups has {n}.")
+            raise ValueError(mismatch.format(name=name, got=len(value), n=n))
         return list(value)
     return [value] * n
 
@@ -140,13 +142,8 @@ class LambdaLR(LRScheduler):
 
     def __init__(self, optimizer, lr_lambda, last_epoch=-1):
         _check_optimizer(optimizer)
-        n = len(optimizer.param_groups)
-        if isinstance(lr_lambda, (list, tuple)):
-            if len(lr_lambda) != n:
-                raise ValueError(f"Expected {n} lr_lambdas, but got {len(lr_lambda)}")
-            self.lr_lambdas = list(lr_lambda)
-        else:
-            self.lr_lambdas = [lr_lambda] * n
+        self.lr_lambdas = _per_group("lr_lambda", optimizer, lr_lambda,
+                                     "Expected {n} lr_lambdas, but got {got}")
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -308,13 +305,7 @@ class ReduceLROnPlateau(LRScheduler):
             raise ValueError(f"threshold mode {threshold_mode} is unknown!")
         _check_optimizer(optimizer)
         self.optimizer = optimizer
-        n = len(optimizer.param_groups)
-        if isinstance(min_lr, (list, tuple)):
-            if len(min_lr) != n:
-                raise ValueError(f"expected {n} min_lrs, got {len(min_lr)}")
-            self.min_lrs = list(min_lr)
-        else:
-            self.min_lrs = [min_lr] * n
+        self.min_lrs = _per_group("min_lr", optimizer, min_lr, "expected {n} min_lrs, got {got}")
         self.mode, self.factor, self.patience = mode, factor, patience
         self.threshold, self.threshold_mode = threshold, threshold_mode
         self.cooldown, self.eps = cooldown, eps
