@@ -12,13 +12,18 @@ from rnnx._kernels._recurrent import refresh_panels
 from rnnx.nn.rnn import panels
 
 
+def arrays(outputs):
+    """The arrays of out, h_n or of out, (h_n, c_n), in order."""
+    if isinstance(outputs, tuple):
+        return [a for item in outputs for a in arrays(item)]
+    return [outputs]
+
+
 def assert_outputs_equal(got, expected):
     """out, h_n (or out, (h_n, c_n)) equal bit for bit."""
-    got_out, got_state = got
-    exp_out, exp_state = expected
-    np.testing.assert_array_equal(got_out, exp_out)
-    for a, b in zip(np.atleast_1d(got_state) if not isinstance(got_state, tuple) else got_state,
-                    exp_state if isinstance(exp_state, tuple) else np.atleast_1d(exp_state)):
+    got, expected = arrays(got), arrays(expected)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
 
 

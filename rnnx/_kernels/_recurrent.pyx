@@ -32,6 +32,9 @@ cnp.import_array()
 
 DEF MAX_BLOCKS = 64
 DEF MIN_BLOCK_ROWS = 8
+# A batch of fewer rows than two row blocks: its time loop runs on a team split by hidden
+# units (shares_time_loop), and its inputs are projected up front (projects_per_step).
+DEF SMALL_BATCH = 2 * MIN_BLOCK_ROWS
 DEF K_CHUNK = 256             # rows of k per packed chunk in the weight-gradient GEMMs
 DEF MIN_TEAM_WORK = 32768     # multiply-adds per row and step worth two barriers
 # With the BLAS backend the time loop's products are cut into tiles of BLAS_ROWS x BLAS_COLS at
@@ -419,10 +422,10 @@ cpdef bint projects_per_step(int cell, intp B, intp I, intp P, intp H,
     recurrent GEMM, so the gate loop finds both terms in cache (weights that fit in L2),
     rather than projecting every step up front in one GEMM: bigger weights, which the
     per-step GEMMs would stream from memory at every step, and batches of fewer than
-    2 * MIN_BLOCK_ROWS rows, whose steps are a few rows each: streaming the input weights
+    SMALL_BATCH rows, whose steps are a few rows each: streaming the input weights
     once instead of at every step leaves L2 to the recurrent weights (LSTM, H = 128, batch 1:
     the second layer's time loop 2.5x faster)."""
-    return B >= 2 * MIN_BLOCK_ROWS and weights_fit_cache(cell, I, P, H, itemsize)
+    return B >= SMALL_BATCH and weights_fit_cache(cell, I, P, H, itemsize)
 
 
 cdef void _project_inputs(int cell, intp B, intp N, intp I, intp H, const floating *x,
@@ -440,7 +443,7 @@ cdef void _project_inputs(int cell, intp B, intp N, intp I, intp H, const floati
         b_sum[j] = b_ih[j] + (b_hh[j] if cell != GRU or j < 2 * H else 0)
     if d.xs == NULL:
         # gates (N, GH) = x (N, I) @ w_ih.T      -- input projection of every step at once
-        _parallel_step_gemm(_use_blas(d, STEP_PRODUCT if B < 2 * MIN_BLOCK_ROWS else
+        _parallel_step_gemm(_use_blas(d, STEP_PRODUCT if B < SMALL_BATCH else
                                       SEQUENCE_PRODUCT), N, GH, I, x, I,
                             <floating *> d.w_ih_panels, <floating *> d.w_ih, I, True, False,
                             <floating *> d.gates, GH, num_threads)
@@ -861,7 +864,7 @@ cpdef bint shares_time_loop(int cell, intp B, intp ndir, intp H, intp P, bint pr
     """Whether the time loops run on a team of threads split by hidden units (_team_forward,
     _team_backward): one direction whose B rows are too few to split into row blocks,
     several threads, no projection, and steps big enough to pay for two barriers."""
-    return (ndir == 1 and B < 2 * MIN_BLOCK_ROWS and num_threads > 1 and not projection
+    return (ndir == 1 and B < SMALL_BATCH and num_threads > 1 and not projection
             and P * NUM_GATES[cell] * H >= MIN_TEAM_WORK)
 
 
