@@ -123,7 +123,8 @@ def extension(name):
         include_dirs=[np.get_include(), "rnnx/_kernels"],
         depends=["rnnx/_kernels/_recurrent.pyx", "rnnx/_kernels/vmath.h",
                  "rnnx/_kernels/gates.h", "rnnx/_kernels/team.h", "rnnx/_kernels/microgemm.h",
-                 "rnnx/_kernels/_blas.pxd", "rnnx/_kernels/microgemm512.h"],
+                 "rnnx/_kernels/_blas.pxd", "rnnx/_kernels/microgemm512.h",
+                 "rnnx/_kernels/fingerprint.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # No -ffast-math: vmath.h relies on IEEE rounding. Not trapping lets gcc vectorize
         # the branch-free selects in the gate loops.

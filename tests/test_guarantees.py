@@ -176,20 +176,20 @@ def test_resident_memory_with_new_lengths_every_batch_stays_at_fixed_lengths_lev
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
 def test_pending_training_forward_holds_only_what_backward_reads(mode):
     """A training forward without backward keeps, per layer and direction, the gate values,
-    the hidden states entering each step (and the LSTM's cell states, the GRU's W_hn h) and
-    the layer input: no forward-only scratch (packed weights, per-step buffers)."""
+    the initial hidden state (and the LSTM's cell states, the GRU's W_hn h), and the layer's
+    input and output: no forward-only scratch (packed weights, per-step buffers)."""
     m = getattr(rnnx.nn, mode)(5, 8, num_layers=2, bidirectional=True)
     m(np.ones((4, 3, 5), np.float32))
     (rec,) = m._records
-    expected = {"LSTM": {"gates", "hprev", "cbuf", "c0"}, "GRU": {"gates", "hprev", "hn"},
-                "RNN": {"gates", "hprev"}}[mode]
-    for layer_in, dirs, mask in rec.layers:
+    expected = {"LSTM": {"gates", "h0", "cbuf", "c0"}, "GRU": {"gates", "h0", "hn"},
+                "RNN": {"gates", "h0"}}[mode]
+    for layer_in, out, dirs, mask in rec.layers:
         assert mask is None and [set(d) for d in dirs] == [expected, expected]
     m.clear_records()
     cell = getattr(rnnx.nn, mode + "Cell")(5, 8)
     cell(np.ones((3, 5), np.float32))
     (rec,) = cell._records
-    assert set(rec[1]) == expected
+    assert set(rec[2]) == expected
 
 
 # ---------------------------------------------------------------------------------------

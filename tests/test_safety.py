@@ -1,6 +1,7 @@
 """Misuse that must be loud: pending records, mismatched gradients, parameters whose data or
 gradient arrays were replaced, weights changed between forward and backward, callers refilling
-their buffers, PackedSequence indices that are not permutations, empty Linear layers."""
+their buffers (which a sequence module reads in place, a cell or Linear copies), PackedSequence
+indices that are not permutations, empty Linear layers."""
 import os
 import subprocess
 import sys
@@ -350,20 +351,89 @@ def test_linear_input_refilled_before_backward():
                         lambda m, y: m.backward(np.ones_like(y)))
 
 
-def test_packed_input_refilled_before_backward():
-    x = rng().standard_normal((4, 3, 3)).astype(F32)
-
-    def forward(m, buf):
-        packed = rnnx.PackedSequence(buf.reshape(12, 3), np.array([3, 3, 3, 3]))
-        return m(packed)
-    _grads_after_refill(lambda: rnnx.GRU(3, 4), x, forward,
-                        lambda m, y: m.backward(np.ones_like(y[0].data)))
+# ---------------------------------------------------------------------------------------
+# sequence modules read the caller's input and output in place: changing them raises
 
 
-def test_full_lengths_input_refilled_before_backward():
-    x = rng().standard_normal((4, 3, 3)).astype(F32)
-    _grads_after_refill(lambda: rnnx.LSTM(3, 4), x, lambda m, b: m(b, lengths=[4, 4, 4]),
-                        lambda m, y: m.backward(np.ones_like(y[0])))
+def _sequence_forward(buf, form):
+    """A GRU's training forward over buf (4, 3, 3), or (4, 3) unbatched, given in `form`;
+    (module, output)."""
+    rnnx.manual_seed(3)
+    m = rnnx.GRU(3, 4, num_layers=2)
+    if form == "packed":
+        return m, m(rnnx.PackedSequence(buf.reshape(12, 3), np.array([3, 3, 3, 3])))[0].data
+    return m, m(buf, lengths=[4, 4, 4] if form == "full lengths" else None)[0]
+
+
+CHANGES = {
+    "refill": lambda a: a.fill(7.0),
+    "element": lambda a: a.__setitem__((-1,) * a.ndim, a[(-1,) * a.ndim] + 1),
+    "rows swapped": lambda a: a.__setitem__(slice(0, 2), a[1::-1].copy()),
+}
+
+
+@pytest.mark.parametrize("form", ["padded", "packed", "full lengths", "unbatched"])
+@pytest.mark.parametrize("what", ["input", "output"])
+@pytest.mark.parametrize("change", CHANGES)
+def test_sequence_input_or_output_changed_before_backward_raise(form, what, change):
+    """As PyTorch's saved tensors: backward reads them, so a change (a permutation of rows
+    included) raises, naming which one; after clear_records a new forward works."""
+    buf = rng().standard_normal((4, 3) if form == "unbatched" else (4, 3, 3)).astype(F32)
+    m, y = _sequence_forward(buf, form)
+    CHANGES[change](buf if what == "input" else y)
+    with pytest.raises(RuntimeError, match=f"modified by an inplace operation: the {what} of"):
+        m.backward(np.ones_like(y))
+    m.clear_records()
+    m, y = _sequence_forward(buf, form)
+    m.backward(np.ones_like(y))
+
+
+def _grads_after_change(forward, change):
+    """Parameter gradients of a GRU forward whose input and output the caller changes after
+    forward (the ones backward does not read: copies), and those without the change."""
+    results = []
+    for changed in (False, True):
+        buf = rng().standard_normal((3, 4, 3)).astype(F32)
+        rnnx.manual_seed(3)
+        m = rnnx.GRU(3, 4, num_layers=2, batch_first=True)
+        y = forward(m, buf)
+        if changed:
+            change(buf, y)
+        m.backward(np.ones_like(y))
+        results.append([p.grad.copy() for p in m.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sequence_copies_changed_before_backward_are_fine():
+    """What the module copied (a batch_first input, made time-major; an input gathered and
+    an output unpacked for uneven lengths) is not the caller's to change."""
+    _grads_after_change(lambda m, b: m(b)[0], lambda b, y: b.fill(7.0))
+    _grads_after_change(lambda m, b: m(b, lengths=[4, 2, 3])[0],
+                        lambda b, y: (b.fill(7.0), y.fill(7.0)))
+
+
+def test_fingerprint_sees_every_change():
+    from rnnx._kernels._recurrent import fingerprint
+    a = rng().standard_normal(1001).astype(F32)
+    fp = fingerprint(a)
+    assert len(fp) == 64 and fingerprint(a.copy()) == fp and fingerprint(a[::-1][::-1]) == fp
+    for i in (0, 17, 1000):                         # one bit anywhere
+        b = a.copy()
+        b.view(np.uint32)[i] ^= 1
+        assert fingerprint(b) != fp
+    b = a.copy()
+    b[[3, 700]] = b[[700, 3]]                       # a swap: a plain sum would not see it
+    assert fingerprint(b) != fp
+    c = np.ones(2000, F32)
+    c[:1000] = 2.0                                  # "nice" values, halves swapped
+    assert fingerprint(c) != fingerprint(np.roll(c, 1000))
+    raw = np.arange(7, dtype=np.uint8)              # trailing bytes past the last word
+    assert fingerprint(raw) != fingerprint(np.arange(1, 8, dtype=np.uint8))
+    assert fingerprint(raw[:6]) != fingerprint(raw)
+    assert fingerprint(np.zeros(0, F32)) == fingerprint(np.zeros(0, F32))
+    m = np.arange(12.0).reshape(3, 4)
+    assert fingerprint(m.T) == fingerprint(np.ascontiguousarray(m.T))
 
 
 # ---------------------------------------------------------------------------------------

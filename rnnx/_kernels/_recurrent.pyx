@@ -23,7 +23,9 @@
 # backward overwrites them with the pre-activation gate gradients, which the whole-sequence
 # GEMMs for dW_ih, dW_hh and dX then read.
 cimport numpy as cnp
+from libc.stdint cimport uint32_t
 from libc.string cimport memcmp, memcpy
+import numpy as np
 from cython.parallel cimport parallel, prange
 
 from ._blas cimport floating, gemm
@@ -128,8 +130,10 @@ cdef struct Dir:
     void *gates      # (N, G*H) [input projections of every step, when projected up front ->]
                      # activated gates (training) -> gate gradients (backward)
     void *hg         # (B, G*H) recurrent GEMM result for one step; backward scratch
-    void *hprev      # (N, P) hidden state entering each step, in panels (training; gw_hh's
-                     # B operand as it is)
+    void *h0         # (B, P) initial hidden state (training): the state entering each later
+                     # step is in the layer output, which backward reads at out
+    void *out        # backward: this direction's columns of the layer output (N rows, ldo
+    intp ldo         # apart), the hidden state each step produced
     void *cbuf       # (N, H) cell state leaving each step (LSTM training)
     void *c0         # (B, H) initial cell state (LSTM training): the state entering each
                      # later step is in cbuf
@@ -279,73 +283,111 @@ cdef inline void _column_sums(intp rows, intp c0, intp c1, const floating *a, in
                 acc2[j] += a[r * lda + j]
 
 
-cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating *a, intp lda,
-                              const floating *bp, floating *c, floating *acc, floating *acc2,
-                              intp n2, int num_threads) noexcept nogil:
-    """C (m, n) += A.T @ B over a long k: a = A (k, m) row-major with row stride lda, read in
-    place; bp = B (k, n) in panels. Also acc (m,) += A.sum(0) and acc2 (n2,) += A[:, :n2].sum(0)
-    (the bias gradients; NULL: none), while each piece of A is still in cache.
+cdef struct Rows:
+    # The B operand (k, n) of a weight gradient, row by row. Row i is at b + i * ldb, or,
+    # when bs is not NULL, it is the hidden state entering packed row i of a direction
+    # (_entering_row): a row of b (the direction's output columns, row stride ldb) or of h0.
+    const void *b
+    intp ldb
+    const void *h0          # (B, n) initial state
+    const intp *bs          # the packing (batch_sizes, offsets, T) and the direction
+    const intp *of
+    intp T
+    bint reverse
 
-    k is cut into chunks of K_CHUNK so that a chunk of each panel stays in cache over a block of
-    rows; each chunk's product is added to C in chunk order, and the rows of C are split into
-    fixed blocks over the threads: the result does not depend on the thread count (nor do the
-    sums, each column's rows being added in order by the block that owns it). BLAS always
-    runs block by block, so that its calls are the same on any number of threads."""
-    cdef intp width = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0, kc
-    if not blas and (num_threads <= 1 or blocks <= 1):
-        for k0 in range(0, k, K_CHUNK):
-            kc = min(K_CHUNK, k - k0)
-            _panel_gemm(m, n, kc, a + k0 * lda, 1, lda, bp + k0 * width, k * width, True, c, n)
-            _column_sums(kc, 0, m, a + k0 * lda, lda, acc, acc2, n2)
-        return
-    for i in prange(blocks, num_threads=num_threads, schedule="static",
-                    use_threads_if=num_threads > 1 and blocks > 1):
+
+cdef inline intp _previous_row(bint reverse, intp t, intp T, const intp *bs, const intp *of,
+                               intp rr) noexcept nogil:
+    """The packed row of batch row rr at the step before t in its direction's order, or -1
+    when rr was not alive there (its state entering t is then the initial one)."""
+    cdef intp tp = t + 1 if reverse else t - 1
+    if 0 <= tp < T and rr < bs[tp]:
+        return of[tp] + rr
+    return -1
+
+
+cdef inline const floating *_entering_row(const floating *out, intp ldo, const floating *h0,
+                                          intp P, intp prev, intp rr) noexcept nogil:
+    """The hidden state entering a step of batch row rr whose previous row is `prev`
+    (_previous_row): that row of the direction's output columns, or rr's initial state."""
+    return out + prev * ldo if prev >= 0 else h0 + rr * P
+
+
+cdef void _pack_chunk(bint blas, const Rows *rows, intp k0, intp kc, intp n,
+                      floating *buf) noexcept nogil:
+    """buf = rows k0..k0+kc of B (see Rows): in panels (microgemm.h: buf[j, r, q] =
+    B[k0 + r, j * w + q]) for the micro-kernel, row-major (kc, n) for BLAS. The padding
+    columns of the last panel are left as they are: they only feed output lanes that are
+    never stored."""
+    cdef intp w = _panel_width(buf), r, i, jp, t = 0, lo, hi, mid
+    cdef const floating *b = <const floating *> rows.b
+    cdef const floating *row
+    if rows.bs != NULL:
+        lo = 0                      # the step holding packed row k0
+        hi = rows.T - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if rows.of[mid] <= k0:
+                lo = mid
+            else:
+                hi = mid - 1
+        t = lo
+    for r in range(kc):
+        i = k0 + r
+        if rows.bs == NULL:
+            row = b + i * rows.ldb
+        else:
+            while i >= rows.of[t + 1]:
+                t += 1
+            row = _entering_row(b, rows.ldb, <const floating *> rows.h0, n,
+                                _previous_row(rows.reverse, t, rows.T, rows.bs, rows.of,
+                                              i - rows.of[t]), i - rows.of[t])
+        if blas:
+            memcpy(buf + r * n, row, n * sizeof(floating))
+        else:
+            for jp in range((n + w - 1) // w):
+                memcpy(buf + (jp * kc + r) * w, row + jp * w, min(w, n - jp * w) * sizeof(floating))
+
+
+cdef void _chunk_blocks(bint blas, intp first, intp step, intp blocks, intp m, intp n, intp kc,
+                        const floating *a, intp lda, const floating *buf, floating *c,
+                        floating *acc, floating *acc2, intp n2) noexcept nogil:
+    """For row blocks first, first + step, ... of `blocks`: C[r0:r1] (+)= A[:, r0:r1].T @ B
+    of one chunk of kc rows (a: the chunk's rows of A, buf: of B, _pack_chunk), and the
+    column sums of A[:, r0:r1] (_column_sums)."""
+    cdef intp i = first, r0, r1
+    while i < blocks:
         r0 = i * m // blocks
         r1 = (i + 1) * m // blocks
-        for k0 in range(0, k, K_CHUNK):
-            kc = min(K_CHUNK, k - k0)
-            _product(blas, r1 - r0, n, kc, a + k0 * lda + r0, 1, lda, bp + k0 * width,
-                     k * width, NULL, 0, False, True, c + r0 * n, n)
-            _column_sums(kc, r0, r1, a + k0 * lda, lda, acc, acc2, n2)
+        _product(blas, r1 - r0, n, kc, a + r0, 1, lda, buf, kc * _panel_width(c), buf, n, False,
+                 True, c + r0 * n, n)
+        _column_sums(kc, r0, r1, a, lda, acc, acc2, n2)
+        i += step
 
 
-cpdef intp x_chunks_size(intp I, intp itemsize, int num_threads) noexcept nogil:
-    """Elements of the x_chunks scratch that backward_layer needs for an input of I features."""
-    cdef intp w = 64 // itemsize
-    return num_threads * K_CHUNK * ((I + w - 1) // w) * w
+cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating *a, intp lda,
+                              const Rows *rows, floating *chunks, floating *c, floating *acc,
+                              floating *acc2, intp n2, int num_threads) noexcept nogil:
+    """C (m, n) += A.T @ B over a long k: a = A (k, m) row-major with row stride lda, read in
+    place; B (k, n) given by `rows`. Also acc (m,) += A.sum(0) and acc2 (n2,) += A[:, :n2].sum(0)
+    (the bias gradients; NULL: none), while each piece of A is still in cache.
 
-
-cdef void _gemm_tn_accumulate_rows(bint blas, intp m, intp n, intp k, const floating *a, intp lda,
-                                   const floating *b, floating *chunks, floating *c,
-                                   floating *acc, floating *acc2, intp n2,
-                                   int num_threads) noexcept nogil:
-    """C (m, n) += A.T @ B (and the column sums of A) like _gemm_tn_accumulate, but B (k, n)
-    row-major: each chunk of K_CHUNK rows of B is packed into panels just before its product,
-    in `chunks`, one K_CHUNK x (n rounded up to a panel) buffer per thread, instead of a whole
-    packed copy of B. The same sums in the same order: the same result. The padding columns of
-    the last panel are left as they are: they only feed output lanes that are never stored.
-    BLAS reads B as it is, block by block and chunk by chunk on any number of threads."""
-    cdef intp w = _panel_width(c), blocks = (m + 127) // 128, i, r0, r1, k0, kc
+    k is cut into chunks of K_CHUNK rows; each thread packs a chunk of B (_pack_chunk) into
+    its own part of `chunks` (x_chunks_size elements) and adds the chunk's product to its
+    blocks of C's rows, in chunk order. The blocks are fixed and each element is summed in the
+    same order whichever thread owns it (the micro-kernel's dot products do not depend on the
+    rows of a call; BLAS's do, so it always runs block by block): the result does not depend
+    on the thread count, nor do the sums, each column's rows being added in order."""
+    cdef intp w = _panel_width(c), blocks = (m + 127) // 128, k0, kc
     cdef intp chunk = K_CHUNK * ((n + w - 1) // w) * w
     cdef int me, size
     cdef floating *buf
-    if blas:
-        for i in prange(blocks, num_threads=num_threads, schedule="static",
-                        use_threads_if=num_threads > 1 and blocks > 1):
-            r0 = i * m // blocks
-            r1 = (i + 1) * m // blocks
-            for k0 in range(0, k, K_CHUNK):
-                kc = min(K_CHUNK, k - k0)
-                _product(True, r1 - r0, n, kc, a + k0 * lda + r0, 1, lda, NULL, 0, b + k0 * n,
-                         n, False, True, c + r0 * n, n)
-                _column_sums(kc, r0, r1, a + k0 * lda, lda, acc, acc2, n2)
-        return
     if num_threads <= 1 or blocks <= 1:
         for k0 in range(0, k, K_CHUNK):
             kc = min(K_CHUNK, k - k0)
-            _rows_to_panels(kc, n, b + k0 * n, chunks, kc, 0)
-            _panel_gemm(m, n, kc, a + k0 * lda, 1, lda, chunks, kc * w, True, c, n)
-            _column_sums(kc, 0, m, a + k0 * lda, lda, acc, acc2, n2)
+            _pack_chunk(blas, rows, k0, kc, n, chunks)
+            _chunk_blocks(blas, 0, 1, blocks if blas else 1, m, n, kc, a + k0 * lda, lda, chunks,
+                          c, acc, acc2, n2)
         return
     with parallel(num_threads=num_threads):
         me = rnnx_team_member()
@@ -353,15 +395,15 @@ cdef void _gemm_tn_accumulate_rows(bint blas, intp m, intp n, intp k, const floa
         buf = chunks + me * chunk
         for k0 in range(0, k, K_CHUNK):
             kc = min(K_CHUNK, k - k0)
-            _rows_to_panels(kc, n, b + k0 * n, buf, kc, 0)
-            i = me
-            while i < blocks:
-                r0 = i * m // blocks
-                r1 = (i + 1) * m // blocks
-                _panel_gemm(r1 - r0, n, kc, a + k0 * lda + r0, 1, lda, buf, kc * w, True,
-                            c + r0 * n, n)
-                _column_sums(kc, r0, r1, a + k0 * lda, lda, acc, acc2, n2)
-                i = i + size
+            _pack_chunk(blas, rows, k0, kc, n, buf)
+            _chunk_blocks(blas, me, size, blocks, m, n, kc, a + k0 * lda, lda, buf, c, acc,
+                          acc2, n2)
+
+
+cpdef intp x_chunks_size(intp I, intp itemsize, int num_threads) noexcept nogil:
+    """Elements of the x_chunks scratch that backward_layer needs for an input of I features."""
+    cdef intp w = 64 // itemsize
+    return num_threads * K_CHUNK * ((I + w - 1) // w) * w
 
 
 cdef void _parallel_step_gemm(bint blas, intp m, intp n, intp k, const floating *a, intp lda,
@@ -381,26 +423,6 @@ cdef void _parallel_step_gemm(bint blas, intp m, intp n, intp k, const floating 
         r1 = (i + 1) * m // blocks
         _product(blas, r1 - r0, n, k, a + r0 * lda, lda, 1, bp, panel_stride, b, ldb, trans_b,
                  accumulate, c + r0 * ldc, ldc)
-
-
-cdef inline void _rows_to_panels(intp n, intp cols, const floating *src, floating *dst,
-                                 intp rows, intp row0) noexcept nogil:
-    """Rows row0..row0+n of a (rows, cols) matrix kept in panels (microgemm.h)
-    = src (n, cols) row-major: dst[j, row0 + r, q] = src[r, j * w + q]."""
-    cdef intp w = _panel_width(src), jp, j, r
-    for jp in range((cols + w - 1) // w):
-        j = jp * w
-        for r in range(n):
-            memcpy(dst + j * rows + (row0 + r) * w, src + r * cols + j,
-                   min(w, cols - j) * sizeof(floating))
-
-
-cdef inline void _units_from_panels(intp u0, intp u1, const floating *src, intp rows, intp row,
-                                    floating *dst) noexcept nogil:
-    """dst[u0:u1] = columns u0..u1-1 of row `row` of a (rows, cols) matrix kept in panels."""
-    cdef intp w = _panel_width(src), j
-    for j in range(u0, u1):
-        dst[j] = src[(j // w) * rows * w + row * w + j % w]
 
 
 cdef inline void _tanh(floating *a, intp n) noexcept nogil:
@@ -531,8 +553,9 @@ cdef void _projection_weight_grad(bint blas, intp N, intp H, intp P, const float
                                   int nt) noexcept nogil:
     """gw_hr (P, H) += dhtot.T (P, N) @ m (N, H): chunks of K_CHUNK steps added in order, the
     rows of gw_hr in fixed blocks over the threads (as gw_ih; chunks: scratch for m's
-    chunks in panels, x_chunks_size(H) elements)."""
-    _gemm_tn_accumulate_rows(blas, P, H, N, dhtot, P, m, chunks, gw_hr, NULL, NULL, 0, nt)
+    chunks, x_chunks_size(H) elements)."""
+    cdef Rows m_rows = Rows(b=m, ldb=H, h0=NULL, bs=NULL, of=NULL, T=0, reverse=False)
+    _gemm_tn_accumulate(blas, P, H, N, dhtot, P, &m_rows, chunks, gw_hr, NULL, NULL, 0, nt)
 
 
 cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const intp *batch_sizes,
@@ -559,6 +582,8 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
     cdef floating *mstep
     cdef intp s, t, n, off, r
 
+    if training:
+        memcpy(<floating *> d.h0 + r0 * P, h + r0 * P, (r1 - r0) * P * sizeof(floating))
     if training and cell == LSTM:
         memcpy(<floating *> d.c0 + r0 * H, c + r0 * H, (r1 - r0) * H * sizeof(floating))
     for s in range(T):
@@ -567,8 +592,6 @@ cdef void _recur_forward(int cell, bint training, bint reverse, intp T, const in
         if n <= 0:
             continue
         off = offsets[t] + r0
-        if training:
-            _rows_to_panels(n, P, h + r0 * P, <floating *> d.hprev, offsets[T], off)
         if xs != NULL:
             # xs[r0:r0+n] (n, GH) = x[off:off+n] (n, I) @ w_ih.T
             _step_gemm(blas, n, GH, I, x + off * I, I, w_ih_panels, w_ih, I, True, False,
@@ -623,13 +646,13 @@ cdef void _team_forward(int cell, bint training, intp T, const intp *batch_sizes
     cdef intp w = BLAS_COLS if blas else _panel_width(out)
     _team_share(barrier, GH, H, w, &p0, &cols, &u0, &u1)
     j0 = p0 * w
+    if training and lead:
+        memcpy(<floating *> d.h0, h, B * P * sizeof(floating))
     if training and cell == LSTM and lead:
         memcpy(<floating *> d.c0, <floating *> d.c, B * H * sizeof(floating))
     for s in range(T):
         n = batch_sizes[s]
         off = offsets[s]
-        if training and lead:
-            _rows_to_panels(n, P, h, <floating *> d.hprev, offsets[T], off)
         if cols > 0:
             if xs != NULL:
                 # xs[:n, j0:j0+cols] = x[off:off+n] (n, I) @ w_ih.T[:, j0:j0+cols]
@@ -661,11 +684,12 @@ cdef void _gate_grad_rows(int cell, bint reverse, intp t, intp T, const intp *ba
     r0, from dh = d.h (output gradients already added): turns the activated gates into
     pre-activation gradients (LSTM: and dc into dL/dc of the step before; GRU: dh into its
     direct part z * dh)."""
-    cdef intp GH = NUM_GATES[cell] * H, nu = u1 - u0, off = offsets[t] + r0, r, j, k, tp, rr
+    cdef intp GH = NUM_GATES[cell] * H, nu = u1 - u0, off = offsets[t] + r0, r, j, k, prev, rr
     cdef floating *dc = <floating *> d.c
     cdef floating *dgh = <floating *> d.hg
     cdef const floating *cbuf = <floating *> d.cbuf
     cdef const floating *cprev
+    cdef const floating *hp
     cdef floating *xg
     cdef floating *dmrow
     cdef floating hv
@@ -677,11 +701,8 @@ cdef void _gate_grad_rows(int cell, bint reverse, intp t, intp T, const intp *ba
             dmrow = <floating *> d.dm + rr * H if d.w_hr_panels != NULL else dh + rr * P
             # c entering step t: c' of the step before it in this direction's order, if the
             # row was alive there, else c0
-            tp = t + 1 if reverse else t - 1
-            if 0 <= tp < T and rr < batch_sizes[tp]:
-                cprev = cbuf + (offsets[tp] + rr) * H
-            else:
-                cprev = <floating *> d.c0 + rr * H
+            prev = _previous_row(reverse, t, T, batch_sizes, offsets, rr)
+            cprev = cbuf + prev * H if prev >= 0 else <floating *> d.c0 + rr * H
             if floating is float:
                 rnnx_lstm_backward_row_f(nu, H, xg + u0, cbuf + k + u0, cprev + u0, dmrow + u0,
                                          dc + rr * H + u0)
@@ -689,17 +710,15 @@ cdef void _gate_grad_rows(int cell, bint reverse, intp t, intp T, const intp *ba
                 rnnx_lstm_backward_row_d(nu, H, xg + u0, cbuf + k + u0, cprev + u0, dmrow + u0,
                                          dc + rr * H + u0)
         elif cell == GRU:
-            # h entering the step, into dgh's n block (read there before it is written)
-            _units_from_panels(u0, u1, <floating *> d.hprev, offsets[T], off + r,
-                               dgh + rr * GH + 2 * H)
+            # h entering the step
+            hp = _entering_row(<floating *> d.out, d.ldo, <floating *> d.h0, P,
+                               _previous_row(reverse, t, T, batch_sizes, offsets, rr), rr)
             if floating is float:
-                rnnx_gru_backward_row_f(nu, H, xg + u0, <floating *> d.hn + k + u0,
-                                        dgh + rr * GH + 2 * H + u0, dgh + rr * GH + u0,
-                                        dh + rr * P + u0)
+                rnnx_gru_backward_row_f(nu, H, xg + u0, <floating *> d.hn + k + u0, hp + u0,
+                                        dgh + rr * GH + u0, dh + rr * P + u0)
             else:
-                rnnx_gru_backward_row_d(nu, H, xg + u0, <floating *> d.hn + k + u0,
-                                        dgh + rr * GH + 2 * H + u0, dgh + rr * GH + u0,
-                                        dh + rr * P + u0)
+                rnnx_gru_backward_row_d(nu, H, xg + u0, <floating *> d.hn + k + u0, hp + u0,
+                                        dgh + rr * GH + u0, dh + rr * P + u0)
         else:
             for j in range(u0, u1):
                 hv = xg[j]
@@ -790,38 +809,39 @@ cdef void _team_backward(int cell, intp T, const intp *batch_sizes, const intp *
     rnnx_restore_fp_mode(fp_mode)
 
 
-cdef void _weight_grads(int cell, intp N, intp I, intp H, intp P, floating *gates, Dir *d,
-                        int nt) noexcept nogil:
+cdef void _weight_grads(int cell, intp T, const intp *bs, const intp *of, bint reverse, intp N,
+                        intp I, intp H, intp P, floating *gates, Dir *d, int nt) noexcept nogil:
     """Whole-sequence GEMMs: accumulate dW_ih, dW_hh, db_ih, db_hh (and dW_hr) from the gate
     gradients that _recur_backward left in gates (N, GH) (and in hn, dhtot)."""
     cdef intp GH = NUM_GATES[cell] * H
     cdef const floating *hnb = <floating *> d.hn
-    cdef const floating *hprev_panels = <floating *> d.hprev
-
     cdef floating *gb_ih = <floating *> d.gb_ih    # NULL without bias
     cdef floating *gb_hh = <floating *> d.gb_hh
+    cdef floating *chunks = <floating *> d.x_chunks
+    cdef bint blas = _use_blas(d, WEIGHT_GRADIENT)
+    cdef Rows x_rows = Rows(b=d.x, ldb=I, h0=NULL, bs=NULL, of=NULL, T=0, reverse=False)
+    # the hidden state entering each step: the output of the step before, or h0
+    cdef Rows h_rows = Rows(b=d.out, ldb=d.ldo, h0=d.h0, bs=bs, of=of, T=T, reverse=reverse)
 
     # gw_ih (GH, I) += dgates.T (GH, N) @ x (N, I);  gb_ih += dgates.sum(0), and gb_hh too
     # (the GRU's n columns of gb_hh come from dhn instead)
-    _gemm_tn_accumulate_rows(_use_blas(d, WEIGHT_GRADIENT), GH, I, N, gates, GH,
-                             <floating *> d.x, <floating *> d.x_chunks,
-                             <floating *> d.gw_ih, gb_ih, gb_hh, 2 * H if cell == GRU else GH,
-                             nt)
-    cdef bint blas = _use_blas(d, WEIGHT_GRADIENT)
+    _gemm_tn_accumulate(blas, GH, I, N, gates, GH, &x_rows, chunks, <floating *> d.gw_ih, gb_ih,
+                        gb_hh, 2 * H if cell == GRU else GH, nt)
     if cell == GRU:
         # gw_hh[:2H] (2H, P) += dgates[:, :2H].T @ hprev;  gw_hh[2H:] (H, P) += dhn.T @ hprev
-        _gemm_tn_accumulate(blas, 2 * H, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL,
-                            NULL, 0, nt)
+        _gemm_tn_accumulate(blas, 2 * H, P, N, gates, GH, &h_rows, chunks, <floating *> d.gw_hh,
+                            NULL, NULL, 0, nt)
         # gb_hh[2H:] += dhn.sum(0)
-        _gemm_tn_accumulate(blas, H, P, N, hnb, H, hprev_panels, <floating *> d.gw_hh + 2 * H * P,
+        _gemm_tn_accumulate(blas, H, P, N, hnb, H, &h_rows, chunks,
+                            <floating *> d.gw_hh + 2 * H * P,
                             gb_hh + 2 * H if gb_hh != NULL else NULL, NULL, 0, nt)
     else:
         # gw_hh (GH, P) += dgates.T (GH, N) @ hprev (N, P)
-        _gemm_tn_accumulate(blas, GH, P, N, gates, GH, hprev_panels, <floating *> d.gw_hh, NULL, NULL,
-                            0, nt)
+        _gemm_tn_accumulate(blas, GH, P, N, gates, GH, &h_rows, chunks, <floating *> d.gw_hh,
+                            NULL, NULL, 0, nt)
     if cell == LSTM and d.w_hr_panels != NULL:
-        _projection_weight_grad(blas, N, H, P, <floating *> d.dhtot, <floating *> d.m,
-                                <floating *> d.x_chunks, <floating *> d.gw_hr, nt)
+        _projection_weight_grad(blas, N, H, P, <floating *> d.dhtot, <floating *> d.m, chunks,
+                                <floating *> d.gw_hr, nt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1080,6 +1100,22 @@ def refresh_panels(const floating[:, ::1] w, floating[:, ::1] packed_from,
     return changed
 
 
+cdef extern from "fingerprint.h":
+    void rnnx_fingerprint(const unsigned char *p, size_t n, uint32_t *lanes) noexcept nogil
+
+
+def fingerprint(a):
+    """64 bytes that identify the bytes of array a (fingerprint.h): any change of one element
+    changes them, and so does, but for a chance of about 2^-32, any other change (a
+    permutation of the elements included). Reads a at about memory speed, without the GIL."""
+    cdef const unsigned char[::1] data = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    cdef uint32_t[16] lanes
+    cdef size_t n = data.shape[0]
+    with nogil:
+        rnnx_fingerprint(&data[0] if n else NULL, n, lanes)
+    return (<char *> lanes)[:sizeof(lanes)]
+
+
 cdef void _pack_strided(const floating[:, :] b, floating[:, :, ::1] out) noexcept nogil:
     """pack_panels for any other strides (b's rows contiguous: one copy per panel row)."""
     cdef intp k = b.shape[0], n = b.shape[1], w = out.shape[2], j, p, q, cols
@@ -1103,7 +1139,7 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
     x: (N, I) layer input; out: (N, D * P) layer output, direction d in columns d*P:(d+1)*P.
     directions: per direction a dict of the Dir fields' arrays (see Dir); the second one,
     if any, runs in reverse. `h` (B, P) and `c` (B, H) hold the initial states on entry and
-    the final ones on return. Training mode fills hprev, cbuf, c0, hn and m for backward.
+    the final ones on return. Training mode fills h0, cbuf, c0, hn and m for backward.
     Runs on up to num_threads threads, fewer when other calls hold the cores (team.h).
     """
     cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), k
@@ -1143,11 +1179,13 @@ def forward_layer(int cell, bint training, object x, object batch_sizes, object 
         rnnx_release_threads(num_threads)
 
 
-def backward_layer(int cell, object x, object batch_sizes, object offsets, list directions,
-                   object grad_out, object grad_x, intp hidden_size, int num_threads=1):
+def backward_layer(int cell, object x, object out, object batch_sizes, object offsets,
+                   list directions, object grad_out, object grad_x, intp hidden_size,
+                   int num_threads=1):
     """Back-propagate one layer run by forward_layer in training mode.
 
-    grad_out: (N, D * P) gradient of the layer output, or None; grad_x: (N, I) output
+    x and out: that forward's input (N, I) and output (N, D * P), unchanged since (backward
+    reads the hidden state entering each step in out). grad_out: (N, D * P) gradient of the layer output, or None; grad_x: (N, I) output
     (overwritten), or None when the input gradient is not wanted. Per direction, `h`/`c`
     hold dh_n/dc_n on entry and dh0/dc0 on return, `gates` and `hn` are consumed, and the
     parameter gradients are accumulated into gw_ih, gw_hh, gb_ih, gb_hh, gw_hr.
@@ -1170,6 +1208,10 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
     cdef intp ld = ndir * P
     cdef bint blas
     cdef void *xp = _ptr(x, typenum, N * I, "x")
+    if not cnp.PyArray_Check(out) or (<cnp.ndarray> out).ndim != 2 or out.shape[0] != N \
+            or out.shape[1] != ld:
+        raise ValueError(f"out must be the layer output, shape {(N, ld)}")
+    cdef char *op = <char *> _ptr(out, typenum, N * ld, "out")
     cdef void *gop = _optional_ptr(grad_out, typenum, N * ld, "grad_out")
     cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x", True)
     cdef Dir[2] dirs
@@ -1177,6 +1219,8 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
         _fill_dir(&dirs[k], directions[k], typenum, cell, True, proj, True, N, B, I, H, P,
                   num_threads)
         dirs[k].x = xp
+        dirs[k].out = op + k * P * (4 if typenum == cnp.NPY_FLOAT32 else 8)
+        dirs[k].ldo = ld
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
@@ -1185,9 +1229,11 @@ def backward_layer(int cell, object x, object batch_sizes, object offsets, list 
                    num_threads)
         for k in range(ndir):
             if typenum == cnp.NPY_FLOAT32:
-                _weight_grads(cell, N, I, H, P, <float *> dirs[k].gates, &dirs[k], num_threads)
+                _weight_grads(cell, T, bs, of, k == 1, N, I, H, P, <float *> dirs[k].gates,
+                              &dirs[k], num_threads)
             else:
-                _weight_grads(cell, N, I, H, P, <double *> dirs[k].gates, &dirs[k], num_threads)
+                _weight_grads(cell, T, bs, of, k == 1, N, I, H, P, <double *> dirs[k].gates,
+                              &dirs[k], num_threads)
         if gxp != NULL:
             for k in range(ndir):
                 # grad_x (N, I) (+)= dgates_k (N, GH) @ w_ih_k (GH, I)
@@ -1237,7 +1283,9 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.xs = _ptr(a["xs"], typenum, B * GH, "xs") if per_step else NULL
     d.gates = _ptr(a["gates"], typenum, N * GH, "gates") if training or not per_step else NULL
     d.hg = _ptr(a["hg"], typenum, B * GH, "hg")
-    d.hprev = _ptr(a["hprev"], typenum, _round_up(P, pw) * N, "hprev") if training else NULL
+    d.h0 = _ptr(a["h0"], typenum, B * P, "h0") if training else NULL
+    d.out = NULL
+    d.ldo = 0
     d.cbuf = _ptr(a["cbuf"], typenum, N * H, "cbuf") if training and lstm else NULL
     d.c0 = _ptr(a["c0"], typenum, B * H, "c0") if training and lstm else NULL
     d.hn = _ptr(a["hn"], typenum, N * H, "hn") if training and gru else NULL
@@ -1248,7 +1296,7 @@ cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, 
     d.x_chunks = NULL
     if backward:
         d.x_chunks = _ptr(a["x_chunks"], typenum,
-                          x_chunks_size(max(I, H) if proj else I, 64 // pw, num_threads),
+                          x_chunks_size(max(I, H), 64 // pw, num_threads),
                           "x_chunks")
         d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih", True)
         d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh", True)

@@ -17,8 +17,8 @@
  *   dn = dh (1 - z)(1 - n^2);  dr = dn hn r (1 - r);  dz = dh (hp - n) z (1 - z)
  *   g <- dr, dz, dn;  hn <- dn r;  dgh <- dr, dz, dn r  (the recurrent GEMM's operand)
  * Arrays are distinct (restrict) except in the forward rows at inference, where g is x and
- * the GRU's hn is hr's n block, and in the GRU backward, where hp is dgh's n block (each
- * element j read, then written): ivdep keeps those loops SIMD.
+ * the GRU's hn is hr's n block (each element j read, then written): ivdep keeps those loops
+ * SIMD.
  */
 #ifndef RNNX_GATES_H
 #define RNNX_GATES_H
@@ -71,8 +71,8 @@ static void rnnx_gru_forward_row_##SUFFIX(ptrdiff_t n, ptrdiff_t H, const T *x, 
     }                                                                                         \
 }                                                                                             \
 static void rnnx_gru_backward_row_##SUFFIX(ptrdiff_t n, ptrdiff_t H, T *restrict g,           \
-                                           T *restrict hn, const T *hp, T *dgh,               \
-                                           T *restrict dh) {                                  \
+                                           T *restrict hn, const T *restrict hp,              \
+                                           T *restrict dgh, T *restrict dh) {                 \
     _Pragma("GCC ivdep")                                                                      \
     for (ptrdiff_t j = 0; j < n; j++) {                                                       \
         T gr = g[j], gz = g[H + j], gn = g[2 * H + j], dhv = dh[j];                           \

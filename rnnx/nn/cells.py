@@ -102,13 +102,13 @@ class RNNCellBase(Module):
         forward_layer(int(self.mode), recording, x2, bs, offsets, [bufs], out, self.hidden_size)
         if recording:
             keep_for_backward(bufs)
-            self._push_record((x2, bufs, unbatched,
+            self._push_record((x2, out, bufs, unbatched,
                                self._fingerprint_weights(("weight_ih", "weight_hh"))))
         else:
             release_buffers(bufs)
 
     def _backward_step(self, grad_h, grad_c, input_grad):
-        x2, bufs, unbatched, weights = self._peek_record()
+        x2, out, bufs, unbatched, weights = self._peek_record()
         B = x2.shape[0]
         shape_x = x2[0] if unbatched else x2
         dh = self._state_grad(grad_h, shape_x, "grad_h")
@@ -117,11 +117,12 @@ class RNNCellBase(Module):
         self._check_unmodified(weights)
         self._check_gradients()
         self._pop_record()
-        x_chunks = input_chunks(x2.shape[1], x2.dtype, 1)
+        x_chunks = input_chunks(x2.shape[1], self.hidden_size, x2.dtype, 1)
         attach_gradients(bufs, self._weights(), dh, dc, x_chunks)
         grad_x = np.empty_like(x2) if input_grad else None
         bs, offsets = _one_step_packing(B)
-        backward_layer(int(self.mode), x2, bs, offsets, [bufs], None, grad_x, self.hidden_size)
+        backward_layer(int(self.mode), x2, out, bs, offsets, [bufs], None, grad_x,
+                       self.hidden_size)
         release_buffers(bufs)
         POOL.give(x_chunks)
         if unbatched:

@@ -20,6 +20,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .._grad_mode import is_grad_enabled
+from .._kernels._recurrent import fingerprint
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 RECORDS_WARNING_THRESHOLD = 64
@@ -107,15 +108,6 @@ def _mismatch(data, shape, dtype):
     if data.dtype != dtype:
         return f"expected dtype {dtype} (the module's), got {data.dtype}"
     return "expected a C-contiguous array, got a strided view"
-
-
-def fingerprint(a):
-    """A cheap checksum of an array's bytes: the wrapping sum of its 8-byte words and the
-    trailing bytes. Tens of GB/s; any change of one element changes it, as does an update of
-    them all (an optimizer step); a permutation of the words does not."""
-    b = a.reshape(-1).view(np.uint8)
-    k = b.size - b.size % 8
-    return int(b[:k].view(np.uint64).sum()), bytes(b[k:])
 
 
 class Parameter:

@@ -20,7 +20,7 @@ from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_pan
 from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
                          packing_of_lengths)
 from .._workspace import POOL
-from .module import Module, Parameter, check_dtype, check_grad_shape
+from .module import Module, Parameter, check_dtype, check_grad_shape, fingerprint
 
 NUM_GATES = {Cell.RNN_TANH: 1, Cell.RNN_RELU: 1, Cell.LSTM: 4, Cell.GRU: 3}
 
@@ -35,7 +35,7 @@ def as_float_array(value, dtype, what):
 
 
 # The kernel dict entries that are scratch owned by one call (returned to the pool after it).
-SCRATCH = ("xs", "gates", "hg", "hprev", "cbuf", "c0", "hn", "m", "dhtot", "dm", "w_hh_panels",
+SCRATCH = ("xs", "gates", "hg", "h0", "cbuf", "c0", "hn", "m", "dhtot", "dm", "w_hh_panels",
            "w_ih_panels", "w_hr_panels")
 
 
@@ -117,7 +117,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     if training or not per_step:
         bufs["gates"] = take((num_rows, GH), dtype)
     if training:
-        bufs["hprev"] = panels_buffer(num_rows, P, dtype)  # the kernel fills the columns
+        bufs["h0"] = take((B, P), dtype)
         if cell == Cell.LSTM:
             bufs["cbuf"] = take((num_rows, H), dtype)
             bufs["c0"] = take((B, H), dtype)
@@ -129,7 +129,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
 
 
 # What backward reads of a training forward's direction dict (the rest is for the forward).
-SAVED = ("gates", "hprev", "cbuf", "c0", "hn", "m")
+SAVED = ("gates", "h0", "cbuf", "c0", "hn", "m")
 
 
 def release_buffers(bufs):
@@ -183,11 +183,12 @@ def panels(b):
     return out
 
 
-def input_chunks(input_size, dtype, threads):
-    """Pooled scratch in which the backward kernel packs the layer input chunk by chunk for
-    the input-weight gradient (one chunk per thread), and the projected LSTM's m (N, H) for
-    the projection-weight gradient: input_size = max(I, H) with a projection."""
-    return POOL.take((x_chunks_size(input_size, dtype.itemsize, threads),), dtype)
+def input_chunks(input_size, hidden_size, dtype, threads):
+    """Pooled scratch in which the backward kernel packs, chunk by chunk (one chunk per
+    thread), the B operands of the weight gradients: the layer input (N, I), the hidden state
+    entering each step (N, P) and the projected LSTM's m (N, H)."""
+    return POOL.take((x_chunks_size(max(input_size, hidden_size), dtype.itemsize, threads),),
+                     dtype)
 
 
 def attach_gradients(bufs, weights, dh, dc, x_chunks):
@@ -214,10 +215,28 @@ def attach_gradients(bufs, weights, dh, dc, x_chunks):
 
 
 def contiguous(x, own):
-    """x as a C-contiguous array, a copy of its own when `own`: a training record keeps the
-    layer input for backward, and the caller refilling its buffer before backward must not
+    """x as a C-contiguous array, a copy of its own when `own`: a cell's training record keeps
+    its input for backward, and the caller refilling its buffer before backward must not
     change the gradients."""
     return np.array(x, order="C", copy=True) if own else np.ascontiguousarray(x)
+
+
+def guard(what, a):
+    """(what, a, fingerprint of a): an array that the caller holds too and that backward
+    will read in place (a sequence module's input and output), for check_guards."""
+    return what, a, fingerprint(a)
+
+
+def check_guards(module, guards):
+    """RuntimeError, as PyTorch's for a saved tensor modified in place, if an array that
+    backward reads in place changed since its forward (guard)."""
+    for what, a, fp in guards:
+        if fingerprint(a) != fp:
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: the {what} of this {type(module).__name__} forward changed "
+                f"before its backward, which reads it in place (as PyTorch saves it); change it "
+                f"after backward, or clear_records() and run forward again")
 
 
 def check_int_sizes(**sizes):
@@ -319,11 +338,14 @@ class _Batch:
 
 
 class _Record:
-    __slots__ = ("batch", "layers", "has_c", "weights")
+    """What a training forward leaves for its backward: the batch, per layer (input, output,
+    direction dicts, dropout mask), the fingerprints of the weights and guards of the caller's
+    arrays that backward reads (its input and output, read in place rather than copied)."""
+    __slots__ = ("batch", "layers", "has_c", "weights", "guards")
 
-    def __init__(self, batch, layers, has_c, weights):
+    def __init__(self, batch, layers, has_c, weights, guards):
         self.batch, self.layers, self.has_c = batch, layers, has_c
-        self.weights = weights  # fingerprints of the weights backward reads
+        self.weights, self.guards = weights, guards
 
 
 class RNNBase(Module):
@@ -449,7 +471,7 @@ class RNNBase(Module):
                                                             input.unsorted_indices, int(bs[0]))
             offsets = np.zeros(bs.size + 1, np.intp)
             np.cumsum(bs, out=offsets[1:])
-            return _Batch(contiguous(data, self._recording), bs, offsets, sorted_idx, unsorted_idx,
+            return _Batch(np.ascontiguousarray(data), bs, offsets, sorted_idx, unsorted_idx,
                           None, "packed", bs.size, int(bs[0]))
         x = as_float_array(input, self.dtype, "input")
         if x.ndim not in (2, 3):
@@ -469,12 +491,12 @@ class RNNBase(Module):
         if lengths is None:
             bs = np.full(T, B, np.intp)
             offsets = np.arange(T + 1, dtype=np.intp) * B
-            return _Batch(contiguous(x, self._recording).reshape(T * B, -1), bs, offsets, None, None,
+            return _Batch(np.ascontiguousarray(x).reshape(T * B, -1), bs, offsets, None, None,
                           None, "padded", T, B, self.batch_first, unbatched)
         bs, offsets, sorted_idx, unsorted_idx, rows = packing_of_lengths(lengths, T, B)
         batch = _Batch(None, bs, offsets, sorted_idx, unsorted_idx, rows, "padded", T, B,
                        self.batch_first, unbatched)
-        batch.data = contiguous(batch.pack(x), self._recording and batch.rows is None)
+        batch.data = np.ascontiguousarray(batch.pack(x))
         return batch
 
     def _initial_state(self, hx, batch, what, width):
@@ -549,28 +571,45 @@ class RNNBase(Module):
             out = np.empty(shape, self.dtype) if layer == last else POOL.take(shape, self.dtype)
             forward_layer(int(self.mode), recording, layer_in, batch.batch_sizes, batch.offsets,
                           dirs, out, H, threads)
-            mask = None
+            mask, next_in = None, out
             if self.training and self.dropout > 0 and layer < last:
+                # the next layer's input; out itself stays, for this layer's backward
                 mask = dropout_mask(out.shape, self.dropout, self.dtype)
-                out *= mask
+                next_in = np.multiply(out, mask, out=POOL.take(shape, self.dtype))
             if recording:
                 for bufs in dirs:
                     keep_for_backward(bufs)
-                layers.append((layer_in, dirs, mask))
+                layers.append((layer_in, out, dirs, mask))
             else:
                 for bufs in dirs:
                     release_buffers(bufs)
                 if layer > 0:
                     POOL.give(layer_in)
-            layer_in = out
+                if mask is not None:
+                    POOL.give(out)
+            layer_in = next_in
         if recording:
             self._push_record(_Record(batch, layers, lstm,
-                                      self._fingerprint_weights(self._backward_reads)))
+                                      self._fingerprint_weights(self._backward_reads),
+                                      self._guards(input, batch, layer_in)))
         output = batch.to_caller(layer_in)
         h_out = self._final_state(h_n, batch)
         if lstm:
             return output, (h_out, self._final_state(c_n, batch))
         return output, h_out
+
+    @staticmethod
+    def _guards(input, batch, out):
+        """Guards (see guard) of the arrays a training forward shares with its caller and
+        backward reads in place: the packed input when it is the caller's memory, and the
+        output when the caller receives it as it is (not unpacked into padded form)."""
+        source = input.data if isinstance(input, PackedSequence) else input
+        guards = []
+        if np.may_share_memory(batch.data, source):
+            guards.append(guard("input", batch.data))
+        if batch.rows is None:
+            guards.append(guard("output", out))
+        return tuple(guards)
 
     def _inference_cache(self, recording, layer, direction):
         """The dict in which an inference call keeps the packed weights of one layer direction
@@ -595,14 +634,14 @@ class RNNBase(Module):
         grad = batch.from_caller(self, grad_output, D * P, self.dtype)
         self._check_parameters()
         self._check_unmodified(rec.weights)
+        check_guards(self, rec.guards)
         self._check_gradients()
         self._pop_record()
         threads = _threads.get_num_threads()
         weights = self._weights
         for layer in reversed(range(self.num_layers)):
-            layer_in, dirs, _ = rec.layers[layer]
-            x_chunks = input_chunks(max(layer_in.shape[1], H if self.proj_size else 0),
-                                    self.dtype, threads)
+            layer_in, out, dirs, _ = rec.layers[layer]
+            x_chunks = input_chunks(layer_in.shape[1], H, self.dtype, threads)
             for d in range(D):
                 attach_gradients(dirs[d], weights[layer][d], dh[layer * D + d],
                                  None if dc is None else dc[layer * D + d], x_chunks)
@@ -611,17 +650,18 @@ class RNNBase(Module):
                 grad_in = POOL.take(layer_in.shape, self.dtype)
             else:
                 grad_in = np.empty(layer_in.shape, self.dtype) if input_grad else None
-            backward_layer(int(self.mode), layer_in, batch.batch_sizes, batch.offsets, dirs,
+            backward_layer(int(self.mode), layer_in, out, batch.batch_sizes, batch.offsets, dirs,
                            grad, grad_in, H, threads)
             for bufs in dirs:
                 release_buffers(bufs)
             POOL.give(x_chunks)
             if layer < self.num_layers - 1:
                 POOL.give(grad)         # from the layer above, not the caller's grad_output
+                POOL.give(out)          # scratch: the input of the layer above (or its source)
             if layer > 0:
-                POOL.give(layer_in)     # the output of the layer below
-                mask = rec.layers[layer - 1][2]
+                mask = rec.layers[layer - 1][3]
                 if mask is not None:
+                    POOL.give(layer_in)     # the output of the layer below, dropped out
                     grad_in *= mask
             grad = grad_in
         grad_x = batch.to_caller(grad) if input_grad else None
