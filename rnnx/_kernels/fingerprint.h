@@ -14,6 +14,16 @@
 #include <string.h>
 
 #define RNNX_FINGERPRINT_LANES 16
+#define RNNX_GOLDEN 0x9E3779B9u
+
+/* RNNX_FP_WIDTH lanes of 32 bits in one SIMD register (GCC/clang vector extension): 8 with
+ * AVX2, else 4 (SSE, NEON). */
+#ifdef __AVX2__
+#define RNNX_FP_WIDTH 8
+#else
+#define RNNX_FP_WIDTH 4
+#endif
+typedef uint32_t rnnx_u32v __attribute__((vector_size(4 * RNNX_FP_WIDTH)));
 
 static inline uint32_t rnnx_fmix32(uint32_t x) {
     x ^= x >> 16;
@@ -24,25 +34,41 @@ static inline uint32_t rnnx_fmix32(uint32_t x) {
     return x;
 }
 
+static inline rnnx_u32v rnnx_fmix32v(rnnx_u32v x) {
+    x ^= x >> 16;
+    x *= 0x85EBCA6Bu;
+    x ^= x >> 13;
+    x *= 0xC2B2AE35u;
+    x ^= x >> 16;
+    return x;
+}
+
 static void rnnx_fingerprint(const unsigned char *p, size_t n,
                              uint32_t lanes[RNNX_FINGERPRINT_LANES]) {
-    uint32_t acc[RNNX_FINGERPRINT_LANES] = {0};
+    /* lane l in acc[l / RNNX_FP_WIDTH]; key: each lane's word index times RNNX_GOLDEN */
+    enum { VECTORS = RNNX_FINGERPRINT_LANES / RNNX_FP_WIDTH };
+    rnnx_u32v acc[VECTORS], key, w;
     size_t words = n / 4, i = 0;
+    for (int l = 0; l < RNNX_FP_WIDTH; l++)
+        key[l] = (uint32_t)l * RNNX_GOLDEN;
+    memset(acc, 0, sizeof acc);
     for (; i + RNNX_FINGERPRINT_LANES <= words; i += RNNX_FINGERPRINT_LANES) {
-        for (int l = 0; l < RNNX_FINGERPRINT_LANES; l++) {
-            uint32_t w;
-            memcpy(&w, p + 4 * (i + l), 4);
-            acc[l] += rnnx_fmix32(w ^ ((uint32_t)(i + l) * 0x9E3779B9u));
+        for (int a = 0; a < VECTORS; a++) {
+            memcpy(&w, p + 4 * i + sizeof w * a, sizeof w);
+            acc[a] += rnnx_fmix32v(w ^ key);
+            key += RNNX_FP_WIDTH * RNNX_GOLDEN;
         }
     }
-    for (; i <= words; i++) {   /* the remaining words, then the zero-padded trailing bytes */
-        uint32_t w = 0;
-        size_t take = i < words ? 4 : n % 4;
-        if (take == 0)
-            break;
-        memcpy(&w, p + 4 * i, take);
-        acc[i % RNNX_FINGERPRINT_LANES] += rnnx_fmix32(w ^ ((uint32_t)i * 0x9E3779B9u));
-    }
     memcpy(lanes, acc, sizeof acc);
+    for (; i < words; i++) {
+        uint32_t v;
+        memcpy(&v, p + 4 * i, 4);
+        lanes[i % RNNX_FINGERPRINT_LANES] += rnnx_fmix32(v ^ ((uint32_t)i * RNNX_GOLDEN));
+    }
+    if (n % 4) {    /* the trailing bytes, zero-padded to a word */
+        uint32_t v = 0;
+        memcpy(&v, p + 4 * words, n % 4);
+        lanes[words % RNNX_FINGERPRINT_LANES] += rnnx_fmix32(v ^ ((uint32_t)words * RNNX_GOLDEN));
+    }
 }
 #endif
