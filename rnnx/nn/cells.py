@@ -9,7 +9,7 @@ import numpy as np
 from .._kernels._recurrent import Cell, backward_layer, forward_layer
 from .module import Module, Parameter, check_dtype, check_grad_shape
 from .._workspace import POOL
-from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes, contiguous,
+from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes,
                   direction_buffers, input_chunks, keep_for_backward, release_buffers,
                   reset_uniform)
 
@@ -92,7 +92,10 @@ class RNNCellBase(Module):
     def _step(self, x, h, c):
         """One kernel step; h (B, H) and c become the new state. Returns the record."""
         unbatched = x.ndim == 1
-        x2 = contiguous(x.reshape(-1, self.input_size), self._recording)
+        # a training record keeps its own copy of the (small) input: the caller refilling
+        # its buffer before backward does not change the gradients
+        x2 = x.reshape(-1, self.input_size)
+        x2 = np.array(x2, order="C", copy=True) if self._recording else np.ascontiguousarray(x2)
         B = x2.shape[0]
         bs, offsets = _one_step_packing(B)
         recording = self._recording

@@ -214,13 +214,6 @@ def attach_gradients(bufs, weights, dh, dc, x_chunks):
     return bufs
 
 
-def contiguous(x, own):
-    """x as a C-contiguous array, a copy of its own when `own`: a cell's training record keeps
-    its input for backward, and the caller refilling its buffer before backward must not
-    change the gradients."""
-    return np.array(x, order="C", copy=True) if own else np.ascontiguousarray(x)
-
-
 def guard(what, a):
     """(what, a, fingerprint of a): an array that the caller holds too and that backward
     will read in place (a sequence module's input and output), for check_guards."""
