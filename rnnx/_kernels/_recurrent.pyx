@@ -313,15 +313,18 @@ cdef inline const floating *_entering_row(const floating *out, intp ldo, const f
     return out + prev * ldo if prev >= 0 else h0 + rr * P
 
 
-cdef void _pack_chunk(bint blas, const Rows *rows, intp k0, intp kc, intp n,
-                      floating *buf) noexcept nogil:
-    """buf = rows k0..k0+kc of B (see Rows): in panels (microgemm.h: buf[j, r, q] =
-    B[k0 + r, j * w + q]) for the micro-kernel, row-major (kc, n) for BLAS. The padding
-    columns of the last panel are left as they are: they only feed output lanes that are
-    never stored."""
+cdef const floating *_pack_chunk(bint blas, const Rows *rows, intp k0, intp kc, intp n,
+                                 floating *buf) noexcept nogil:
+    """Rows k0..k0+kc of B (see Rows) as the product reads them: for BLAS, row-major (kc, n)
+    with row stride n, read in place when B is a plain matrix with that row stride and
+    gathered into buf otherwise; for the micro-kernel, packed into buf in panels
+    (microgemm.h: buf[j, r, q] = B[k0 + r, j * w + q]). The padding columns of the last panel
+    are left as they are: they only feed output lanes that are never stored."""
     cdef intp w = _panel_width(buf), r, i, jp, t = 0, lo, hi, mid
     cdef const floating *b = <const floating *> rows.b
     cdef const floating *row
+    if blas and rows.bs == NULL and rows.ldb == n:
+        return b + k0 * n
     if rows.bs != NULL:
         lo = 0                      # the step holding packed row k0
         hi = rows.T - 1
@@ -346,20 +349,22 @@ cdef void _pack_chunk(bint blas, const Rows *rows, intp k0, intp kc, intp n,
             memcpy(buf + r * n, row, n * sizeof(floating))
         else:
             for jp in range((n + w - 1) // w):
-                memcpy(buf + (jp * kc + r) * w, row + jp * w, min(w, n - jp * w) * sizeof(floating))
+                memcpy(buf + (jp * kc + r) * w, row + jp * w,
+                       min(w, n - jp * w) * sizeof(floating))
+    return buf
 
 
 cdef void _chunk_blocks(bint blas, intp first, intp step, intp blocks, intp m, intp n, intp kc,
-                        const floating *a, intp lda, const floating *buf, floating *c,
+                        const floating *a, intp lda, const floating *b, floating *c,
                         floating *acc, floating *acc2, intp n2) noexcept nogil:
     """For row blocks first, first + step, ... of `blocks`: C[r0:r1] (+)= A[:, r0:r1].T @ B
-    of one chunk of kc rows (a: the chunk's rows of A, buf: of B, _pack_chunk), and the
-    column sums of A[:, r0:r1] (_column_sums)."""
+    of one chunk of kc rows (a: the chunk's rows of A, b: of B as _pack_chunk returns them),
+    and the column sums of A[:, r0:r1] (_column_sums)."""
     cdef intp i = first, r0, r1
     while i < blocks:
         r0 = i * m // blocks
         r1 = (i + 1) * m // blocks
-        _product(blas, r1 - r0, n, kc, a + r0, 1, lda, buf, kc * _panel_width(c), buf, n, False,
+        _product(blas, r1 - r0, n, kc, a + r0, 1, lda, b, kc * _panel_width(c), b, n, False,
                  True, c + r0 * n, n)
         _column_sums(kc, r0, r1, a, lda, acc, acc2, n2)
         i += step
@@ -373,7 +378,7 @@ cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating 
     (the bias gradients; NULL: none), while each piece of A is still in cache.
 
     k is cut into chunks of K_CHUNK rows; each thread packs a chunk of B (_pack_chunk) into
-    its own part of `chunks` (x_chunks_size elements) and adds the chunk's product to its
+    its own part of `chunks` (x_chunks_size elements), unless BLAS reads it in place, and adds the chunk's product to its
     blocks of C's rows, in chunk order. The blocks are fixed and each element is summed in the
     same order whichever thread owns it (the micro-kernel's dot products do not depend on the
     rows of a call; BLAS's do, so it always runs block by block): the result does not depend
@@ -385,9 +390,8 @@ cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating 
     if num_threads <= 1 or blocks <= 1:
         for k0 in range(0, k, K_CHUNK):
             kc = min(K_CHUNK, k - k0)
-            _pack_chunk(blas, rows, k0, kc, n, chunks)
-            _chunk_blocks(blas, 0, 1, blocks if blas else 1, m, n, kc, a + k0 * lda, lda, chunks,
-                          c, acc, acc2, n2)
+            _chunk_blocks(blas, 0, 1, blocks if blas else 1, m, n, kc, a + k0 * lda, lda,
+                          _pack_chunk(blas, rows, k0, kc, n, chunks), c, acc, acc2, n2)
         return
     with parallel(num_threads=num_threads):
         me = rnnx_team_member()
@@ -395,9 +399,8 @@ cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating 
         buf = chunks + me * chunk
         for k0 in range(0, k, K_CHUNK):
             kc = min(K_CHUNK, k - k0)
-            _pack_chunk(blas, rows, k0, kc, n, buf)
-            _chunk_blocks(blas, me, size, blocks, m, n, kc, a + k0 * lda, lda, buf, c, acc,
-                          acc2, n2)
+            _chunk_blocks(blas, me, size, blocks, m, n, kc, a + k0 * lda, lda,
+                          _pack_chunk(blas, rows, k0, kc, n, buf), c, acc, acc2, n2)
 
 
 cpdef intp x_chunks_size(intp I, intp itemsize, int num_threads) noexcept nogil:
@@ -1185,10 +1188,11 @@ def backward_layer(int cell, object x, object out, object batch_sizes, object of
     """Back-propagate one layer run by forward_layer in training mode.
 
     x and out: that forward's input (N, I) and output (N, D * P), unchanged since (backward
-    reads the hidden state entering each step in out). grad_out: (N, D * P) gradient of the layer output, or None; grad_x: (N, I) output
-    (overwritten), or None when the input gradient is not wanted. Per direction, `h`/`c`
-    hold dh_n/dc_n on entry and dh0/dc0 on return, `gates` and `hn` are consumed, and the
-    parameter gradients are accumulated into gw_ih, gw_hh, gb_ih, gb_hh, gw_hr.
+    reads the hidden state entering each step in out). grad_out: (N, D * P) gradient of the
+    layer output, or None; grad_x: (N, I) output (overwritten), or None when the input
+    gradient is not wanted. Per direction, `h`/`c` hold dh_n/dc_n on entry and dh0/dc0 on
+    return, `gates` and `hn` are consumed, and the parameter gradients are accumulated into
+    gw_ih, gw_hh, gb_ih, gb_hh, gw_hr.
     """
     cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), GH, k
     _check_packing(batch_sizes, offsets, &T, &B, &N)
@@ -1219,7 +1223,7 @@ def backward_layer(int cell, object x, object out, object batch_sizes, object of
         _fill_dir(&dirs[k], directions[k], typenum, cell, True, proj, True, N, B, I, H, P,
                   num_threads)
         dirs[k].x = xp
-        dirs[k].out = op + k * P * (4 if typenum == cnp.NPY_FLOAT32 else 8)
+        dirs[k].out = op + k * P * cnp.PyArray_ITEMSIZE(<cnp.ndarray> out)
         dirs[k].ldo = ld
     cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
     cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
