@@ -4,8 +4,8 @@
  * Each 4-byte word w_i (the last one zero-padded) goes through murmur3's 32-bit finaliser,
  * a bijection, after an XOR with i * 0x9E3779B9 (its position), and is added to lane i % 16.
  * So changing one word always changes its lane's sum, a permutation of words changes the
- * sums but for a chance of about 2^-32 per lane, and the 16 lanes' loop is SIMD (gcc and
- * clang turn the inner loop into vector multiplies). It reads memory about as fast as memcmp.
+ * sums but for a chance of about 2^-32 per lane, and the 16 lanes live in SIMD registers.
+ * It reads memory about as fast as memcmp.
  */
 #ifndef RNNX_FINGERPRINT_H
 #define RNNX_FINGERPRINT_H
@@ -25,15 +25,6 @@
 #endif
 typedef uint32_t rnnx_u32v __attribute__((vector_size(4 * RNNX_FP_WIDTH)));
 
-static inline uint32_t rnnx_fmix32(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x85EBCA6Bu;
-    x ^= x >> 13;
-    x *= 0xC2B2AE35u;
-    x ^= x >> 16;
-    return x;
-}
-
 static inline rnnx_u32v rnnx_fmix32v(rnnx_u32v x) {
     x ^= x >> 16;
     x *= 0x85EBCA6Bu;
@@ -43,12 +34,18 @@ static inline rnnx_u32v rnnx_fmix32v(rnnx_u32v x) {
     return x;
 }
 
+/* The same for one word (the last few words of an array): lane 0 of a vector. */
+static inline uint32_t rnnx_fmix32(uint32_t x) {
+    rnnx_u32v v = {x};
+    return rnnx_fmix32v(v)[0];
+}
+
 static void rnnx_fingerprint(const unsigned char *p, size_t n,
                              uint32_t lanes[RNNX_FINGERPRINT_LANES]) {
     /* lane l in acc[l / RNNX_FP_WIDTH]; key: each lane's word index times RNNX_GOLDEN */
     enum { VECTORS = RNNX_FINGERPRINT_LANES / RNNX_FP_WIDTH };
     rnnx_u32v acc[VECTORS], key, w;
-    size_t words = n / 4, i = 0;
+    size_t words = n / 4, i = 0;   /* whole words */
     for (int l = 0; l < RNNX_FP_WIDTH; l++)
         key[l] = (uint32_t)l * RNNX_GOLDEN;
     memset(acc, 0, sizeof acc);
@@ -60,15 +57,10 @@ static void rnnx_fingerprint(const unsigned char *p, size_t n,
         }
     }
     memcpy(lanes, acc, sizeof acc);
-    for (; i < words; i++) {
-        uint32_t v;
-        memcpy(&v, p + 4 * i, 4);
-        lanes[i % RNNX_FINGERPRINT_LANES] += rnnx_fmix32(v ^ ((uint32_t)i * RNNX_GOLDEN));
-    }
-    if (n % 4) {    /* the trailing bytes, zero-padded to a word */
+    for (; 4 * i < n; i++) {    /* the remaining words, the last one zero-padded */
         uint32_t v = 0;
-        memcpy(&v, p + 4 * words, n % 4);
-        lanes[words % RNNX_FINGERPRINT_LANES] += rnnx_fmix32(v ^ ((uint32_t)words * RNNX_GOLDEN));
+        memcpy(&v, p + 4 * i, n - 4 * i < 4 ? n - 4 * i : 4);
+        lanes[i % RNNX_FINGERPRINT_LANES] += rnnx_fmix32(v ^ ((uint32_t)i * RNNX_GOLDEN));
     }
 }
 #endif
