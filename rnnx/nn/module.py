@@ -23,6 +23,9 @@ from .._grad_mode import is_grad_enabled
 from .._kernels._recurrent import fingerprint
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# PyTorch's words for a saved array changed before its backward (the checks of fingerprints)
+MODIFIED_IN_PLACE = ("one of the variables needed for gradient computation has been modified "
+                     "by an inplace operation")
 RECORDS_WARNING_THRESHOLD = 64
 
 
@@ -389,8 +392,7 @@ class Module:
         for name, fp in fingerprints:
             if fingerprint(params[name].data) != fp:
                 raise RuntimeError(
-                    f"one of the variables needed for gradient computation has been modified by "
-                    f"an inplace operation: {type(self).__name__}.{name} changed between the "
+                    f"{MODIFIED_IN_PLACE}: {type(self).__name__}.{name} changed between the "
                     f"forward call and this backward (e.g. an optimizer step before backward); "
                     f"call backward before changing the weights, or clear_records() and run "
                     f"forward again")

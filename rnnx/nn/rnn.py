@@ -20,7 +20,8 @@ from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_pan
 from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
                          packing_of_lengths)
 from .._workspace import POOL
-from .module import Module, Parameter, check_dtype, check_grad_shape, fingerprint
+from .module import (MODIFIED_IN_PLACE, Module, Parameter, check_dtype, check_grad_shape,
+                     fingerprint)
 
 NUM_GATES = {Cell.RNN_TANH: 1, Cell.RNN_RELU: 1, Cell.LSTM: 4, Cell.GRU: 3}
 
@@ -226,8 +227,7 @@ def check_guards(module, guards):
     for what, a, fp in guards:
         if fingerprint(a) != fp:
             raise RuntimeError(
-                f"one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: the {what} of this {type(module).__name__} forward changed "
+                f"{MODIFIED_IN_PLACE}: the {what} of this {type(module).__name__} forward changed "
                 f"before its backward, which reads it in place (as PyTorch saves it); change it "
                 f"after backward, or clear_records() and run forward again")
 
