@@ -16,13 +16,10 @@ rnnx's functions reach the kernels through one-unit cells:
 """
 import argparse
 import importlib.util
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import rnnx  # noqa: E402  (this tree's rnnx, whichever is installed)
+import rnnx
 
 
 def _zero_cell(cls, dtype):
