@@ -191,6 +191,22 @@ def test_kernel_refuses_read_only_outputs():
                       np.array([0, 2], np.intp), [{}], out, 4)
 
 
+@pytest.mark.parametrize("out, error, match", [
+    (np.zeros((2, 5), F32), ValueError, r"out: expected the layer output, shape \(2, 4\), "
+                                        r"got \(2, 5\)"),
+    (np.zeros((4, 2), F32), ValueError, r"out: expected the layer output, shape \(2, 4\), "
+                                        r"got \(4, 2\)"),
+    (np.zeros((2, 4), np.float64), TypeError, "out: expected dtype float32, got float64"),
+    ([[0.0] * 4] * 2, TypeError, "out: expected a numpy array, got list"),
+])
+def test_kernel_backward_checks_the_layer_output(out, error, match):
+    from rnnx._kernels._recurrent import Cell, backward_layer
+    x = np.ones((2, 3), F32)
+    with pytest.raises(error, match=match):
+        backward_layer(int(Cell.RNN_TANH), x, out, np.array([2], np.intp),
+                       np.array([0, 2], np.intp), [{"h": np.zeros((2, 4), F32)}], None, None, 4)
+
+
 @pytest.mark.parametrize("make, x, name, replace, match", [
     (lambda: rnnx.LSTM(3, 4), np.ones((2, 1, 3), F32), "weight_ih_l0", lambda d: d.T.copy(),
      r"LSTM.weight_ih_l0: expected \(16, 3\), got \(3, 16\)"),

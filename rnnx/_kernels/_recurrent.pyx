@@ -378,8 +378,8 @@ cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating 
     (the bias gradients; NULL: none), while each piece of A is still in cache.
 
     k is cut into chunks of K_CHUNK rows; each thread packs a chunk of B (_pack_chunk) into
-    its own part of `chunks` (x_chunks_size elements), unless BLAS reads it in place, and adds the chunk's product to its
-    blocks of C's rows, in chunk order. The blocks are fixed and each element is summed in the
+    its own part of `chunks` (x_chunks_size elements), unless BLAS reads it in place, and
+    adds the chunk's product to its blocks of C's rows, in chunk order. The blocks are fixed and each element is summed in the
     same order whichever thread owns it (the micro-kernel's dot products do not depend on the
     rows of a call; BLAS's do, so it always runs block by block): the result does not depend
     on the thread count, nor do the sums, each column's rows being added in order."""
@@ -1212,10 +1212,9 @@ def backward_layer(int cell, object x, object out, object batch_sizes, object of
     cdef intp ld = ndir * P
     cdef bint blas
     cdef void *xp = _ptr(x, typenum, N * I, "x")
-    if not cnp.PyArray_Check(out) or (<cnp.ndarray> out).ndim != 2 or out.shape[0] != N \
-            or out.shape[1] != ld:
-        raise ValueError(f"out must be the layer output, shape {(N, ld)}")
     cdef char *op = <char *> _ptr(out, typenum, N * ld, "out")
+    if out.shape != (N, ld):
+        raise ValueError(f"out: expected the layer output, shape {(N, ld)}, got {out.shape}")
     cdef void *gop = _optional_ptr(grad_out, typenum, N * ld, "grad_out")
     cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x", True)
     cdef Dir[2] dirs
