@@ -10,6 +10,7 @@ bitwise the same for any thread count; across levels they differ in rounding (FM
 width of the reductions).
 """
 import importlib
+import importlib.util
 import os
 
 from ._cpu import supported_levels
