@@ -7,7 +7,8 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ._random import manual_seed, get_rng_state, set_rng_state
 from .nn import (Module, Parameter, LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, Dropout,
-                 CrossEntropyLoss, MSELoss, Sequential, LastHidden, LastTimeStep)
+                 CrossEntropyLoss, MSELoss, Sequential, LastHidden, LastTimeStep,
+                 MeanOverTime, MaxOverTime)
 from .nn import Embedding, ModuleList, ReLU, Tanh, Sigmoid, Identity, Flatten
 from .nn import freeze
 from .optim import SGD

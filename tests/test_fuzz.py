@@ -178,7 +178,14 @@ case("LastHidden-not-tuple", lambda: rnnx.LastHidden()(np.zeros((1, 2, 3))))
 case("LastHidden-ndim", lambda: rnnx.LastHidden()((None, np.zeros(3))))
 case("LastHidden-odd-bidir", lambda: rnnx.LastHidden(True)((None, np.zeros((3, 2, 3)))))
 case("LastTimeStep-ndim", lambda: rnnx.LastTimeStep()((np.zeros(3), None)))
-case("LastTimeStep-not-tuple", lambda: rnnx.LastTimeStep()(np.zeros((2, 2, 3))))
+case("LastTimeStep-3-tuple", lambda: rnnx.LastTimeStep()((np.zeros((2, 2, 3)), None, None)))
+for pool in ("LastTimeStep", "MeanOverTime", "MaxOverTime"):
+    case(f"{pool}-int", lambda p=pool: getattr(rnnx, p)()(np.zeros((2, 2, 3), int)))
+    case(f"{pool}-lengths-range",
+         lambda p=pool: getattr(rnnx, p)()(np.zeros((2, 2, 3), F32), lengths=[3, 1]))
+    case(f"{pool}-lengths-shape",
+         lambda p=pool: getattr(rnnx, p)()(np.zeros((2, 2, 3), F32), lengths=[1]))
+    case(f"{pool}-no-steps", lambda p=pool: getattr(rnnx, p)()(np.zeros((0, 2, 3), F32)))
 
 # legal but hostile values: run (NaN/inf propagate as in torch) or raise, never crash
 for label, value in {"nan": np.nan, "inf": np.inf, "huge": 3e38, "tiny": 1e-45}.items():
@@ -409,7 +416,7 @@ def test_case_table_covers_the_public_api():
     names = " ".join(CASES)
     public = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Linear", "Dropout",
               "CrossEntropyLoss", "MSELoss", "Sequential", "LastHidden", "LastTimeStep",
-              "load_state_dict", "save", "load", "pack_sequence", "pad_sequence",
-              "pack_padded_sequence", "pad_packed_sequence", "set_num_threads", "SGD",
+              "MeanOverTime", "MaxOverTime", "load_state_dict", "save", "load",
+              "pack_sequence", "pad_sequence", "pack_padded_sequence", "pad_packed_sequence", "set_num_threads", "SGD",
               "StepLR", "ReduceLROnPlateau", "clip_grad_norm", "clip_grad_value"]
     assert [p for p in public if p not in names] == []

@@ -106,7 +106,7 @@ def test_backward_for_an_earlier_forward_is_refused_other_layers():
     _pair(rnnx.GRUCell(3, 4), np.zeros((5, 3), F32), np.zeros((4, 3), F32),
           (np.zeros((5, 4), F32),), (4, 4), (5, 4))
     state = np.zeros((1, 5, 4), F32), np.zeros((1, 4, 4), F32)
-    _pair(rnnx.LastHidden(), (None, state[0]), (None, state[1]), (np.zeros((5, 4), F32),),
+    _pair(rnnx.LastHidden(False), (None, state[0]), (None, state[1]), (np.zeros((5, 4), F32),),
           (4, 4), (5, 4))
     _pair(rnnx.LastTimeStep(), (np.zeros((2, 5, 4), F32), None),
           (np.zeros((2, 4, 4), F32), None), (np.zeros((5, 4), F32),), (4, 4), (5, 4))

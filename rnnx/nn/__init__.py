@@ -8,6 +8,7 @@ from .activation import ReLU, Tanh, Sigmoid
 from .flatten import Flatten
 from .sparse import Embedding
 from .loss import CrossEntropyLoss, MSELoss
-from .container import Sequential, ModuleList, LastHidden, LastTimeStep
+from .container import Sequential, ModuleList, LastHidden
+from .pooling import LastTimeStep, MeanOverTime, MaxOverTime
 from . import init
 from . import parallel

@@ -14,6 +14,8 @@ from .module import Module
 class _Activation(Module):
     """y = f(x) element-wise; backward(grad_y) returns grad_x (None if not input_grad)."""
 
+    acts_per_position = True
+
     def _function(self, x):
         raise NotImplementedError
 

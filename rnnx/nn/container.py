@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..utils.rnn import PackedSequence
 from .module import Module, accepts_input_grad, check_grad_shape
 
 
@@ -31,6 +32,8 @@ class Sequential(_ModuleSequence):
     pushes one record; backward pops it (LIFO).
     """
 
+    accepts_lengths = True
+
     def __init__(self, *modules):
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
@@ -47,18 +50,38 @@ class Sequential(_ModuleSequence):
             return Sequential(OrderedDict(list(self._modules.items())[idx]))
         return list(self._modules.values())[idx]
 
-    def forward(self, x, **kwargs):
+    def forward(self, x, lengths=None, **kwargs):
         """x -> output of the last module; records which inputs/outputs were tuples.
 
-        Keyword arguments go to the first module, e.g. `model(x, lengths=lengths)` for a
-        padded batch whose first module is a recurrent layer.
+        lengths= (padded sequences of these lengths) goes to every child that declares
+        accepts_lengths (recurrent layers, LastTimeStep, MeanOverTime, MaxOverTime, a nested
+        Sequential), past the others (Embedding, Dropout, activations, Linear). A
+        PackedSequence goes as it is to those children; a child that acts_per_position
+        (Embedding, Dropout, activations, Linear, Identity) is applied to its data, the
+        result packed alike. Other keyword arguments go to the first module.
         """
-        tuple_flags = []
-        for i, module in enumerate(self):
-            y = module(x, **kwargs) if i == 0 else module(x)
-            tuple_flags.append((isinstance(x, tuple), isinstance(y, tuple)))
+        if lengths is not None and not any(m.accepts_lengths for m in self):
+            raise TypeError(f"Sequential got lengths=, but none of its modules takes it "
+                            f"({', '.join(type(m).__name__ for m in self)}); a Module of "
+                            f"one's own that does declares accepts_lengths = True")
+        record = []
+        for i, (name, module) in enumerate(self._modules.items()):
+            call_kwargs = dict(kwargs) if i == 0 else {}
+            if lengths is not None and module.accepts_lengths:
+                call_kwargs["lengths"] = lengths
+            packed = isinstance(x, PackedSequence) and not module.accepts_lengths
+            if packed:
+                if not module.acts_per_position:
+                    raise TypeError(f"Sequential: module {name} ({type(module).__name__}) "
+                                    f"cannot take a PackedSequence: it declares neither "
+                                    f"accepts_lengths nor acts_per_position")
+                y = PackedSequence(module(x.data, **call_kwargs), x.batch_sizes,
+                                   x.sorted_indices, x.unsorted_indices)
+            else:
+                y = module(x, **call_kwargs)
+            record.append((_is_tuple(x), _is_tuple(y), x if packed else None))
             x = y
-        self._push_record(tuple_flags)
+        self._push_record(record)
         return x
 
     def backward(self, *grad, input_grad=True):
@@ -77,18 +100,31 @@ class Sequential(_ModuleSequence):
         """backward() one child at a time: a generator that yields each child (last to first)
         once its backward has run, and returns the gradient w.r.t. the forward input (e.g. for
         DistributedDataParallel to reduce a child's gradients while the earlier ones run)."""
-        tuple_flags = self._pop_record()
-        g = grad if tuple_flags and tuple_flags[-1][1] else grad[0]
-        first = len(tuple_flags) - 1
-        for i, (module, (input_was_tuple, output_was_tuple)) in enumerate(
-                zip(reversed(self), reversed(tuple_flags))):
+        record = self._pop_record()
+        g = grad if record and record[-1][1] else grad[0]
+        first = len(record) - 1
+        for i, (module, (input_was_tuple, output_was_tuple, packed)) in enumerate(
+                zip(reversed(self), reversed(record))):
             skip = i == first and not input_grad and accepts_input_grad(module)
             kwargs = {"input_grad": False} if skip else {}
-            g = module.backward(*g, **kwargs) if output_was_tuple else module.backward(g, **kwargs)
+            if packed is not None:  # applied to the packed data: so is its backward
+                g = module.backward(g.data if isinstance(g, PackedSequence) else g, **kwargs)
+                if g is not None:
+                    g = PackedSequence(g, packed.batch_sizes, packed.sorted_indices,
+                                       packed.unsorted_indices)
+            else:
+                g = (module.backward(*g, **kwargs) if output_was_tuple
+                     else module.backward(g, **kwargs))
             if isinstance(g, tuple) and not input_was_tuple:
                 g = g[0]  # a recurrent layer fed a single array also returns its state gradient
             yield module
         return g
+
+
+def _is_tuple(value):
+    """Whether a module's input or output is a tuple of several values (a PackedSequence,
+    a namedtuple, is one value)."""
+    return isinstance(value, tuple) and not isinstance(value, PackedSequence)
 
 
 class ModuleList(_ModuleSequence):
@@ -172,32 +208,56 @@ def _unpack_recurrent_output(inputs, who):
 
 
 class LastHidden(Module):
-    """The last layer's final hidden state from (out, h_n) or (out, (h_n, c_n)).
+    """The last layer's final hidden state from (out, h_n) or (out, (h_n, c_n)), as PyTorch
+    users write h_n[-1], or torch.cat([h_n[-2], h_n[-1]], 1) after a bidirectional layer.
 
-    h_n: (num_layers * num_directions, B, H) or unbatched (num_layers * num_directions, H).
-    Returns h_n[-1] of shape (B, H), or [h_n[-2], h_n[-1]] concatenated on the feature axis
-    (B, 2H) when bidirectional. backward(grad) returns (None, grad_h_n) for the GRU/RNN form and
-    (None, (grad_h_n, None)) for the LSTM form, grad_h_n being zero except the rows used.
+    h_n: (num_layers * D, B, H) or unbatched (num_layers * D, H), D = 2 directions when
+    bidirectional. Returns h_n[-1] (B, H) when D = 1 and both directions' final states
+    [h_n[-2], h_n[-1]] side by side (B, 2H) when D = 2: never one direction alone. D comes
+    from the layer's output, whose features are D * H (D * proj_size); bidirectional=True or
+    False states it, and a layer that disagrees raises ValueError. The final states are each
+    sequence's at its own end with lengths= or a PackedSequence. backward(grad) returns
+    (None, grad_h_n) for the GRU/RNN form and (None, (grad_h_n, None)) for the LSTM form,
+    grad_h_n being zero except the rows used.
     """
 
-    def __init__(self, bidirectional=False):
+    def __init__(self, bidirectional=None):
         super().__init__()
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional = None if bidirectional is None else bool(bidirectional)
 
     def forward(self, inputs):
-        _, state = _unpack_recurrent_output(inputs, "LastHidden")
+        out, state = _unpack_recurrent_output(inputs, "LastHidden")
         is_lstm = isinstance(state, tuple)
         h_n = np.asarray(state[0] if is_lstm else state)
-        rows = 2 if self.bidirectional else 1
+        rows = self._directions(out, h_n)
         if h_n.ndim not in (2, 3) or h_n.shape[0] < rows or h_n.shape[0] % rows:
-            raise ValueError(f"LastHidden(bidirectional={self.bidirectional}): h_n must have shape "
-                             f"(num_layers*num_directions, [B,] H), got {h_n.shape}")
-        self._push_record((h_n.shape, h_n.dtype, is_lstm))
+            raise ValueError(f"LastHidden: h_n must have shape (num_layers*num_directions, "
+                             f"[B,] H) with {rows} direction(s), got {h_n.shape}")
+        self._push_record((h_n.shape, h_n.dtype, is_lstm, rows))
         return np.concatenate(list(h_n[-rows:]), axis=-1) if rows == 2 else h_n[-1]
 
+    def _directions(self, out, h_n):
+        """D: the layer output's features over h_n's (checked against bidirectional)."""
+        if out is None:  # (None, h_n): no output to read D from
+            if self.bidirectional is None:
+                raise ValueError("LastHidden() reads the number of directions from the layer "
+                                 "output, got None: give (out, h_n), or bidirectional=True/False")
+            return 2 if self.bidirectional else 1
+        out_shape = np.shape(out.data if isinstance(out, PackedSequence) else out)
+        h_shape = np.shape(h_n)
+        directions, rest = divmod(out_shape[-1], h_shape[-1]) if out_shape and h_shape else (0, 0)
+        if rest or directions not in (1, 2):
+            raise ValueError(f"LastHidden: a layer output of shape {out_shape} is not 1 or 2 "
+                             f"directions of the features of h_n {h_shape}")
+        if self.bidirectional is not None and self.bidirectional != (directions == 2):
+            layer = "a bidirectional" if directions == 2 else "a unidirectional"
+            raise ValueError(f"LastHidden(bidirectional={self.bidirectional}) after {layer} "
+                             f"layer: use LastHidden() (or bidirectional={directions == 2}), "
+                             f"which returns {'both directions' if directions == 2 else 'h_n[-1]'}")
+        return directions
+
     def backward(self, grad):
-        shape, dtype, is_lstm = self._peek_record()
-        rows = 2 if self.bidirectional else 1
+        shape, dtype, is_lstm, rows = self._peek_record()
         check_grad_shape(self, "grad", np.shape(grad), shape[1:-1] + (rows * shape[-1],))
         grad = np.asarray(grad, dtype=dtype)
         self._pop_record()
@@ -206,39 +266,4 @@ class LastHidden(Module):
         return (None, (grad_h_n, None)) if is_lstm else (None, grad_h_n)
 
     def extra_repr(self):
-        return f"bidirectional={self.bidirectional}" if self.bidirectional else ""
-
-
-class LastTimeStep(Module):
-    """The last time step out[-1] (out[:, -1] if batch_first) of a recurrent layer's (out, state).
-
-    out: (T, B, F) or (B, T, F) if batch_first, or unbatched (T, F). backward(grad) returns
-    (grad_out, None) with grad_out zero except at the last time step.
-    """
-
-    def __init__(self, batch_first=False):
-        super().__init__()
-        self.batch_first = bool(batch_first)
-
-    def _time_index(self, ndim):
-        return (slice(None), -1) if self.batch_first and ndim == 3 else (-1,)
-
-    def forward(self, inputs):
-        out, _ = _unpack_recurrent_output(inputs, "LastTimeStep")
-        out = np.asarray(out)
-        if out.ndim not in (2, 3):
-            raise ValueError(f"LastTimeStep: out must be (T, [B,] F), got shape {out.shape}")
-        self._push_record((out.shape, out.dtype))
-        return out[self._time_index(out.ndim)]
-
-    def backward(self, grad):
-        shape, dtype = self._peek_record()
-        grad_out = np.zeros(shape, dtype)
-        idx = self._time_index(len(shape))
-        check_grad_shape(self, "grad", np.shape(grad), grad_out[idx].shape)
-        self._pop_record()
-        grad_out[idx] = grad
-        return grad_out, None
-
-    def extra_repr(self):
-        return f"batch_first={self.batch_first}"
+        return "" if self.bidirectional is None else f"bidirectional={self.bidirectional}"

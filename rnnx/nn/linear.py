@@ -32,6 +32,8 @@ class Linear(Module):
     backward(grad_y) returns grad_x and accumulates weight.grad = sum grad_y^T x, bias.grad = sum grad_y.
     """
 
+    acts_per_position = True
+
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
         for name, n in (("in_features", in_features), ("out_features", out_features)):
@@ -93,6 +95,8 @@ class Dropout(Module):
     global generator (p = 1 gives zeros); identity in eval mode. backward multiplies by the same
     scaled mask. dtype=None keeps the input's float dtype; float32/float64 casts to it."""
 
+    acts_per_position = True
+
     def __init__(self, p=0.5, dtype=None):
         super().__init__()
         if not 0.0 <= p <= 1.0:
@@ -128,6 +132,8 @@ class Dropout(Module):
 class Identity(Module):
     """y = x, returned as is (any object, e.g. a recurrent layer's (out, h_n) tuple);
     backward returns its gradient(s) unchanged. Arguments are accepted and ignored, as torch's."""
+
+    acts_per_position = True
 
     def __init__(self, *args, **kwargs):
         super().__init__()

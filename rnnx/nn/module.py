@@ -240,7 +240,40 @@ def freeze(module):
 
 
 class Module:
-    """Base class of every rnnx layer, loss and container."""
+    """Base class of every rnnx layer, loss and container, and of a model of one's own.
+
+    rnnx has no autograd: a module of one's own writes forward and backward. Assign
+    Parameters and child Modules as attributes in __init__ (after super().__init__()), as in
+    torch.nn; forward saves what backward needs with self._push_record(...) (kept in training
+    mode outside no_grad() only); backward(grad_output) takes it back with self._pop_record()
+    (last in, first out), calls the children's backward in reverse order, adds parameter
+    gradients with p.accumulate_grad(g), and returns the gradient of forward's input (None
+    for integer input, or when called with input_grad=False):
+
+        class Scale(rnnx.Module):                       # y = x * w, w of shape (F,)
+            def __init__(self, features):
+                super().__init__()
+                self.w = rnnx.Parameter(np.ones(features, np.float32))
+
+            def forward(self, x):
+                self._push_record(x)
+                return x * self.w.data
+
+            def backward(self, grad_y, *, input_grad=True):
+                x = self._pop_record()
+                self.w.accumulate_grad((grad_y * x).reshape(-1, x.shape[-1]).sum(0))
+                return grad_y * self.w.data if input_grad else None
+
+    README.md, "Custom modules", has a whole text classifier (Embedding -> bidirectional GRU
+    -> MeanOverTime -> Linear). Two class attributes tell a Sequential what a module takes:
+    accepts_lengths (forward(x, lengths=...) and PackedSequence input: recurrent layers, the
+    over-time reductions) and acts_per_position (each position of the leading axes is
+    computed on its own, so a PackedSequence's data can go through it: Embedding, Linear,
+    Dropout, the activations).
+    """
+
+    accepts_lengths = False
+    acts_per_position = False
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -517,7 +550,8 @@ class Module:
             "`def backward(self, grad_output, *, input_grad=True)` returning the gradient of "
             "the forward input (None when input_grad is False), with forward saving what it "
             "needs by self._push_record(...) and backward taking it back by self._pop_record(), "
-            "and parameter gradients added by p.accumulate_grad(g)")
+            "and parameter gradients added by p.accumulate_grad(g); see help(rnnx.Module) and "
+            "the README's \"Custom modules\" section for a whole example")
 
     def extra_repr(self):
         return ""

@@ -344,6 +344,8 @@ class _Record:
 class RNNBase(Module):
     """Shared machinery of LSTM, GRU and RNN: parameters, checks, packing, kernels."""
 
+    accepts_lengths = True  # forward(x, hx, lengths=...); a PackedSequence too
+
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32):
         super().__init__()

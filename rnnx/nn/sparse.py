@@ -34,6 +34,8 @@ class Embedding(Module):
     from_pretrained unless dtype= is given. sparse=True (sparse gradients) is not supported.
     """
 
+    acts_per_position = True
+
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None,
                  norm_type=2.0, scale_grad_by_freq=False, sparse=False, _weight=None,
                  _freeze=False, dtype=None):
