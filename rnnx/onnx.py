@@ -6,8 +6,10 @@ The graph computes the model's eval-mode forward with ONNX's own operators: a re
 becomes one ONNX LSTM/GRU/RNN node per layer (both directions in one node), a cell one such
 node over a single time step; an LSTM with proj_size, which ONNX's LSTM cannot express, a
 Scan over time of its step per layer and direction. Linear is a Gemm (MatMul + Add for input
-that is not 2-D); Dropout nothing; LastHidden and LastTimeStep a Gather (Slice, Transpose and
-Reshape when bidirectional). Weights are initializers with their gate blocks in ONNX's order:
+that is not 2-D); Embedding a Gather of its table; ReLU, Tanh, Sigmoid their operators;
+Dropout and Identity nothing; LastHidden a Gather (Slice, Transpose and Reshape when
+bidirectional); LastTimeStep a Gather, MeanOverTime a ReduceMean and MaxOverTime a ReduceMax
+over time, or with lengths a step mask (Where) and a ReduceSum / ReduceMax. Weights are initializers with their gate blocks in ONNX's order:
 LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h with linear_before_reset=1 (torch's GRU applies r
 to the hidden matmul plus its bias). batch_first is a Transpose on each side.
 """
@@ -24,9 +26,11 @@ except ImportError as exc:
                       "extra)") from exc
 
 from ._kernels._recurrent import Cell
-from .nn import (GRU, LSTM, RNN, Dropout, GRUCell, LastHidden, LastTimeStep, Linear, LSTMCell,
-                 RNNCell, Sequential)
+from .nn import (GRU, LSTM, RNN, Dropout, Embedding, GRUCell, Identity, LastHidden, LastTimeStep,
+                 Linear, LSTMCell, MaxOverTime, MeanOverTime, ReLU, RNNCell, Sequential, Sigmoid,
+                 Tanh)
 from .nn.cells import RNNCellBase
+from .nn.pooling import _OverTime
 from .nn.rnn import RNNBase
 
 __all__ = ["export", "DEFAULT_OPSET", "MIN_OPSET"]
@@ -38,7 +42,12 @@ MIN_OPSET = 13      # Squeeze / Unsqueeze take their axes as an input from opset
 _OPERATOR = {Cell.LSTM: ("LSTM", (0, 3, 1, 2)), Cell.GRU: ("GRU", (1, 0, 2)),
              Cell.RNN_TANH: ("RNN", (0,)), Cell.RNN_RELU: ("RNN", (0,))}
 _SUPPORTED = (LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, Dropout, Sequential,
-              LastHidden, LastTimeStep)
+              LastHidden, LastTimeStep, MeanOverTime, MaxOverTime, Embedding, ReLU, Tanh, Sigmoid,
+              Identity)
+_SUPPORTED_TEXT = ("LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, Embedding, Dropout, "
+                   "Identity, ReLU, Tanh, Sigmoid, and Sequential with LastHidden, LastTimeStep, "
+                   "MeanOverTime and MaxOverTime")
+_ACTIVATIONS = {ReLU: "Relu", Tanh: "Tanh", Sigmoid: "Sigmoid"}
 _ELEM_TYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
 
 
@@ -56,9 +65,10 @@ class _Builder:
     """Collects the nodes and initializers of one graph. Every tensor gets a fresh name
     starting with "/", apart from the graph's inputs and outputs, whose names are reserved."""
 
-    def __init__(self, reserved):
+    def __init__(self, reserved, opset=DEFAULT_OPSET, elem=TensorProto.FLOAT):
         self.nodes, self.initializers = [], []
         self._taken = set(reserved)
+        self.opset, self.elem = opset, elem  # the graph's float element type
 
     def fresh(self, hint):
         name, k = "/" + hint, 0
@@ -70,7 +80,7 @@ class _Builder:
 
     def subgraph(self):
         """A builder of a subgraph's nodes: same names in use, initializers in this graph."""
-        sub = _Builder(())
+        sub = _Builder((), self.opset, self.elem)
         sub._taken, sub.initializers = self._taken, self.initializers
         return sub
 
@@ -94,20 +104,29 @@ class _Builder:
                                            **attrs))
         return outputs if num_outputs > 1 else outputs[0]
 
+    def reduce(self, op_type, x, axis, hint):
+        """op_type (ReduceSum, ReduceMean, ReduceMax) of x over `axis`, the axis dropped: the
+        axes an input from opset 18 on (ReduceSum: 13), an attribute before."""
+        if op_type == "ReduceSum" or self.opset >= 18:
+            return self.op(op_type, [x, self.ints([axis])], hint, keepdims=0)
+        return self.op(op_type, [x], hint, axes=[axis], keepdims=0)
+
 
 def export(model, example_input, f, *, input_names=None, output_names=None, opset_version=None,
            dynamic_axes=True, with_lengths=False):
     """Write `model`'s eval-mode forward to the ONNX file at path `f`; returns the ModelProto.
 
-    model: LSTM, GRU, RNN (every option), LSTMCell, GRUCell, RNNCell, Linear,
-    Dropout, or a Sequential of these with LastHidden and LastTimeStep; float32 (float64 only
-    without recurrent layers: ONNX Runtime runs LSTM, GRU and RNN in float32 only).
+    model: LSTM, GRU, RNN (every option), LSTMCell, GRUCell, RNNCell, Linear, Embedding
+    (without max_norm), Dropout, Identity, ReLU, Tanh, Sigmoid, or a Sequential of these with
+    LastHidden, LastTimeStep, MeanOverTime and MaxOverTime; float32 (float64 only without
+    recurrent layers: ONNX Runtime runs LSTM, GRU and RNN in float32 only).
     example_input: x, or the tuple of the call's positional arguments (x, hx); the model is
     run on it (eval mode), and it fixes the ranks and every size that is not dynamic.
-    Graph inputs, in order: x; h0 (and c0 for an LSTM) for a recurrent layer or cell (default
-    names "x", "h0", "c0"); if with_lengths, "lengths" (B,) int64, the valid length of each
-    sequence, for a recurrent layer or a Sequential starting with one (what
-    `model(x, lengths=lengths)` computes: zeros past each end, final states at each end).
+    Graph inputs, in order: x (int64 token ids when the model starts with an Embedding); h0
+    (and c0 for an LSTM) for a recurrent layer or cell (default names "x", "h0", "c0"); if
+    with_lengths, "lengths" (B,) int64, the valid length of each sequence, for a model with a
+    module that takes lengths (what `model(x, lengths=lengths)` computes: zeros past each
+    end, final states at each end, reductions over the valid steps).
     Graph outputs: the call's outputs, flattened (default names "output", "h_n", "c_n"; "h1",
     "c1" for a cell).
     dynamic_axes: batch and time axes of any size (False: fixed to the example's).
@@ -124,14 +143,15 @@ def export(model, example_input, f, *, input_names=None, output_names=None, opse
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     _run_example(model, args)
     leaf = _first_leaf(model)
-    if with_lengths and not isinstance(leaf, RNNBase):
-        raise ValueError(f"with_lengths=True needs a recurrent layer (LSTM, GRU, RNN) or a "
-                         f"Sequential starting with one, got {_describe(model, leaf)}")
+    if with_lengths and not any(isinstance(m, (RNNBase, _OverTime)) for m in model.modules()):
+        raise ValueError(f"with_lengths=True needs a module that takes lengths (LSTM, GRU, RNN, "
+                         f"LastTimeStep, MeanOverTime, MaxOverTime), got "
+                         f"{_describe(model, leaf)}")
 
     default_names = ["x"] + _state_names(model) + (["lengths"] if with_lengths else [])
     input_names = _check_names(input_names, default_names, "input_names")
     b = _Builder(input_names + (list(output_names) if isinstance(output_names, (list, tuple))
-                                else []))
+                                else []), opset, _ELEM_TYPE[dtype])
     inputs = _graph_inputs(model, leaf, np.shape(args[0]), dynamic_axes, input_names,
                            with_lengths)
     states, lengths = inputs[1:], None
@@ -144,6 +164,9 @@ def export(model, example_input, f, *, input_names=None, output_names=None, opse
 
     elem = _ELEM_TYPE[dtype]
     graph_inputs = [helper.make_tensor_value_info(v.name, elem, v.dims) for v in inputs]
+    if isinstance(leaf, Embedding):
+        graph_inputs[0] = helper.make_tensor_value_info(inputs[0].name, TensorProto.INT64,
+                                                        inputs[0].dims)
     if with_lengths:
         graph_inputs[-1] = helper.make_tensor_value_info(inputs[-1].name, TensorProto.INT64,
                                                          inputs[-1].dims)
@@ -180,8 +203,11 @@ def _check_model(model):
         if not any(isinstance(module, cls) and type(module).forward is cls.forward
                    for cls in _SUPPORTED):
             raise TypeError(f"rnnx.onnx.export: cannot export {path} ({type(module).__name__}); "
-                            f"supported are LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, "
-                            f"Dropout, and Sequential with LastHidden and LastTimeStep")
+                            f"supported are {_SUPPORTED_TEXT}")
+        if isinstance(module, Embedding) and module.max_norm is not None:
+            raise ValueError(f"rnnx.onnx.export: cannot export {path}: Embedding(max_norm=...) "
+                             f"renormalises the rows it looks up at every call, which a Gather "
+                             f"cannot; export a copy with max_norm=None")
         recurrent |= isinstance(module, (RNNBase, RNNCellBase))
     dtypes = {p.data.dtype for p in model.parameters()}
     if len(dtypes) > 1:
@@ -241,13 +267,28 @@ def _check_names(names, defaults, what):
     return names
 
 
+def _sequence_axes(model):
+    """("batch", "time") or ("time", "batch"): the batch_first of the model's first module
+    that reads a sequence (recurrent layer or over-time reduction); None without one."""
+    for m in model.modules():
+        if isinstance(m, (RNNBase, _OverTime)):
+            return ("batch", "time") if m.batch_first else ("time", "batch")
+    return None
+
+
 def _graph_inputs(model, leaf, x_shape, dynamic, names, with_lengths):
     """The graph inputs as _Values: x, then the states of a recurrent model, then lengths."""
     ndim = len(x_shape)
-    if isinstance(leaf, RNNBase):
-        batched = ndim == 3
-        axes = (("batch", "time") if leaf.batch_first else ("time", "batch")) if batched \
-            else ("time",)
+    sequence = _sequence_axes(model)
+    # x is a sequence batch: read by a recurrent layer or reduction, or token ids before one
+    sequence_rank = (3 if isinstance(leaf, (RNNBase, _OverTime)) else
+                     2 if isinstance(leaf, Embedding) and sequence else None)
+    if sequence_rank is not None:
+        batched = ndim == sequence_rank
+        axes = sequence if batched else ("time",)
+    elif isinstance(leaf, Embedding):  # ids of any shape (B, ...), every axis dynamic
+        batched = ndim >= 1
+        axes = ("batch",) + tuple(f"axis_{k}" for k in range(1, ndim))
     else:  # a cell's x is (B, I) or (I,); Linear's and Dropout's (B, ..., F) or (F,)
         batched = ndim >= 2
         axes = ("batch",) if batched else ()
@@ -306,8 +347,8 @@ def _write_atomically(proto, path):
 def _convert(b, module, x, states=(), lengths=None):
     """The graph of module(x, *states[, lengths=...]): _Values in the structure rnnx returns."""
     if isinstance(module, Sequential):
-        for i, child in enumerate(module):
-            x = _convert(b, child, x, (), lengths if i == 0 else None)
+        for child in module:
+            x = _convert(b, child, x, (), lengths if child.accepts_lengths else None)
         return x
     if isinstance(module, RNNBase):
         return _recurrent(b, module, x, states, lengths)
@@ -315,11 +356,16 @@ def _convert(b, module, x, states=(), lengths=None):
         return _cell(b, module, x, states)
     if isinstance(module, Linear):
         return _linear(b, module, x)
-    if isinstance(module, Dropout):
+    if isinstance(module, (Dropout, Identity)):
         return x
+    if isinstance(module, Embedding):
+        return _Value(b.op("Gather", [b.const(module.weight.data, "embedding"), x.name],
+                           "embedded", axis=0), x.dims + (module.embedding_dim,))
+    if type(module) in _ACTIVATIONS:
+        return _Value(b.op(_ACTIVATIONS[type(module)], [x.name], "activation"), x.dims)
     if isinstance(module, LastHidden):
         return _last_hidden(b, module, x)
-    return _last_time_step(b, module, x)
+    return _over_time(b, module, x, lengths)
 
 
 def _layer_node(b, module, weights, x, h0, c0, lengths):
@@ -420,11 +466,7 @@ def _zero_state(b, x, rows, width, dtype):
 
 def _step_mask(b, x, lengths):
     """(T, B, 1) bool: whether step t is within sequence b (t < lengths[b]), for x (T, B, F)."""
-    T = b.op("Gather", [b.op("Shape", [x], "shape"), b.ints(0, "index")], "T", axis=0)
-    steps = b.op("Range", [b.ints(0, "start"), T, b.ints(1, "delta")], "steps")
-    lens = b.op("Cast", [lengths], "lengths", to=TensorProto.INT64)
-    mask = b.op("Less", [b.op("Unsqueeze", [steps, b.ints([1])], "steps"),
-                         b.op("Unsqueeze", [lens, b.ints([0])], "lengths")], "mask")
+    mask = b.op("Less", list(_steps_and_lengths(b, x, lengths)), "mask")
     return b.op("Unsqueeze", [mask, b.ints([2])], "mask")
 
 
@@ -511,11 +553,12 @@ def _linear(b, m, x):
 
 
 def _last_hidden(b, m, inputs):
-    """h_n[-1], or h_n[-2] and h_n[-1] side by side on the feature axis (bidirectional)."""
-    state = inputs[1]
+    """h_n[-1], or h_n[-2] and h_n[-1] side by side on the feature axis (bidirectional: the
+    layer output's features are twice h_n's, as LastHidden reads it)."""
+    out, state = inputs
     h_n = state[0] if isinstance(state, tuple) else state
     rows, dims = h_n.dims[0], h_n.dims[1:]
-    if not m.bidirectional:
+    if out.dims[-1] == dims[-1]:
         return _Value(b.op("Gather", [h_n.name, b.ints(rows - 1, "index")], "last_hidden",
                            axis=0), dims)
     last2 = b.op("Slice", [h_n.name, b.ints([rows - 2]), b.ints([rows]), b.ints([0])],
@@ -527,9 +570,46 @@ def _last_hidden(b, m, inputs):
                   dims[:-1] + (2 * dims[-1],))
 
 
-def _last_time_step(b, m, inputs):
-    """out[-1] (out[:, -1] if batch_first and out is batched)."""
-    out = inputs[0]
-    axis = 1 if m.batch_first and len(out.dims) == 3 else 0
-    return _Value(b.op("Gather", [out.name, b.ints(-1, "index")], "last_time_step", axis=axis),
-                  out.dims[:axis] + out.dims[axis + 1:])
+def _over_time(b, m, inputs, lengths):
+    """LastTimeStep, MeanOverTime or MaxOverTime of the steps (out of (out, state), or the
+    input itself) over time; with lengths (int32 (B,)), over each sequence's valid steps."""
+    steps = inputs[0] if isinstance(inputs, tuple) else inputs
+    axis = 1 if m.batch_first and len(steps.dims) == 3 else 0
+    dims = steps.dims[:axis] + steps.dims[axis + 1:]
+    if lengths is None:
+        if isinstance(m, LastTimeStep):
+            return _Value(b.op("Gather", [steps.name, b.ints(-1, "index")], "last_time_step",
+                               axis=axis), dims)
+        op_type = "ReduceMean" if isinstance(m, MeanOverTime) else "ReduceMax"
+        return _Value(b.reduce(op_type, steps.name, axis, "pooled"), dims)
+    x = steps.name
+    if axis == 1:
+        x = b.op("Transpose", [x], "steps_time_major", perm=[1, 0, 2])
+    step, length = _steps_and_lengths(b, x, lengths)
+    if isinstance(m, MaxOverTime):
+        minus_inf = helper.make_tensor("value", b.elem, [1], [-np.inf])
+        fill = b.op("ConstantOfShape", [b.ints([1], "shape")], "minus_inf", value=minus_inf)
+        valid = b.op("Unsqueeze", [b.op("Less", [step, length], "valid"), b.ints([2])], "valid")
+        return _Value(b.reduce("ReduceMax", b.op("Where", [valid, x, fill], "masked"), 0,
+                               "pooled"), dims)
+    zero = helper.make_tensor("value", b.elem, [1], [0])
+    zero = b.op("ConstantOfShape", [b.ints([1], "shape")], "zero", value=zero)
+    if isinstance(m, LastTimeStep):
+        last = b.op("Sub", [length, b.ints([1], "one")], "last_step")
+        chosen = b.op("Unsqueeze", [b.op("Equal", [step, last], "chosen"), b.ints([2])], "chosen")
+        return _Value(b.reduce("ReduceSum", b.op("Where", [chosen, x, zero], "masked"), 0,
+                               "last_time_step"), dims)
+    valid = b.op("Unsqueeze", [b.op("Less", [step, length], "valid"), b.ints([2])], "valid")
+    total = b.reduce("ReduceSum", b.op("Where", [valid, x, zero], "masked"), 0, "total")
+    count = b.op("Cast", [b.op("Transpose", [length], "count", perm=[1, 0])], "count",
+                 to=b.elem)  # (B, 1)
+    return _Value(b.op("Div", [total, count], "pooled"), dims)
+
+
+def _steps_and_lengths(b, x, lengths):
+    """(step index (T, 1), lengths (1, B)), both int64, for time-major x (T, B, F)."""
+    T = b.op("Gather", [b.op("Shape", [x], "shape"), b.ints(0, "index")], "T", axis=0)
+    steps = b.op("Range", [b.ints(0, "start"), T, b.ints(1, "delta")], "steps")
+    lens = b.op("Cast", [lengths], "lengths", to=TensorProto.INT64)
+    return (b.op("Unsqueeze", [steps, b.ints([1])], "steps"),
+            b.op("Unsqueeze", [lens, b.ints([0])], "lengths"))

@@ -310,7 +310,8 @@ def test_refused_without_a_file(model, example, error, match, tmp_path):
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"with_lengths": True, "model": nn.Sequential(nn.Linear(3, 3))}, ValueError,
-     "with_lengths=True needs a recurrent layer .* got a Sequential starting with Linear"),
+     "with_lengths=True needs a module that takes lengths .* got a Sequential starting with "
+     "Linear"),
     ({"with_lengths": True, "model": nn.GRUCell(3, 3)}, ValueError, "got GRUCell"),
     ({"opset_version": 12}, ValueError, "opset_version must be an int from 13"),
     ({"opset_version": "17"}, ValueError, "opset_version"),
@@ -371,3 +372,65 @@ def test_import_rnnx_does_not_import_onnx():
     out = subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT,
                          capture_output=True, text=True).stdout
     assert "rnnx.onnx needs the onnx package: pip install onnx" in out
+
+
+# -- text models: Embedding, activations, reductions over time --------------------------------
+def tokens_of(T, B, batch_first, vocab=11):
+    shape = (B, T) if batch_first else (T, B)
+    return RNG.integers(0, vocab, size=shape).astype(np.int64)
+
+
+TEXT_MODELS = {
+    "bigru_last_hidden": lambda: nn.Sequential(
+        nn.Embedding(11, 4, padding_idx=0), nn.GRU(4, 5, 2, batch_first=True, bidirectional=True),
+        nn.LastHidden(), nn.Linear(10, 3)),
+    "bigru_mean": lambda: nn.Sequential(
+        nn.Embedding(11, 4), nn.GRU(4, 5, batch_first=True, bidirectional=True),
+        nn.MeanOverTime(batch_first=True), nn.Tanh(), nn.Linear(10, 3)),
+    "lstm_max": lambda: nn.Sequential(
+        nn.Embedding(11, 4), nn.Dropout(0.2), nn.LSTM(4, 5), nn.MaxOverTime(), nn.ReLU(),
+        nn.Linear(5, 3), nn.Sigmoid()),
+    "lstm_last_time_step": lambda: nn.Sequential(
+        nn.Embedding(11, 4), nn.LSTM(4, 5, batch_first=True, bidirectional=True),
+        nn.LastTimeStep(batch_first=True), nn.Identity(), nn.Linear(10, 3)),
+    "bag_of_embeddings_mean": lambda: nn.Sequential(  # no recurrent layer: float64 too
+        nn.Embedding(11, 4, dtype=np.float64), nn.MeanOverTime(batch_first=True),
+        nn.Linear(4, 3, dtype=np.float64)),
+    "bag_of_embeddings_max": lambda: nn.Sequential(
+        nn.Embedding(11, 4), nn.MaxOverTime(), nn.Linear(4, 3)),
+}
+
+
+def _batch_first(model):
+    return next(m.batch_first for m in model.modules() if hasattr(m, "batch_first"))
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("name", sorted(TEXT_MODELS))
+def test_text_models(name, with_lengths, tmp_path):
+    model = TEXT_MODELS[name]()
+    batch_first = _batch_first(model)
+    session = exported(model, tokens_of(6, 4, batch_first), tmp_path, with_lengths=with_lengths)
+    assert session.get_inputs()[0].type == "tensor(int64)"
+    for T, lengths in [(6, [6, 2, 5, 1]), (3, [1]), (7, [3, 7, 7])]:
+        tokens = tokens_of(T, len(lengths), batch_first)
+        assert_runs_like(session, model, (tokens,), lengths if with_lengths else None)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_reductions_over_time_at_other_opsets(opset, tmp_path):
+    """The Reduce operators take their axes as an attribute before opset 18, an input after."""
+    for pool in (nn.MeanOverTime, nn.MaxOverTime):
+        model = nn.Sequential(nn.GRU(3, 4), pool(), nn.Linear(4, 2))
+        for with_lengths in (False, True):
+            session = exported(model, randn(5, 3, 3), tmp_path, opset_version=opset,
+                               with_lengths=with_lengths)
+            assert_runs_like(session, model, (randn(4, 2, 3),), [4, 2] if with_lengths else None)
+
+
+def test_embedding_activations_alone(tmp_path):
+    model = nn.Sequential(nn.Embedding(7, 3), nn.Tanh(), nn.Linear(3, 3), nn.ReLU())
+    session = exported(model, np.array([[1, 2], [3, 6]]), tmp_path)
+    assert_runs_like(session, model, (np.array([[0, 6, 5]]),))
+    with pytest.raises(ValueError, match=r"model\.0: Embedding\(max_norm=...\)"):
+        export(nn.Sequential(nn.Embedding(7, 3, max_norm=1.0)), np.array([1]), tmp_path / "m")
