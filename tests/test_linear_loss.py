@@ -317,3 +317,17 @@ def test_mse_finite_differences_and_errors():
         MSELoss("elementwise_mean")
     with pytest.raises(TypeError, match="target must be a floating-point"):
         MSELoss()(x, t.astype(int))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_value_backward_says_what_to_call(dtype):
+    """torch's `loss.backward()`: the value is the dtype's numpy scalar, whose backward
+    names the two calls that back-propagate in rnnx."""
+    for loss_fn, args in ((CrossEntropyLoss(), (np.zeros((2, 3), dtype), [0, 1])),
+                          (MSELoss(reduction="sum"), (np.zeros(3, dtype), np.ones(3, dtype)))):
+        loss = loss_fn(*args)
+        assert isinstance(loss, dtype) and loss.dtype == dtype
+        assert type(loss * 2) is dtype and repr(loss) == repr(dtype(loss))
+        with pytest.raises(RuntimeError, match=r"no autograd.*grad = loss_fn\.backward\(\); "
+                                               r"model\.backward\(grad, input_grad=False\)"):
+            loss.backward()

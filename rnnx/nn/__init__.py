@@ -10,5 +10,5 @@ from .sparse import Embedding
 from .loss import CrossEntropyLoss, MSELoss
 from .container import Sequential, ModuleList, LastHidden
 from .pooling import LastTimeStep, MeanOverTime, MaxOverTime
-from . import init
+from . import functional, init, utils
 from . import parallel

@@ -1,15 +1,40 @@
 """Loss modules mirroring torch.nn.CrossEntropyLoss and torch.nn.MSELoss.
 
 `loss = loss_fn(input, target)` returns a numpy scalar ('mean', 'sum') or an array ('none');
-`grad_input = loss_fn.backward(grad_loss=1.0)` returns d(grad_loss * loss)/d(input).
+`grad_input = loss_fn.backward(grad_loss=1.0)` returns d(grad_loss * loss)/d(input). The
+scalar is a np.float32 / np.float64 (its subclass LossValue: arithmetic on it gives plain numpy
+scalars) whose backward() raises, saying what to call instead (torch's `loss.backward()`).
 Losses compute in the input's float dtype (dtype=None) or cast the input to `dtype`.
 """
 import numpy as np
 
+from .functional import log_softmax
 from .linear import as_float_array, optional_dtype
 from .module import Module, check_grad_shape
 
 REDUCTIONS = ("none", "mean", "sum")
+
+
+class LossValue:
+    """What a reduced loss returns: a numpy float scalar with a backward() that explains why
+    there is none (rnnx has no autograd: the loss value does not know the model)."""
+
+    def backward(self, *args, **kwargs):
+        raise RuntimeError(
+            "rnnx has no autograd: the loss value cannot back-propagate (torch's "
+            "loss.backward()). Call the loss module's backward, then the model's: "
+            "grad = loss_fn.backward(); model.backward(grad, input_grad=False)")
+
+
+class _Float32LossValue(np.float32, LossValue):  # numpy first: its dtype
+    pass
+
+
+class _Float64LossValue(np.float64, LossValue):
+    pass
+
+
+_LOSS_VALUE = {np.dtype(np.float32): _Float32LossValue, np.dtype(np.float64): _Float64LossValue}
 
 
 class _Loss(Module):
@@ -31,7 +56,7 @@ class _Loss(Module):
         if self.reduction == "mean":
             with np.errstate(invalid="ignore", divide="ignore"):
                 total = total / denominator
-        return losses.dtype.type(total)
+        return _LOSS_VALUE[losses.dtype](total)
 
     def _upstream(self, grad_loss, loss_shape, denominator, dtype):
         """Per-element factor d(grad_loss * loss)/d(loss_i), broadcast to loss_shape."""
@@ -92,8 +117,7 @@ class CrossEntropyLoss(_Loss):
             denominator = x2.shape[0]
         else:
             q, denominator = self._class_target_weights(target, x.shape, loss_shape, w)
-        z = x2 - x2.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        logp = log_softmax(x2, 1)
         losses = -np.einsum("ij,ij->i", q, logp).reshape(loss_shape)
         self._push_record((q, logp, x.shape, class_axis, loss_shape, denominator))
         return self._reduce(losses, denominator)
