@@ -12,6 +12,7 @@ final hidden state (both directions' when bidirectional). LSTM forget gates star
     python -m rnnx.mnist --eval-only                      # score the checkpoint
     python -m rnnx.mnist --eval-only --export-onnx mnist.onnx  # ... and export it to ONNX
     python -m rnnx.mnist --plot curves.png                # also draw the learning curves
+    python -m rnnx.mnist --data-dir data --download       # MNIST files into ./data
     mpiexec -n 2 python -m rnnx.mnist --distributed       # data-parallel over 2 MPI ranks
 """
 import argparse
@@ -51,11 +52,14 @@ def prepare_images(images):
     return (x - np.float32(0.5)) / np.float32(0.5)
 
 
-def load_data(data_dir=None, limit_train=None, limit_test=None, train=True):
+def load_data(data_dir=None, limit_train=None, limit_test=None, train=True, download=None):
     """(x_train, y_train, x_test, y_test): the first limit_train / limit_test images (all if
-    None) of MNIST from data_dir (None: $RNNX_DATA or ~/.cache/rnnx; downloaded if missing).
+    None) of MNIST from data_dir (None: $RNNX_DATA or ~/.cache/rnnx). Missing files are
+    downloaded if download, which by default is for the default location only.
     train=False: the training files are not read (nor downloaded); None in their place."""
-    train_x, train_y, test_x, test_y = load_mnist(data_dir, download=True, train=train)
+    if download is None:
+        download = data_dir is None
+    train_x, train_y, test_x, test_y = load_mnist(data_dir, download=download, train=train)
     if train:
         train_x, train_y = prepare_images(train_x[:limit_train]), train_y[:limit_train]
     return train_x, train_y, prepare_images(test_x[:limit_test]), test_y[:limit_test]
@@ -124,8 +128,12 @@ def build_parser():
                             help=f"{help} (default: {default})", **kwargs)
 
     parser.add_argument("--data-dir", metavar="DIR",
-                        help="directory of the MNIST files (default: $RNNX_DATA, else "
-                        "~/.cache/rnnx; missing files are downloaded there)")
+                        help="directory of the MNIST files, which must exist unless --download "
+                        "is given (default: $RNNX_DATA, else ~/.cache/rnnx; missing files are "
+                        "downloaded there)")
+    parser.add_argument("--download", action="store_true",
+                        help="download the MNIST files missing from --data-dir (created if "
+                        "needed); always done for the default location")
     parser.add_argument("--epochs", type=POSITIVE_INT, metavar="N",
                         help=f"total number of epochs of the run (default: {DEFAULT_EPOCHS}); with "
                         "--resume, the epoch to train up to (default: the saved run's)")
@@ -169,8 +177,9 @@ def build_parser():
                         "file: input x (batch, 28, 28) float32, output logits (batch, 10); "
                         "needs the onnx package")
     parser.add_argument("--plot", metavar="PATH",
-                        help="draw the learning curves (train and test loss and accuracy by "
-                        "epoch) into this image (.png, .pdf, .svg) at the end; needs matplotlib")
+                        help="draw the learning curves (the training loss of every step, train "
+                        "and test loss and accuracy by epoch) into this image (.png, .pdf, "
+                        ".svg) at the end; needs matplotlib")
     parser.add_argument("--distributed", action="store_true",
                         help="run as one rank of a data-parallel job started by mpiexec (needs "
                         "rnnx[distributed]): --batch-size is the global batch, split across the "
@@ -273,6 +282,9 @@ def main(argv=None):
 
 def _main(parser, args, started):
     """main() after the arguments are parsed (and the process group set up)."""
+    if args.data_dir is not None and not args.download and not os.path.isdir(args.data_dir):
+        parser.error(f"--data-dir {args.data_dir}: no such directory (to download MNIST there, "
+                     f"add --download)")
     if args.export_onnx:
         if importlib.util.find_spec("onnx") is None:
             parser.error("--export-onnx needs the onnx package (pip install onnx)")
@@ -301,11 +313,14 @@ def _main(parser, args, started):
             model.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError) as exc:
         _inconsistent(parser, args, config, exc)
+    download = args.download or args.data_dir is None
     try:
         data = load_data(args.data_dir, config["limit_train"], config["limit_test"],
-                         train=not args.eval_only)
+                         train=not args.eval_only, download=download)
     except (OSError, ValueError) as exc:
-        print(f"rnnx-mnist: error: {exc}", file=sys.stderr)
+        hint = ("\nAdd --download to download the missing files into --data-dir."
+                if isinstance(exc, FileNotFoundError) and not download else "")
+        print(f"rnnx-mnist: error: {exc}{hint}", file=sys.stderr)
         return 1
     for name, labels in (("training", data[1]), ("test", data[3])):
         if labels is not None and len(labels) == 0:
@@ -365,6 +380,9 @@ def _train(parser, args, config, model, state, data, started):
     if state is None and checkpoint is not None and os.path.exists(checkpoint) and main_process:
         print(f"rnnx-mnist: starting a new run over {checkpoint} (--resume continues it)",
               file=sys.stderr)
+    if state is not None and main_process:
+        print(f"rnnx-mnist: resuming from {trainer._where()} ({args.checkpoint}), training up "
+              f"to epoch {epochs}", file=sys.stderr)
     if main_process:
         print(f"rnnx-mnist: {config['num_layers']}-layer {config['cell'].upper()} "
               f"{'bidirectional ' if config['bidirectional'] else ''}"
@@ -385,14 +403,16 @@ def _train(parser, args, config, model, state, data, started):
         code = _write_failed(exc)
     if args.plot is not None and trainer.history and main_process:
         try:
-            plot_history(trainer.history, args.plot)
+            plot_history(trainer.history, args.plot, trainer.step_losses,
+                         -(-len(y_train) // config["batch_size"]))
         except OSError as exc:
             code = code or _write_failed(exc)
     if code == 0:
         last, seconds = trainer.history[-1], time.perf_counter() - started
         train_seconds = sum(entry["train_seconds"] for entry in trainer.history)
         print(f"epoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, test loss "
-              f"{last['test_loss']:.4f}; {last['epoch']} epochs, {_fmt_seconds(train_seconds)} "
+              f"{last['test_loss']:.4f}; {_plural(last['epoch'], 'epoch')}, "
+              f"{_fmt_seconds(train_seconds)} "
               f"of training steps in all; this session {_fmt_seconds(seconds)} (loading and "
               f"evaluation included); checkpoint: {checkpoint or 'none (--no-checkpoint)'}")
     return code
@@ -405,6 +425,11 @@ def _write_failed(exc):
     return 1
 
 
+def _plural(count, noun):
+    """'1 epoch', '2 epochs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _fmt_seconds(seconds):
     """'42.0 s', '3 min 05 s' or '1 h 02 min'."""
     if seconds < 60:
@@ -415,17 +440,24 @@ def _fmt_seconds(seconds):
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-LEGEND = {"train": "train (mean over the epoch)", "test": "test (after the epoch)"}
+LEGEND = {"train": "train (mean over the epoch)", "test": "test (after the epoch)",
+          "step": "train (each step)"}
 
 
-def plot_history(history, path):
-    """Learning curves: train and test loss (left) and accuracy (right) by epoch, into path."""
+def plot_history(history, path, step_losses=(), steps_per_epoch=None):
+    """Learning curves into path: the training loss of every step (step k of the run at
+    epoch k / steps_per_epoch) and train and test loss by epoch (left), accuracy by epoch
+    (right)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [entry["epoch"] for entry in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    if len(step_losses) and steps_per_epoch:
+        at = np.arange(1, len(step_losses) + 1) / steps_per_epoch
+        loss_ax.plot(at, step_losses, "-", linewidth=0.8, alpha=0.5, color="tab:gray",
+                     label=LEGEND["step"])
     for ax, key, title in ((loss_ax, "loss", "cross-entropy loss"),
                            (acc_ax, "accuracy", "accuracy (%)")):
         scale = 100 if key == "accuracy" else 1

@@ -208,6 +208,7 @@ class Trainer:
         self.epoch = 0     # completed epochs
         self.step = 0      # completed batches of the epoch in progress
         self.history = []  # one dict per completed epoch
+        self.step_losses = []  # the loss of every training step of the run, in order
         self._running = _new_running()
         self._epoch_start_state = self.rng.bit_generator.state
         self._train_size = None
@@ -226,6 +227,7 @@ class Trainer:
             "shuffle_rng": json.dumps(self._epoch_start_state),
             "epoch": self.epoch, "step": self.step, "train_size": self._train_size,
             "running": dict(self._running), "history": [dict(h) for h in self.history],
+            "step_losses": list(self.step_losses),
             "config": self.config,
         }
 
@@ -243,6 +245,7 @@ class Trainer:
         self.epoch, self.step, self._train_size = state["epoch"], state["step"], state["train_size"]
         self._running = dict(state["running"])
         self.history = [dict(h) for h in state["history"]]
+        self.step_losses = list(state.get("step_losses", ()))  # older checkpoints: none
         self._saved_at = self._where()
 
     def save_checkpoint(self):
@@ -268,7 +271,8 @@ class Trainer:
     def fit(self, x, y, epochs, eval_data=None, lengths=None):
         """Train until `epochs` epochs are complete (counting those of a restored checkpoint);
         returns the history, one dict per epoch: epoch, train_seconds (the epoch's training
-        steps alone), train_loss, train_accuracy, test_loss, test_accuracy, lr.
+        steps alone), train_loss, train_accuracy, test_loss, test_accuracy, lr. Every
+        step's loss is appended to step_losses (kept in checkpoints).
 
         Padded sequences: lengths (one per sample) goes to the model as
         model(xb, lengths=...) with each batch; eval_data may then be (x, y, lengths)."""
@@ -306,6 +310,7 @@ class Trainer:
             mine = idx if self._group is None else self._group.shard(idx)
             loss, correct = self._train_step(x[mine], y[mine], b, steps,
                                              None if lengths is None else lengths[mine])
+            self.step_losses.append(loss)
             run["loss_sum"] += loss * len(idx)
             run["correct"] += correct
             run["seen"] += len(idx)

@@ -429,3 +429,58 @@ def test_optimizer_option_errors_and_old_checkpoints(run, tmp_path, capsys):
     assert rnnx.load(tmp_path / "run.npz")["config"]["optimizer"] == "sgd"
     help_text = " ".join(mnist.build_parser().format_help().split())
     assert "(default: 0.1 for sgd, 1e-3 for adam, adamw and rmsprop)" in help_text
+
+
+def test_explicit_data_dir_must_exist_unless_download(tmp_path, capsys, monkeypatch):
+    """A typo in --data-dir is an error; --download creates it and downloads there; an
+    existing --data-dir without the files does not download (the hint names --download)."""
+    calls = []
+
+    def fake_load(data_dir, download, train):
+        calls.append((data_dir, download))
+        raise FileNotFoundError(f"MNIST data not found in {data_dir}.")
+    monkeypatch.setattr(mnist, "load_mnist", fake_load)
+    missing = tmp_path / "mnsit"
+    with pytest.raises(SystemExit) as exc:
+        mnist.main(["--data-dir", str(missing), "--no-checkpoint"])
+    assert exc.value.code == 2 and not calls
+    assert (f"--data-dir {missing}: no such directory (to download MNIST there, add "
+            f"--download)") in capsys.readouterr().err
+    assert mnist.main(["--data-dir", str(missing), "--download", "--no-checkpoint"]) == 1
+    assert calls == [(str(missing), True)]
+    assert mnist.main(["--data-dir", str(tmp_path), "--no-checkpoint"]) == 1
+    assert calls[-1] == (str(tmp_path), False)
+    assert "Add --download to download the missing files" in capsys.readouterr().err
+    monkeypatch.setenv("RNNX_DATA", str(tmp_path))
+    assert mnist.main(["--no-checkpoint"]) == 1
+    assert calls[-1] == (None, True)  # the default location: downloads as before
+
+
+def test_one_epoch_wording_resume_line_and_step_losses(run, tmp_path, monkeypatch):
+    drawn = []
+    real_plot = mnist.plot_history
+
+    def plot(history, path, step_losses, steps_per_epoch):
+        drawn.append((len(history), list(step_losses), steps_per_epoch))
+        real_plot(history, path, step_losses, steps_per_epoch)
+    monkeypatch.setattr(mnist, "plot_history", plot)
+    code, out, err = run("--epochs", 1)
+    assert code == 0 and "; 1 epoch, " in out and "resuming" not in err
+    code, out, err = run("--resume", "--epochs", 2,
+                         *(["--plot", tmp_path / "curves.png"] if real_plot_available() else []))
+    assert code == 0 and "; 2 epochs, " in out
+    assert (f"rnnx-mnist: resuming from end of epoch 1 ({tmp_path / 'run.npz'}), training up "
+            f"to epoch 2") in err
+    state = rnnx.load(tmp_path / "run.npz")
+    assert len(state["step_losses"]) == 6  # 96 images in batches of 32, 2 epochs
+    if drawn:
+        assert drawn == [(2, state["step_losses"], 3)]
+        assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def real_plot_available():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
