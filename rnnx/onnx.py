@@ -9,9 +9,10 @@ Scan over time of its step per layer and direction. Linear is a Gemm (MatMul + A
 that is not 2-D); Embedding a Gather of its table; ReLU, Tanh, Sigmoid their operators;
 Dropout and Identity nothing; LastHidden a Gather (Slice, Transpose and Reshape when
 bidirectional); LastTimeStep a Gather, MeanOverTime a ReduceMean and MaxOverTime a ReduceMax
-over time, or with lengths a step mask (Where) and a ReduceSum / ReduceMax. Weights are initializers with their gate blocks in ONNX's order:
-LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h with linear_before_reset=1 (torch's GRU applies r
-to the hidden matmul plus its bias). batch_first is a Transpose on each side.
+over time, or with lengths a step mask (Where) and a ReduceSum / ReduceMax. Weights are
+initializers with their gate blocks in ONNX's order: LSTM i,f,g,o -> i,o,f,c; GRU r,z,n ->
+z,r,h with linear_before_reset=1 (torch's GRU applies r to the hidden matmul plus its bias).
+batch_first is a Transpose on each side.
 """
 import os
 import tempfile
@@ -30,7 +31,6 @@ from .nn import (GRU, LSTM, RNN, Dropout, Embedding, GRUCell, Identity, LastHidd
                  Linear, LSTMCell, MaxOverTime, MeanOverTime, ReLU, RNNCell, Sequential, Sigmoid,
                  Tanh)
 from .nn.cells import RNNCellBase
-from .nn.pooling import _OverTime
 from .nn.rnn import RNNBase
 
 __all__ = ["export", "DEFAULT_OPSET", "MIN_OPSET"]
@@ -48,6 +48,7 @@ _SUPPORTED_TEXT = ("LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, Embeddin
                    "Identity, ReLU, Tanh, Sigmoid, and Sequential with LastHidden, LastTimeStep, "
                    "MeanOverTime and MaxOverTime")
 _ACTIVATIONS = {ReLU: "Relu", Tanh: "Tanh", Sigmoid: "Sigmoid"}
+_OVER_TIME = (LastTimeStep, MeanOverTime, MaxOverTime)
 _ELEM_TYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
 
 
@@ -143,7 +144,7 @@ def export(model, example_input, f, *, input_names=None, output_names=None, opse
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     _run_example(model, args)
     leaf = _first_leaf(model)
-    if with_lengths and not any(isinstance(m, (RNNBase, _OverTime)) for m in model.modules()):
+    if with_lengths and not any(isinstance(m, (RNNBase, *_OVER_TIME)) for m in model.modules()):
         raise ValueError(f"with_lengths=True needs a module that takes lengths (LSTM, GRU, RNN, "
                          f"LastTimeStep, MeanOverTime, MaxOverTime), got "
                          f"{_describe(model, leaf)}")
@@ -162,7 +163,7 @@ def export(model, example_input, f, *, input_names=None, output_names=None, opse
     out_names = _check_names(output_names, [v.label for v in outputs], "output_names")
     _name_outputs(b, outputs, out_names, {v.name for v in inputs})
 
-    elem = _ELEM_TYPE[dtype]
+    elem = b.elem
     graph_inputs = [helper.make_tensor_value_info(v.name, elem, v.dims) for v in inputs]
     if isinstance(leaf, Embedding):
         graph_inputs[0] = helper.make_tensor_value_info(inputs[0].name, TensorProto.INT64,
@@ -271,7 +272,7 @@ def _sequence_axes(model):
     """("batch", "time") or ("time", "batch"): the batch_first of the model's first module
     that reads a sequence (recurrent layer or over-time reduction); None without one."""
     for m in model.modules():
-        if isinstance(m, (RNNBase, _OverTime)):
+        if isinstance(m, (RNNBase, *_OVER_TIME)):
             return ("batch", "time") if m.batch_first else ("time", "batch")
     return None
 
@@ -281,7 +282,7 @@ def _graph_inputs(model, leaf, x_shape, dynamic, names, with_lengths):
     ndim = len(x_shape)
     sequence = _sequence_axes(model)
     # x is a sequence batch: read by a recurrent layer or reduction, or token ids before one
-    sequence_rank = (3 if isinstance(leaf, (RNNBase, _OverTime)) else
+    sequence_rank = (3 if isinstance(leaf, (RNNBase, *_OVER_TIME)) else
                      2 if isinstance(leaf, Embedding) and sequence else None)
     if sequence_rank is not None:
         batched = ndim == sequence_rank

@@ -440,7 +440,8 @@ def test_module_without_backward_says_what_to_write():
     assert (m(np.ones(2)) == 2).all()
     with pytest.raises(NotImplementedError, match=r"Module \[Doubler\] has no backward.*"
                                                   r"def backward\(self, grad_output, \*, "
-                                                  r"input_grad=True\)"):
+                                                  r"input_grad=True\).*help\(rnnx\.Module\) "
+                                                  r"and the README's \"Custom modules\""):
         m.backward(np.ones(2))
     with pytest.raises(NotImplementedError, match=r'Module \[Module\] is missing the required '
                                                   r'"forward" function'):
