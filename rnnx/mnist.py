@@ -453,7 +453,8 @@ def plot_history(history, path, step_losses=(), steps_per_epoch=None):
     import matplotlib.pyplot as plt
 
     epochs = [entry["epoch"] for entry in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True,
+                                          sharex=True)  # epochs from 0 on both
     if len(step_losses) and steps_per_epoch:
         at = np.arange(1, len(step_losses) + 1) / steps_per_epoch
         loss_ax.plot(at, step_losses, "-", linewidth=0.8, alpha=0.5, color="tab:gray",
