@@ -282,9 +282,9 @@ def test_trainer_matches_one_process(tmp_path):
 @pytest.mark.parametrize("mode, shown", [
     ("raise", "RuntimeError: injected failure on rank 1"),
     ("kill", "signal 9"),
-    ("model", "the model differs across ranks: parameter #0 (name, shape, dtype) is "
-              "('0.weight_ih_l0', (12, 3), 'float32') on rank 0 and ('0.weight_ih_l0', (15, 3), "
-              "'float32') on rank 1"),
+    ("model", "the module differs across the ranks of the process group: parameter #0 (name, "
+              "shape, dtype, requires_grad): ('0.weight_ih_l0', (12, 3), 'float32', True) on rank "
+              "0, ('0.weight_ih_l0', (15, 3), 'float32', True) on rank 1"),
     ("batch", "the Trainer's configuration differs across the ranks of the process group: "
               "batch_size: 4 on rank 0, 8 on rank 1"),
 ])
