@@ -67,10 +67,17 @@ def digest(descriptor):
     return int.from_bytes(raw, "little") >> 1
 
 
-def describe(descriptor):
-    """'name(field=value, ...)' of a descriptor."""
+def describe(descriptor, length=120):
+    """'name(field=value, ...)' of a descriptor, the fields cut short ('...') after `length`
+    characters."""
     (_, name), *fields = descriptor
-    return f"{name}({', '.join(f'{key}={value!r}' for key, value in fields)})"
+    shown = []
+    for i, (key, value) in enumerate(fields):
+        if i and sum(map(len, shown)) > length:
+            shown.append("...")
+            break
+        shown.append(f"{key}={value!r}")
+    return f"{name}({', '.join(shown)})"
 
 
 def first_difference(descriptors):

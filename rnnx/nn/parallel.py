@@ -272,7 +272,8 @@ def _refuse_max_norm(embeddings):
         if child.max_norm is not None:
             raise ValueError(
                 f"DistributedDataParallel does not support Embedding(max_norm=...): "
-                f"{name or 'the module'} has max_norm={child.max_norm}, which renormalises in "
+                f"{f'submodule {name!r}' if name else 'the module'} has max_norm="
+                f"{child.max_norm}, which renormalises in "
                 f"place the rows that each rank's own batch looks up, so the ranks' parameters "
                 f"would drift apart; set max_norm=None (e.g. renormalise the rows of the whole "
                 f"table after each optimizer step, on every rank alike)")
