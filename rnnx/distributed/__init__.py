@@ -137,7 +137,7 @@ def _leave_at_exit():
     the others (they exit too: the job ends normally), or, if they are in another collective,
     the error on every rank (here: reported, then the job ended), or the timeout."""
     group = _group
-    if group is None or group.size == 1:
+    if group is None or group.size == 1 or group.MPI.Is_finalized():
         return
     try:
         Collective(group, (("collective", EXIT),)).checked()

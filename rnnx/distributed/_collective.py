@@ -33,6 +33,9 @@ import numpy as np
 # waits for their answers (at most; a tenth of the timeout, at least _ANSWER_SECONDS_MIN).
 _POLL_SECONDS = 0.01
 _ANSWER_SECONDS_MIN, _ANSWER_SECONDS_MAX = 0.5, 2.0
+# A wait tests its requests without yielding the core for this long first (latency of small
+# collectives), then yields it between tests (to the other ranks of a busy host).
+_SPIN_SECONDS = 0.0002
 _QUERY, _ANSWER = 1, 2  # message tags on the control communicator
 TIMEOUT_EXIT_CODE = 1
 # How long a message written just before MPI_Abort is given to reach mpiexec (see report).
@@ -174,7 +177,8 @@ def wait(group, requests, collective):
                 if now - start >= group.timeout:
                     time_out(group, collective, now - start)
                 poll = now + _POLL_SECONDS
-            os.sched_yield()
+            if now - start > _SPIN_SECONDS:
+                os.sched_yield()
     finally:
         group.waiting = None
 
