@@ -117,6 +117,7 @@ def test_first_difference_names_the_first_field_that_differs():
         "'int32' on rank 1")
     shorter = call[:2]
     assert repr(first_difference([call, shorter])) == "(1, 'dtype', 'float32', nothing)"
+    assert first_difference([(("x", 25),), (("x", 25.0),)]) == (1, "x", 25, 25.0)  # as digested
     leaving = (("collective", "exit"),)
     assert mismatch_message([call, leaving], 9, "the call") == (
         "the ranks are in different collectives (collective #9 of the process group): "
@@ -380,7 +381,7 @@ def test_mismatched_collectives_are_errors_on_every_rank():
         "requires_grad_after_construction": "DistributedDataParallel: the gradient reduction "
         "differs across the ranks of the process group: requires_grad of weight_hh_l0: True on "
         "rank 0, False on rank 1",
-        "bucket_cap_mb": "bucket_cap_mb: 25 on rank 0, 0.001 on rank 1",
+        "bucket_cap_mb": "bucket_cap_mb: 25.0 on rank 0, 0.001 on rank 1",
         "embedding_max_norm": "does not support Embedding(max_norm=...): submodule '0' has "
         "max_norm=1.0",
         "dtype_of_the_same_size": "the call of all_reduce (collective #6) differs across the "

@@ -301,5 +301,5 @@ def _check_same(what, value):
 
 
 __all__ = ["ReduceOp", "default_pg_timeout", "is_available", "init_process_group",
-           "is_initialized", "get_rank", "get_world_size", "barrier", "all_reduce", "broadcast", "all_gather_object",
-           "broadcast_object_list", "destroy_process_group", "abort"]
+           "is_initialized", "get_rank", "get_world_size", "barrier", "all_reduce", "broadcast",
+           "all_gather_object", "broadcast_object_list", "destroy_process_group", "abort"]

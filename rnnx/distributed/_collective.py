@@ -86,13 +86,14 @@ def describe(descriptor, length=120):
 def first_difference(descriptors):
     """(rank, field, rank 0's value, that rank's value) of the first field, in rank 0's order
     (then the other rank's extra fields), that differs at the first rank that differs; None
-    if every rank's descriptor is rank 0's."""
+    if every rank's descriptor is rank 0's. Values are compared by repr, as the digest sees
+    them."""
     base = dict(descriptors[0])
     for rank, descriptor in enumerate(descriptors[1:], 1):
         other = dict(descriptor)
         for field in list(base) + [f for f in other if f not in base]:
             mine, theirs = base.get(field, NOTHING), other.get(field, NOTHING)
-            if mine != theirs:
+            if repr(mine) != repr(theirs):
                 return rank, field, mine, theirs
     return None
 

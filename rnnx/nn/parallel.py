@@ -75,9 +75,9 @@ class DistributedDataParallel(Module):
     At construction: checks that every rank's module has the same parameter names, shapes,
     dtypes and requires_grad, and the same bucket_cap_mb (ValueError on every rank otherwise,
     naming the first difference), and copies rank 0's parameters to every rank. A module with
-    an Embedding(max_norm=...) is refused (ValueError; see the module docstring). ddp(x) calls the
-    module. ddp.backward(*grad, **kwargs) runs module.backward(*grad, **kwargs) and leaves in
-    every p.grad the average of p.grad over the ranks (in the no_sync() context: the local
+    an Embedding(max_norm=...) is refused (ValueError; see the module docstring). ddp(x) calls
+    the module. ddp.backward(*grad, **kwargs) runs module.backward(*grad, **kwargs) and leaves
+    in every p.grad the average of p.grad over the ranks (in the no_sync() context: the local
     gradient, accumulated, reduced by the first backward after it). With each rank's loss the
     mean over its own equally sized share of the global batch, that average is the gradient of
     the global batch's mean loss. state_dict() keys start with "module." as in torch.
@@ -107,7 +107,7 @@ class DistributedDataParallel(Module):
             *((f"parameter #{i} (name, shape, dtype, requires_grad)",
                (name, p.data.shape, str(p.data.dtype), p.requires_grad))
               for i, (name, p) in enumerate(module.named_parameters())),
-            ("bucket_cap_mb", bucket_cap_mb)), what="DistributedDataParallel: the module")
+            ("bucket_cap_mb", float(bucket_cap_mb))), what="DistributedDataParallel: the module")
         construction.checked()
         if group.size > 1:
             construction.wait([group.comm.Ibcast(p.data, root=0) for p in module.parameters()])
