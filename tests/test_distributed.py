@@ -118,12 +118,12 @@ def test_first_difference_names_the_first_field_that_differs():
     shorter = call[:2]
     assert repr(first_difference([call, shorter])) == "(1, 'dtype', 'float32', nothing)"
     assert first_difference([(("x", 25),), (("x", 25.0),)]) == (1, "x", 25, 25.0)  # as digested
-    leaving = (("collective", "exit"),)
+    leaving = (("collective", "destroy_process_group"),)
     assert mismatch_message([call, leaving], 9, "the call") == (
         "the ranks are in different collectives (collective #9 of the process group): "
-        "all_reduce(shape=(4,), dtype='float32', op='sum') on rank 0, exit() on rank 1; rank 1 "
-        "is leaving the group (its process exits: sys.exit or the end of its script, without "
-        "destroy_process_group)")
+        "all_reduce(shape=(4,), dtype='float32', op='sum') on rank 0, destroy_process_group() "
+        "on rank 1; rank 1 is leaving the group (destroy_process_group, or its process exits: "
+        "sys.exit or the end of its script)")
 
 
 def test_group_of_one(group):
@@ -408,13 +408,15 @@ JOB_TIMEOUT = 3  # seconds: the process group's timeout of the jobs below
     (["exit", "3"], ["rank 1 of 2 exits (sys.exit or the end of its script) while in the "
                      "process group: the ranks are in different collectives (collective #4 of "
                      "the process group): DistributedDataParallel gradient reduction(",
-                     "exit() on rank 1; rank 1 is leaving the group"]),
+                     "destroy_process_group() on rank 1; rank 1 is leaving the group"]),
     (["exit", "0"], ["uncaught ValueError on rank 0 of 2",
-                     "exit() on rank 1; rank 1 is leaving the group"]),
+                     "destroy_process_group() on rank 1; rank 1 is leaving the group"]),
+    (["destroy", "0"], ["uncaught ValueError on rank",
+                        "destroy_process_group() on rank 1; rank 1 is leaving the group"]),
     (["exit_while_busy", "0"], [
         f"rank 1 of 2 timed out after {JOB_TIMEOUT:.1f} s (the process group's timeout, "
-        f"init_process_group(timeout=...)) waiting in exit(), collective #4 of the process "
-        f"group; ranks that never arrived: 0; ending the job (exit code 1)",
+        f"init_process_group(timeout=...)) waiting in destroy_process_group(), collective #4 of "
+        f"the process group; ranks that never arrived: 0; ending the job (exit code 1)",
         "rank 0: no answer (busy outside rnnx.distributed's collectives, stuck, or gone)"]),
     (["backward_on_one_rank", "0"], [
         f"rank 0 of 2 timed out after {JOB_TIMEOUT:.1f} s (the process group's timeout, "
@@ -424,9 +426,9 @@ JOB_TIMEOUT = 3  # seconds: the process group's timeout of the jobs below
         "rank 1: no answer"]),
 ])
 def test_a_rank_that_leaves_or_never_arrives_ends_the_job(case, shown):
-    """sys.exit(3) or sys.exit(0) on rank 1 while rank 0 goes on (the exit handler meets rank
-    0's next collective: an error on both), sys.exit on rank 1 while rank 0 computes past the
-    timeout, backward on rank 0 only: the job ends, non-zero, within about the timeout, with
+    """sys.exit(3) or sys.exit(0) or destroy_process_group on rank 1 while rank 0 goes on (it
+    meets rank 0's next collective: an error on both), sys.exit on rank 1 while rank 0
+    computes past the timeout, backward on rank 0 only: the job ends, non-zero, within about the timeout, with
     the collective waited in and the ranks that never arrived."""
     done, seconds = mpiexec(os.path.join(SCRIPTS, "hangs.py"), case[0], str(JOB_TIMEOUT),
                             case[1], timeout=60)

@@ -18,8 +18,9 @@ init_process_group also
   other ranks waiting forever in their next collective call (a rank killed by a signal ends
   the job through mpiexec);
 - registers an exit handler: a process that exits (sys.exit, or the end of its script) while
-  still in the group first meets the other ranks in a last collective, "exit", so that a rank
-  leaving while the others wait in a collective is an error on every rank instead of a hang.
+  still in the group first leaves it as destroy_process_group does: a collective, so that a
+  rank leaving while the others are in another collective is an error on every rank instead
+  of a hang.
 
 Every collective checks that every rank called the same collective with the same arguments
 (shape, dtype, op, src...), as torch does under TORCH_DISTRIBUTED_DEBUG=DETAIL, and waits at
@@ -42,7 +43,7 @@ import traceback
 import numpy as np
 
 from .. import _threads
-from ._collective import EXIT, Collective, report as _report
+from ._collective import LEAVE, Collective, report as _report
 
 default_pg_timeout = datetime.timedelta(minutes=30)  # torch.distributed.default_pg_timeout
 
@@ -133,14 +134,14 @@ def _timeout_seconds(timeout):
 
 
 def _leave_at_exit():
-    """At the exit of a process still in a group of several ranks: the collective "exit" with
-    the others (they exit too: the job ends normally), or, if they are in another collective,
-    the error on every rank (here: reported, then the job ended), or the timeout."""
+    """At the exit of a process still in a group of several ranks: destroy_process_group (the
+    others leave too: the job ends normally), or, if they are in another collective, the
+    error on every rank (here: reported, then the job ended), or the timeout."""
     group = _group
     if group is None or group.size == 1 or group.MPI.Is_finalized():
         return
     try:
-        Collective(group, (("collective", EXIT),)).checked()
+        destroy_process_group()
     except ValueError as exc:
         abort(1, f"rank {group.rank} of {group.size} exits (sys.exit or the end of its script) "
                  f"while in the process group: {exc}; ending the job (exit code 1)")
@@ -280,10 +281,13 @@ def broadcast_object_list(object_list, src=0):
 
 
 def destroy_process_group():
-    """Leave the group: restore sys.excepthook; init_process_group may be called again (MPI
-    itself stays initialised until the process exits)."""
+    """Leave the group, with every other rank (a collective: a rank leaving while the others
+    are in another collective is a ValueError on every rank); restore sys.excepthook;
+    init_process_group may be called again (MPI itself stays initialised until the process
+    exits)."""
     global _group
     group = _get_group()
+    Collective(group, (("collective", LEAVE),)).checked()
     if sys.excepthook is _abort_on_uncaught_exception:
         sys.excepthook = group.previous_excepthook
     for communicator in (group.local, group.comm, group.control):

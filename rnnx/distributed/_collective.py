@@ -41,8 +41,9 @@ TIMEOUT_EXIT_CODE = 1
 # How long a message written just before MPI_Abort is given to reach mpiexec (see report).
 _ABORT_GRACE_SECONDS = 0.5
 
-# The collective of a rank that leaves (its process exits while in the group); see __init__.
-EXIT = "exit"
+# The collective of a rank that leaves the group: destroy_process_group, or its process's exit
+# while in the group (see __init__).
+LEAVE = "destroy_process_group"
 
 
 class _Nothing:
@@ -107,10 +108,10 @@ def mismatch_message(descriptors, seq, what):
                 f"rank 0, {theirs!r} on rank {rank}")
     text = (f"the ranks are in different collectives (collective #{seq} of the process group): "
             f"{describe(descriptors[0])} on rank 0, {describe(descriptors[rank])} on rank {rank}")
-    leaving = [r for r, d in enumerate(descriptors) if dict(d)["collective"] == EXIT]
+    leaving = [r for r, d in enumerate(descriptors) if dict(d)["collective"] == LEAVE]
     if leaving:
-        text += (f"; rank {leaving[0]} is leaving the group (its process exits: sys.exit or the "
-                 f"end of its script, without destroy_process_group)")
+        text += (f"; rank {leaving[0]} is leaving the group (destroy_process_group, or its "
+                 f"process exits: sys.exit or the end of its script)")
     return text
 
 

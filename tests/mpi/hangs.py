@@ -1,5 +1,5 @@
 """Run under mpiexec -n 2 by tests/test_distributed.py with argv[1] a case and argv[2] the
-process group's timeout in seconds: rank 1 leaves (sys.exit), or skips a collective while rank
+process group's timeout in seconds: rank 1 leaves (sys.exit, destroy_process_group), or skips a collective while rank
 0 waits in it. Every case must end the whole job, non-zero, within about the timeout, with a
 message naming the collective and the ranks that never arrived (or the rank that left)."""
 import sys
@@ -30,6 +30,9 @@ def step(backward=True):
 step()  # every rank in the group, one step done
 if case == "exit" and rank == 1:
     sys.exit(int(sys.argv[3]))  # while rank 0 goes on
+if case == "destroy" and rank == 1:
+    dist.destroy_process_group()  # while rank 0 goes on
+    time.sleep(120)
 if case == "exit_while_busy":
     if rank == 1:
         sys.exit(0)
