@@ -1,5 +1,6 @@
 """rnnx.distributed and DistributedDataParallel: the API in this process (a world of one rank,
 MPI's singleton start), and jobs of two ranks launched with mpiexec (scripts in tests/mpi/)."""
+import datetime
 import json
 import os
 import shutil
@@ -78,6 +79,51 @@ def group():
     if dist.is_initialized():
         dist.destroy_process_group()
     rnnx.set_num_threads(threads)
+
+
+def test_timeout_default_and_errors():
+    """init_process_group(timeout=...): a timedelta or seconds, 30 minutes by default (torch's
+    default_pg_timeout); anything else is refused before the group is set up."""
+    assert dist.default_pg_timeout == datetime.timedelta(minutes=30)
+    assert dist._timeout_seconds(dist.default_pg_timeout) == 1800.0
+    assert dist._timeout_seconds(datetime.timedelta(milliseconds=1500)) == 1.5
+    assert dist._timeout_seconds(3) == 3.0
+    for bad, error, match in [(0, ValueError, "positive and finite, got 0"),
+                              (-1.0, ValueError, "positive and finite, got -1.0"),
+                              (float("nan"), ValueError, "positive and finite, got nan"),
+                              (datetime.timedelta(0), ValueError, "positive and finite"),
+                              ("60", TypeError, "timedelta or a number of seconds, got str"),
+                              (True, TypeError, "got bool")]:
+        with pytest.raises(error, match=match):
+            dist.init_process_group(timeout=bad)
+        assert not dist.is_initialized()
+
+
+def test_timeout_is_the_groups(group):
+    assert dist._group.timeout == 1800.0
+    dist.destroy_process_group()
+    dist.init_process_group(timeout=datetime.timedelta(seconds=7))
+    assert dist._group.timeout == 7.0
+
+
+def test_first_difference_names_the_first_field_that_differs():
+    from rnnx.distributed._collective import first_difference, mismatch_message
+    call = (("collective", "all_reduce"), ("shape", (4,)), ("dtype", "float32"), ("op", "sum"))
+    other = (("collective", "all_reduce"), ("shape", (4,)), ("dtype", "int32"), ("op", "max"))
+    assert first_difference([call, call, call]) is None
+    assert first_difference([call, call, other]) == (2, "dtype", "float32", "int32")
+    assert mismatch_message([call, other], 5, "the call") == (
+        "the call differs across the ranks of the process group: dtype: 'float32' on rank 0, "
+        "'int32' on rank 1")
+    shorter = call[:2]
+    assert repr(first_difference([call, shorter])) == "(1, 'dtype', 'float32', nothing)"
+    assert first_difference([(("x", 25),), (("x", 25.0),)]) == (1, "x", 25, 25.0)  # as digested
+    leaving = (("collective", "destroy_process_group"),)
+    assert mismatch_message([call, leaving], 9, "the call") == (
+        "the ranks are in different collectives (collective #9 of the process group): "
+        "all_reduce(shape=(4,), dtype='float32', op='sum') on rank 0, destroy_process_group() "
+        "on rank 1; rank 1 is leaving the group (destroy_process_group, or its process exits: "
+        "sys.exit or the end of its script)")
 
 
 def test_group_of_one(group):
@@ -201,6 +247,23 @@ def test_ddp_errors(group):
         rnnx.DistributedDataParallel(nn.Linear(2, 2), bucket_cap_mb=0)
 
 
+def test_ddp_refuses_embedding_max_norm(group):
+    """Embedding(max_norm) renormalises the rows each rank looks up: refused at construction,
+    and at the forward if max_norm was set since (on any world size alike)."""
+    with pytest.raises(ValueError, match=r"does not support Embedding\(max_norm=...\): "
+                                         r"submodule '0' has max_norm=1.0"):
+        rnnx.DistributedDataParallel(nn.Sequential(nn.Embedding(10, 3, max_norm=1.0),
+                                                   nn.Linear(3, 2)))
+    embedding = nn.Embedding(10, 3)
+    ddp = rnnx.DistributedDataParallel(embedding)
+    ddp(np.array([1, 2]))
+    embedding.max_norm = 2.0
+    weight = embedding.weight.data.copy()
+    with pytest.raises(ValueError, match="the module has max_norm=2.0"):
+        ddp(np.array([1, 2]))
+    np.testing.assert_array_equal(embedding.weight.data, weight)
+
+
 def test_parameter_groups_follow_the_backward():
     """One group per Sequential child with parameters, last child first; a parameter shared
     by two children goes with the first; buckets split by size and dtype."""
@@ -282,9 +345,9 @@ def test_trainer_matches_one_process(tmp_path):
 @pytest.mark.parametrize("mode, shown", [
     ("raise", "RuntimeError: injected failure on rank 1"),
     ("kill", "signal 9"),
-    ("model", "the model differs across ranks: parameter #0 (name, shape, dtype) is "
-              "('0.weight_ih_l0', (12, 3), 'float32') on rank 0 and ('0.weight_ih_l0', (15, 3), "
-              "'float32') on rank 1"),
+    ("model", "the module differs across the ranks of the process group: parameter #0 (name, "
+              "shape, dtype, requires_grad): ('0.weight_ih_l0', (12, 3), 'float32', True) on rank "
+              "0, ('0.weight_ih_l0', (15, 3), 'float32', True) on rank 1"),
     ("batch", "the Trainer's configuration differs across the ranks of the process group: "
               "batch_size: 4 on rank 0, 8 on rank 1"),
 ])
@@ -299,6 +362,82 @@ def test_a_failing_rank_ends_the_job(mode, shown):
     if mode == "raise":
         assert "Traceback (most recent call last)" in output and "on rank 1 of 2" in output
     assert seconds < 30, f"{seconds:.0f} s to end the job"
+
+
+@needs_mpiexec
+def test_mismatched_collectives_are_errors_on_every_rank():
+    """Arguments that differ across ranks (DDP: requires_grad at and after construction,
+    bucket_cap_mb; all_reduce: dtypes of equal and of different byte sizes, op; different
+    collectives; broadcast src; broadcast_object_list length), and Embedding(max_norm) under
+    DDP: a ValueError on every rank naming the first difference, before any data moves (the
+    arrays and parameters are unchanged), and the group still works afterwards."""
+    done, _ = mpiexec(os.path.join(SCRIPTS, "mismatches.py"), timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = {
+        "requires_grad_at_construction": "DistributedDataParallel: the module differs across the "
+        "ranks of the process group: parameter #0 (name, shape, dtype, requires_grad): "
+        "('weight_ih_l0', (16, 4), 'float32', False) on rank 0, ('weight_ih_l0', (16, 4), "
+        "'float32', True) on rank 1",
+        "requires_grad_after_construction": "DistributedDataParallel: the gradient reduction "
+        "differs across the ranks of the process group: requires_grad of weight_hh_l0: True on "
+        "rank 0, False on rank 1",
+        "bucket_cap_mb": "bucket_cap_mb: 25.0 on rank 0, 0.001 on rank 1",
+        "embedding_max_norm": "does not support Embedding(max_norm=...): submodule '0' has "
+        "max_norm=1.0",
+        "dtype_of_the_same_size": "the call of all_reduce (collective #6) differs across the "
+        "ranks of the process group: dtype: 'float32' on rank 0, 'int32' on rank 1",
+        "dtype_of_another_size": "shape: (2,) on rank 0, (4,) on rank 1",
+        "operation": "op: 'sum' on rank 0, 'max' on rank 1",
+        "collective": "the ranks are in different collectives (collective #9 of the process "
+        "group): all_reduce(shape=(4,), dtype='float64', op='sum') on rank 0, broadcast(shape="
+        "(4,), dtype='float64', src=0) on rank 1",
+        "broadcast_src": "src: 0 on rank 0, 1 on rank 1",
+        "broadcast_object_list_length": "length: 1 on rank 0, 2 on rank 1",
+    }
+    for messages in json.loads(done.stdout):  # each rank's
+        assert list(messages) == list(expected)
+        for case, message in expected.items():
+            assert message in messages[case], (case, messages[case])
+
+
+JOB_TIMEOUT = 3  # seconds: the process group's timeout of the jobs below
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("case, shown", [
+    (["exit", "3"], ["rank 1 of 2 exits (sys.exit or the end of its script) while in the "
+                     "process group: the ranks are in different collectives (collective #4 of "
+                     "the process group): DistributedDataParallel gradient reduction(",
+                     "destroy_process_group() on rank 1; rank 1 is leaving the group"]),
+    (["exit", "0"], ["uncaught ValueError on rank 0 of 2",
+                     "destroy_process_group() on rank 1; rank 1 is leaving the group"]),
+    (["destroy", "0"], ["uncaught ValueError on rank",
+                        "destroy_process_group() on rank 1; rank 1 is leaving the group"]),
+    (["exit_while_busy", "0"], [
+        f"rank 1 of 2 timed out after {JOB_TIMEOUT:.1f} s (the process group's timeout, "
+        f"init_process_group(timeout=...)) waiting in destroy_process_group(), collective #4 of "
+        f"the process group; ranks that never arrived: 0; ending the job (exit code 1)",
+        "rank 0: no answer (busy outside rnnx.distributed's collectives, stuck, or gone)"]),
+    (["backward_on_one_rank", "0"], [
+        f"rank 0 of 2 timed out after {JOB_TIMEOUT:.1f} s (the process group's timeout, "
+        f"init_process_group(timeout=...)) waiting in DistributedDataParallel gradient "
+        f"reduction(",
+        "collective #4 of the process group; ranks that never arrived: 1; ending the job",
+        "rank 1: no answer"]),
+])
+def test_a_rank_that_leaves_or_never_arrives_ends_the_job(case, shown):
+    """sys.exit(3) or sys.exit(0) or destroy_process_group on rank 1 while rank 0 goes on (it
+    meets rank 0's next collective: an error on both), sys.exit on rank 1 while rank 0
+    computes past the timeout, backward on rank 0 only: the job ends, non-zero, within about the timeout, with
+    the collective waited in and the ranks that never arrived."""
+    done, seconds = mpiexec(os.path.join(SCRIPTS, "hangs.py"), case[0], str(JOB_TIMEOUT),
+                            case[1], timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    for text in shown:
+        assert text in output, output
+    assert "which it should not have" not in output
+    assert seconds < JOB_TIMEOUT + 30, f"{seconds:.0f} s to end the job"
 
 
 MNIST_ARGS = ["--epochs", "1", "--limit-train", "200", "--limit-test", "100", "--hidden-size",

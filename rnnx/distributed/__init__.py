@@ -15,25 +15,37 @@ init_process_group also
   choose otherwise), so that the ranks of a host do not oversubscribe it;
 - installs a sys.excepthook that prints an uncaught exception's traceback and then ends the
   whole job with MPI_Abort (exit code 1, 130 for KeyboardInterrupt) instead of leaving the
-  other ranks waiting forever in their next collective call. (A rank killed by a signal ends
-  the job through mpiexec. A rank that calls sys.exit(code) on its own is not covered, as
-  Python runs no hook for it: call abort(code) there instead, or run the script as `python -m
-  mpi4py script.py`, which also aborts on SystemExit. rnnx-mnist --distributed handles it.)
+  other ranks waiting forever in their next collective call (a rank killed by a signal ends
+  the job through mpiexec);
+- registers an exit handler: a process that exits (sys.exit, or the end of its script) while
+  still in the group first leaves it as destroy_process_group does: a collective, so that a
+  rank leaving while the others are in another collective is an error on every rank instead
+  of a hang.
+
+Every collective checks that every rank called the same collective with the same arguments
+(shape, dtype, op, src...), as torch does under TORCH_DISTRIBUTED_DEBUG=DETAIL, and waits at
+most the group's timeout (init_process_group(timeout=...), 30 minutes by default as torch's):
+a mismatch is a ValueError on every rank naming the first difference; a rank that waits past
+the timeout prints which collective it waits in and which ranks never arrived, and ends the
+whole job (exit code 1). See _collective.
 
 Importing rnnx never imports mpi4py; is_available() tells whether it is installed.
 """
+import atexit
+import datetime
 import importlib.util
+import math
+import numbers
 import os
 import sys
-import time
 import traceback
 
 import numpy as np
 
 from .. import _threads
+from ._collective import LEAVE, Collective, report as _report
 
-# How long a message written just before MPI_Abort is given to reach mpiexec (see _report).
-_ABORT_GRACE_SECONDS = 0.5
+default_pg_timeout = datetime.timedelta(minutes=30)  # torch.distributed.default_pg_timeout
 
 INSTALL_HINT = ('rnnx.distributed needs mpi4py and an MPI library: pip install "rnnx[distributed]" '
                 '(or: pip install mpi4py mpich)')
@@ -45,16 +57,27 @@ class ReduceOp:
 
 
 _group = None  # the _Group of init_process_group, None before it and after destroy
+_exit_handler_registered = False
 
 
 class _Group:
-    """What init_process_group sets up: the communicator and the hook it replaced."""
+    """What init_process_group sets up: rnnx's communicators, the timeout, the count of
+    collectives, and the hook it replaced."""
 
-    def __init__(self, mpi):
-        self.MPI = mpi
-        self.comm = mpi.COMM_WORLD
-        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self.local = self.comm.Split_type(mpi.COMM_TYPE_SHARED)  # the ranks on this host
+    def __init__(self, mpi, timeout):
+        self.MPI, self.timeout = mpi, timeout
+        self.world = mpi.COMM_WORLD
+        self.rank, self.size = self.world.Get_rank(), self.world.Get_size()
+        self.seq = 0  # collectives called so far (the same count on every rank)
+        self.waiting = None  # (Collective, since) while this rank waits in one
+        self.sends = []  # pending point-to-point sends of the watchdog (see _collective)
+        # every rank calls init_process_group: wait for them (with the timeout) before the
+        # blocking MPI calls that create the communicators
+        self.comm = self.control = self.world
+        Collective(self, (("collective", "init_process_group"),)).checked()
+        self.comm = self.world.Dup()  # rnnx's collectives, apart from the user's own MPI calls
+        self.control = self.world.Dup()  # the watchdog's questions and answers
+        self.local = self.world.Split_type(mpi.COMM_TYPE_SHARED)  # the ranks on this host
         self.previous_excepthook = sys.excepthook
 
 
@@ -73,20 +96,55 @@ def _import_mpi():
     return MPI
 
 
-def init_process_group(backend="mpi"):
+def init_process_group(backend="mpi", *, timeout=None):
     """Join the job's process group, MPI_COMM_WORLD (a second call is an error, as in torch).
 
-    Sets this rank's thread count to its share of its host's cores and installs the excepthook
-    that ends the whole job on an uncaught exception (see the module docstring)."""
-    global _group
+    timeout: a datetime.timedelta or a number of seconds (default default_pg_timeout, 30
+    minutes, as torch's): how long a collective may wait for the other ranks before the job is
+    ended (see the module docstring). Sets this rank's thread count to its share of its host's
+    cores, installs the excepthook that ends the whole job on an uncaught exception and the
+    exit handler."""
+    global _group, _exit_handler_registered
     if backend not in (None, "mpi"):
         raise ValueError(f"rnnx.distributed supports the 'mpi' backend only, got {backend!r}")
     if _group is not None:
         raise ValueError("trying to initialize the default process group twice!")
-    group = _Group(_import_mpi())
+    seconds = _timeout_seconds(default_pg_timeout if timeout is None else timeout)
+    group = _Group(_import_mpi(), seconds)
     _threads.set_num_threads(_host_share_of_cores(group.local))
     sys.excepthook = _abort_on_uncaught_exception
     _group = group
+    if not _exit_handler_registered:  # after mpi4py's import: runs before MPI_Finalize
+        atexit.register(_leave_at_exit)
+        _exit_handler_registered = True
+
+
+def _timeout_seconds(timeout):
+    """timeout (timedelta or seconds) as a positive finite number of seconds."""
+    if isinstance(timeout, datetime.timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, numbers.Real) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    else:
+        raise TypeError(f"timeout must be a datetime.timedelta or a number of seconds, got "
+                        f"{type(timeout).__name__}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"timeout must be positive and finite, got {timeout!r}")
+    return seconds
+
+
+def _leave_at_exit():
+    """At the exit of a process still in a group of several ranks: destroy_process_group (the
+    others leave too: the job ends normally), or, if they are in another collective, the
+    error on every rank (here: reported, then the job ended), or the timeout."""
+    group = _group
+    if group is None or group.size == 1 or group.MPI.Is_finalized():
+        return
+    try:
+        destroy_process_group()
+    except ValueError as exc:
+        abort(1, f"rank {group.rank} of {group.size} exits (sys.exit or the end of its script) "
+                 f"while in the process group: {exc}; ending the job (exit code 1)")
 
 
 def _host_share_of_cores(local):
@@ -109,16 +167,7 @@ def _abort_on_uncaught_exception(exc_type, exc, tb):
     code = 130 if issubclass(exc_type, KeyboardInterrupt) else 1
     _report(f"uncaught {exc_type.__name__} on rank {group.rank} of {group.size}; ending the job "
             f"(exit code {code}):\n" + "".join(traceback.format_exception(exc_type, exc, tb)))
-    group.comm.Abort(code)
-
-
-def _report(text):
-    """Write a message to stderr now (before an abort), and give mpiexec's I/O forwarding a
-    moment to pass it on: MPI_Abort kills the ranks and their proxies at once, and a message
-    still in a proxy's pipe is lost (seen when two ranks abort together on a busy machine)."""
-    sys.stderr.write(f"rnnx.distributed: {text.rstrip()}\n")
-    sys.stderr.flush()
-    time.sleep(_ABORT_GRACE_SECONDS)
+    group.world.Abort(code)
 
 
 def abort(code=1, reason=None):
@@ -129,7 +178,7 @@ def abort(code=1, reason=None):
         _report(reason)
     if group is None or group.size == 1:
         raise SystemExit(code)
-    group.comm.Abort(code)
+    group.world.Abort(code)
 
 
 def is_initialized():
@@ -156,7 +205,7 @@ def get_world_size():
 
 def barrier():
     """Wait until every rank has called barrier()."""
-    _get_group().comm.Barrier()
+    Collective(_get_group(), (("collective", "barrier"),)).checked()
 
 
 def _check_array(array, what):
@@ -166,10 +215,14 @@ def _check_array(array, what):
         raise ValueError(f"{what} works in place: the array must be C-contiguous and writeable")
 
 
+def _array_fields(array):
+    return ("shape", array.shape), ("dtype", str(array.dtype))
+
+
 def all_reduce(array, op=ReduceOp.SUM):
     """Reduce `array` over the ranks, in place: op is "sum", "avg" (the sum divided by the world
     size; float arrays only), "prod", "min" or "max". Every rank passes an array of the same
-    shape and dtype."""
+    shape and dtype, and the same op (checked: ValueError on every rank otherwise)."""
     group = _get_group()
     _check_array(array, "all_reduce")
     mpi_ops = {"sum": group.MPI.SUM, "avg": group.MPI.SUM, "prod": group.MPI.PROD,
@@ -178,17 +231,26 @@ def all_reduce(array, op=ReduceOp.SUM):
         raise ValueError(f"all_reduce: op must be one of {sorted(mpi_ops)}, got {op!r}")
     if op == "avg" and array.dtype.kind != "f":
         raise TypeError(f"all_reduce: op 'avg' needs a float array, got dtype {array.dtype}")
-    group.comm.Allreduce(group.MPI.IN_PLACE, array, op=mpi_ops[op])
+    if group.size == 1:
+        return
+    collective = Collective(group, (("collective", "all_reduce"), *_array_fields(array),
+                                    ("op", str(op)))).checked()
+    collective.wait([group.comm.Iallreduce(group.MPI.IN_PLACE, array, op=mpi_ops[op])])
     if op == "avg":
         np.divide(array, group.size, out=array)
 
 
 def broadcast(array, src=0):
-    """Copy rank src's `array` into every rank's (in place; same shape and dtype everywhere)."""
+    """Copy rank src's `array` into every rank's (in place; the same shape, dtype and src on
+    every rank, checked)."""
     group = _get_group()
     _check_array(array, "broadcast")
     _check_src(src, group)
-    group.comm.Bcast(array, root=src)
+    if group.size == 1:
+        return
+    collective = Collective(group, (("collective", "broadcast"), *_array_fields(array),
+                                    ("src", int(src)))).checked()
+    collective.wait([group.comm.Ibcast(array, root=src)])
 
 
 def _check_src(src, group):
@@ -202,60 +264,46 @@ def all_gather_object(object_list, obj):
     if len(object_list) != group.size:
         raise ValueError(f"all_gather_object: object_list must have {group.size} items (the "
                          f"world size), got {len(object_list)}")
-    object_list[:] = group.comm.allgather(obj)
+    collective = Collective(group, (("collective", "all_gather_object"),)).checked()
+    object_list[:] = collective.gather(obj) if group.size > 1 else [obj]
 
 
 def broadcast_object_list(object_list, src=0):
-    """Replace the items of every rank's object_list by rank src's (picklable objects)."""
+    """Replace the items of every rank's object_list by rank src's (picklable objects; every
+    rank's list has the same length, checked)."""
     group = _get_group()
     _check_src(src, group)
-    received = group.comm.bcast(list(object_list) if group.rank == src else None, root=src)
-    if len(received) != len(object_list):
-        raise ValueError(f"broadcast_object_list: rank {src} sent {len(received)} objects, this "
-                         f"rank's list has {len(object_list)}")
-    object_list[:] = received
+    if group.size == 1:
+        return
+    collective = Collective(group, (("collective", "broadcast_object_list"), ("src", int(src)),
+                                    ("length", len(object_list)))).checked()
+    object_list[:] = collective.gather(list(object_list) if group.rank == src else None)[src]
 
 
 def destroy_process_group():
-    """Leave the group: restore sys.excepthook; init_process_group may be called again (MPI
-    itself stays initialised until the process exits)."""
+    """Leave the group, with every other rank (a collective: a rank leaving while the others
+    are in another collective is a ValueError on every rank); restore sys.excepthook;
+    init_process_group may be called again (MPI itself stays initialised until the process
+    exits)."""
     global _group
     group = _get_group()
+    Collective(group, (("collective", LEAVE),)).checked()
     if sys.excepthook is _abort_on_uncaught_exception:
         sys.excepthook = group.previous_excepthook
-    group.local.Free()
+    for communicator in (group.local, group.comm, group.control):
+        communicator.Free()
     _group = None
 
 
-def _mpi():
-    """The mpi4py.MPI module of the group."""
-    return _get_group().MPI
-
-
-def _communicator():
-    """The group's MPI communicator (for rnnx's own collectives, e.g. DistributedDataParallel)."""
-    return _get_group().comm
-
-
 def _check_same(what, value):
-    """ValueError on every rank unless `value` (picklable, compared with ==; a dict of plain
-    values, or a plain value) is the same on every rank; the message names `what`, the first
-    rank that differs from rank 0 and (for a dict) the keys that differ."""
-    group = _get_group()
-    values = group.comm.allgather(value)
-    differ = [r for r, v in enumerate(values) if v != values[0]]
-    if not differ:
-        return
-    r = differ[0]
-    if isinstance(value, dict):  # name the keys that differ
-        keys = [k for k in values[0] if values[0][k] != values[r].get(k)]
-        shown = "; ".join(f"{k}: {values[0][k]!r} on rank 0, {values[r].get(k)!r} on rank {r}"
-                          for k in keys)
-    else:
-        shown = f"{values[0]!r} on rank 0, {values[r]!r} on rank {r}"
-    raise ValueError(f"{what} differs across the ranks of the process group: {shown}")
+    """ValueError on every rank unless `value`, a dict of plain values, is the same on every
+    rank (its repr; == names the difference): the message names `what`, the first key that
+    differs and its values on rank 0 and on the first rank that differs. A collective of the
+    group (its check only)."""
+    Collective(_get_group(), (("collective", f"check of {what}"), *value.items()),
+               what=what).checked()
 
 
-__all__ = ["ReduceOp", "is_available", "init_process_group", "is_initialized", "get_rank",
-           "get_world_size", "barrier", "all_reduce", "broadcast", "all_gather_object",
-           "broadcast_object_list", "destroy_process_group", "abort"]
+__all__ = ["ReduceOp", "default_pg_timeout", "is_available", "init_process_group",
+           "is_initialized", "get_rank", "get_world_size", "barrier", "all_reduce", "broadcast",
+           "all_gather_object", "broadcast_object_list", "destroy_process_group", "abort"]

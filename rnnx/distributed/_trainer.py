@@ -12,7 +12,7 @@ over the ranks once per step, before backward, so that every rank takes the same
 """
 import numpy as np
 
-from . import _check_same, _communicator, _mpi, get_rank, get_world_size, is_initialized
+from . import _check_same, all_reduce, barrier, get_rank, get_world_size, is_initialized
 from ..nn.parallel import DistributedDataParallel
 
 
@@ -42,7 +42,6 @@ class DataParallel:
 
     def __init__(self, model, optimizer, settings):
         self.rank, self.size = get_rank(), get_world_size()
-        self.comm = _communicator()
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         _check_same("the Trainer's configuration", {**settings, "optimizer": type(optimizer)
                                                     .__name__, "param_groups": repr(hyper)})
@@ -66,7 +65,7 @@ class DataParallel:
         counted = self._local_n > 0
         sums = np.array([loss * self._local_n if counted else 0.0, correct if counted else 0,
                          float(stop_requested)])
-        self.comm.Allreduce(_mpi().IN_PLACE, sums, op=_mpi().SUM)
+        all_reduce(sums)
         return sums[0] / self._global_n, int(round(sums[1])), bool(sums[2])
 
     def weight(self, grad):
@@ -84,9 +83,9 @@ class DataParallel:
                                    lengths=None if lengths is None else lengths[rows])
                           if n else (0.0, None))
         sums = np.array([loss * n, (accuracy or 0.0) * n])
-        self.comm.Allreduce(_mpi().IN_PLACE, sums, op=_mpi().SUM)
+        all_reduce(sums)
         classification = np.asarray(y).dtype.kind in "iu"
         return sums[0] / len(x), (round(sums[1]) / len(x) if classification else None)
 
     def barrier(self):
-        self.comm.Barrier()
+        barrier()

@@ -14,6 +14,14 @@ the children before it runs. Each parameter's .grad is a view into its bucket, s
 average lands in place (a .grad of None becomes its view, zeroed; frozen parameters,
 requires_grad=False, are left out).
 
+Everything that must agree across ranks is checked: at construction, every parameter's name,
+shape, dtype and requires_grad and bucket_cap_mb; at every reduction, the bucket plan (each
+trainable parameter, the buckets' dtypes and sizes: requires_grad may have changed since).
+A difference is a ValueError on every rank naming the first one (see rnnx.distributed). The
+waits are bounded by the process group's timeout. Embedding(max_norm=...) is refused: it
+renormalises, in place, the rows that each rank's own batch looks up, so the ranks'
+parameters would drift apart.
+
 Bitwise identical parameters on every rank: the MPI standard only recommends that a reduction
 give every rank the same bits. (MPICH's algorithms do, and with two ranks a float sum a + b
 cannot differ; a reduce-scatter + allgather would guarantee it by construction, but MPICH's
@@ -31,8 +39,10 @@ import zlib
 import numpy as np
 
 from .. import distributed
+from ..distributed._collective import Collective, digest
 from .container import Sequential
 from .module import Module
+from .sparse import Embedding
 
 
 class _Bucket:
@@ -62,10 +72,12 @@ class _Bucket:
 class DistributedDataParallel(Module):
     """Data-parallel wrapper of `module` over the process group (rnnx.distributed), as torch's.
 
-    At construction: checks that every rank's module has the same parameter names, shapes and
-    dtypes (ValueError otherwise) and copies rank 0's parameters to every rank. ddp(x) calls the
-    module. ddp.backward(*grad, **kwargs) runs module.backward(*grad, **kwargs) and leaves in
-    every p.grad the average of p.grad over the ranks (in the no_sync() context: the local
+    At construction: checks that every rank's module has the same parameter names, shapes,
+    dtypes and requires_grad, and the same bucket_cap_mb (ValueError on every rank otherwise,
+    naming the first difference), and copies rank 0's parameters to every rank. A module with
+    an Embedding(max_norm=...) is refused (ValueError; see the module docstring). ddp(x) calls
+    the module. ddp.backward(*grad, **kwargs) runs module.backward(*grad, **kwargs) and leaves
+    in every p.grad the average of p.grad over the ranks (in the no_sync() context: the local
     gradient, accumulated, reduced by the first backward after it). With each rank's loss the
     mean over its own equally sized share of the global batch, that average is the gradient of
     the global batch's mean loss. state_dict() keys start with "module." as in torch.
@@ -81,23 +93,35 @@ class DistributedDataParallel(Module):
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) \
                 or not bucket_cap_mb > 0:
             raise ValueError(f"bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}")
-        comm = distributed._communicator()
+        self._embeddings = [(name, m) for name, m in module.named_modules()
+                            if isinstance(m, Embedding)]
+        _refuse_max_norm(self._embeddings)
+        group = distributed._get_group()
         self.module = module
         self.bucket_cap_mb = bucket_cap_mb
         self.require_backward_grad_sync = True
-        self.world_size = comm.Get_size()
-        _check_same_parameters(comm, module)
-        for p in module.parameters():
-            comm.Bcast(p.data, root=0)
-        self._comm = comm.Dup()  # its own, apart from the user's collectives
+        self.world_size = group.size
+        self._names = {id(p): name for name, p in module.named_parameters()}
+        construction = Collective(group, (
+            ("collective", "DistributedDataParallel"),
+            *((f"parameter #{i} (name, shape, dtype, requires_grad)",
+               (name, p.data.shape, str(p.data.dtype), p.requires_grad))
+              for i, (name, p) in enumerate(module.named_parameters())),
+            ("bucket_cap_mb", float(bucket_cap_mb))), what="DistributedDataParallel: the module")
+        construction.checked()
+        if group.size > 1:
+            construction.wait([group.comm.Ibcast(p.data, root=0) for p in module.parameters()])
         self.identity_repairs = 0  # reductions whose sums differed across ranks (see above)
         self._groups = _parameter_groups(module)
         self._group_of_child = {id(child): i for i, (child, _) in enumerate(self._groups)
                                 if child is not None}
         self._buckets = None  # built by the first reduction: [[_Bucket, ...] per group]
         self._layout = None  # the parameters' (dtype, requires_grad) they were built for
+        self._plan = None  # (descriptor, digest) of the reduction of those buckets
+        self._reduction = None  # the Collective of the reduction in progress
 
     def forward(self, *args, **kwargs):
+        _refuse_max_norm(self._embeddings)  # (max_norm may have been set since)
         return self.module(*args, **kwargs)
 
     def backward(self, *grad, **kwargs):
@@ -106,7 +130,7 @@ class DistributedDataParallel(Module):
         returns what the module's backward returns."""
         if not self.require_backward_grad_sync or self.world_size == 1:
             return self.module.backward(*grad, **kwargs)
-        buckets = self._attached_buckets()
+        buckets = self._begin_reduction()
         if not isinstance(self.module, Sequential):
             result = self.module.backward(*grad, **kwargs)
         else:
@@ -128,7 +152,7 @@ class DistributedDataParallel(Module):
         """The reduction that backward() ends with, on its own: for a rank that has no samples
         in a step (its zero gradients take part in the average; every rank must reduce)."""
         if self.world_size > 1:
-            self._finish(self._attached_buckets())
+            self._finish(self._begin_reduction())
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -142,9 +166,10 @@ class DistributedDataParallel(Module):
             self.require_backward_grad_sync = previous
 
     # -- buckets -----------------------------------------------------------------------------
-    def _attached_buckets(self):
+    def _begin_reduction(self):
         """The buckets of the trainable parameters (rebuilt when a dtype or requires_grad has
-        changed), every .grad attached to its view."""
+        changed), every .grad attached to its view; starts the reduction's check that every
+        rank has the same plan (waited for before the first bucket's reduction starts)."""
         layout = [(p.data.dtype, p.requires_grad) for _, ps in self._groups for p in ps]
         if self._buckets is None or layout != self._layout:
             cap = int(self.bucket_cap_mb * 2 ** 20)
@@ -152,12 +177,23 @@ class DistributedDataParallel(Module):
                               _split([p for p in params if p.requires_grad], cap)]
                              for _, params in self._groups]
             self._layout = layout
+            descriptor = (("collective", "DistributedDataParallel gradient reduction"),
+                          *((f"requires_grad of {self._names[id(p)]}", p.requires_grad)
+                            for _, ps in self._groups for p in ps),
+                          ("buckets (dtype, size)", tuple((str(b.flat.dtype), b.flat.size)
+                                                          for bs in self._buckets for b in bs)))
+            self._plan = descriptor, digest(descriptor)
         for bucket in (b for bs in self._buckets for b in bs):
             bucket.attach()
+        descriptor, plan_digest = self._plan
+        self._reduction = Collective(distributed._get_group(), descriptor, digest_=plan_digest,
+                                     what="DistributedDataParallel: the gradient reduction")
         return self._buckets
 
     def _start(self, bucket):
-        bucket.request = self._comm.Iallreduce(distributed._mpi().IN_PLACE, bucket.flat)
+        self._reduction.checked()  # (once: afterwards a no-op)
+        group = distributed._get_group()
+        bucket.request = group.comm.Iallreduce(group.MPI.IN_PLACE, bucket.flat)
 
     def _progress(self, buckets):
         """Let MPI move the reductions in flight on (it does so only inside MPI calls)."""
@@ -169,27 +205,30 @@ class DistributedDataParallel(Module):
         """Start the remaining buckets, wait for every reduction, make the sums identical on
         every rank and divide them by the world size: p.grad holds the averages."""
         flat = [b for bs in buckets for b in bs]
+        self._reduction.checked()
         for bucket in flat:
             if bucket.request is None:
                 self._start(bucket)
-        distributed._mpi().Request.Waitall([b.request for b in flat])
+        self._reduction.wait([b.request for b in flat])
         for bucket in flat:
             bucket.request = None
         self._make_identical(flat)
+        self._reduction = None
         for bucket in flat:
             np.divide(bucket.flat, self.world_size, out=bucket.flat)
 
     def _make_identical(self, buckets):
         """Check that every rank holds the same sums (CRC-32 of the buckets, its max and min over
         the ranks); if not, broadcast rank 0's."""
+        group = distributed._get_group()
         crc = 0
         for bucket in buckets:
             crc = zlib.crc32(bucket.flat, crc)
         extremes = np.array([crc, -crc], np.int64)
-        self._comm.Allreduce(distributed._mpi().IN_PLACE, extremes, op=distributed._mpi().MAX)
+        self._reduction.wait([group.comm.Iallreduce(group.MPI.IN_PLACE, extremes,
+                                                    op=group.MPI.MAX)])
         if extremes[0] != -extremes[1]:
-            for bucket in buckets:
-                self._comm.Bcast(bucket.flat, root=0)
+            self._reduction.wait([group.comm.Ibcast(bucket.flat, root=0) for bucket in buckets])
             self.identity_repairs += 1
 
     def extra_repr(self):
@@ -227,18 +266,14 @@ def _split(params, cap_bytes):
     return runs + ([run] if run else [])
 
 
-def _check_same_parameters(comm, module):
-    """ValueError on every rank unless every rank's module has the same parameters (names,
-    shapes, dtypes), naming the first difference."""
-    mine = [(name, p.data.shape, str(p.data.dtype)) for name, p in module.named_parameters()]
-    everyone = comm.allgather(mine)
-    for rank, theirs in enumerate(everyone[1:], 1):
-        if theirs == everyone[0]:
-            continue
-        for i in range(max(len(theirs), len(everyone[0]))):
-            a = everyone[0][i] if i < len(everyone[0]) else "nothing"
-            b = theirs[i] if i < len(theirs) else "nothing"
-            if a != b:
-                raise ValueError(
-                    f"DistributedDataParallel: the model differs across ranks: parameter #{i} "
-                    f"(name, shape, dtype) is {a} on rank 0 and {b} on rank {rank}")
+def _refuse_max_norm(embeddings):
+    """ValueError if one of the (name, Embedding) has a max_norm (see the module docstring)."""
+    for name, child in embeddings:
+        if child.max_norm is not None:
+            raise ValueError(
+                f"DistributedDataParallel does not support Embedding(max_norm=...): "
+                f"{f'submodule {name!r}' if name else 'the module'} has max_norm="
+                f"{child.max_norm}, which renormalises in "
+                f"place the rows that each rank's own batch looks up, so the ranks' parameters "
+                f"would drift apart; set max_norm=None (e.g. renormalise the rows of the whole "
+                f"table after each optimizer step, on every rank alike)")
