@@ -3,9 +3,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnx._kernels._layout import NUM_GATES_BY_NAME as NUM_GATES
+
 CELLS = ("LSTM", "GRU", "RNN")
 PHASES = ("train", "infer")
-NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ as one GEMM each over all steps.
 import numpy as np
 
 from rnnx import _reference as ref
+from rnnx._kernels._layout import NUM_GATES_BY_NAME as NUM_GATES
 
-NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 def _resize(state, n):

@@ -43,8 +43,9 @@ implied by the presence of "weight_hr_l0".
 """
 import numpy as np
 
+from ._kernels._layout import NUM_GATES_BY_NAME as NUM_GATES
+
 MODES = ("LSTM", "GRU", "RNN", "RNN_TANH", "RNN_RELU")
-NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 def sigmoid(a):

@@ -1,7 +1,8 @@
-"""The recurrent kernels of _recurrent.pyx, built for the best instruction-set level this CPU
-runs, as NumPy's own dispatch does.
+"""The kernel layer's one import point: the recurrent kernels of _recurrent.pxi, built for the
+best instruction-set level this CPU runs (as NumPy's own dispatch does), with the constants,
+cell kinds and layout of _layout and the fingerprint of _fingerprint (compiled once).
 
-setup.py compiles _recurrent.pyx once per level into _recurrent_<level> (on x86-64:
+setup.py compiles _recurrent.pxi once per level into _recurrent_<level> (on x86-64:
 baseline = x86-64-v2, avx2 = x86-64-v3, avx512 = x86-64-v4; elsewhere baseline alone), or
 into _recurrent_local alone for a local RNNX_MARCH build. This module imports the best level
 that is both built and supported by the CPU (CPUID, _cpu.pyx), or the one the environment
@@ -13,6 +14,7 @@ import importlib
 import importlib.util
 import os
 
+from . import _fingerprint, _layout
 from ._cpu import supported_levels
 
 LEVELS = ("baseline", "avx2", "avx512", "local")
@@ -47,5 +49,7 @@ def choose_level(requested, compiled, supported):
 
 level = choose_level(os.environ.get("RNNX_CPU_LEVEL", ""), compiled_levels(), supported_levels())
 _impl = importlib.import_module(f"{__package__}._recurrent_{level}")
-__all__ = [name for name in dir(_impl) if not name.startswith("_")]
-globals().update((name, getattr(_impl, name)) for name in __all__)
+_public = {name: getattr(module, name) for module in (_layout, _fingerprint, _impl)
+           for name in dir(module) if not name.startswith("_")}
+__all__ = sorted(_public)
+globals().update(_public)

@@ -6,10 +6,10 @@ and calling backward T times in reverse order gives exactly the BPTT gradients.
 """
 import numpy as np
 
-from .._kernels._recurrent import Cell, backward_layer, forward_layer
+from .._kernels._recurrent import Cell, backward_layer, forward_layer, num_gates
 from .module import Module, Parameter, check_dtype, check_grad_shape
 from .._workspace import POOL
-from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes,
+from .rnn import (as_float_array, attach_gradients, check_int_sizes,
                   direction_buffers, input_chunks, keep_for_backward, release_buffers,
                   reset_uniform)
 
@@ -28,7 +28,7 @@ class RNNCellBase(Module):
         self.mode = mode
         self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
         self.dtype = check_dtype(dtype)
-        gate_size = NUM_GATES[mode] * hidden_size
+        gate_size = num_gates(mode) * hidden_size
         self.weight_ih = Parameter(np.zeros((gate_size, input_size), self.dtype))
         self.weight_hh = Parameter(np.zeros((gate_size, hidden_size), self.dtype))
         if bias:

@@ -20,7 +20,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .._grad_mode import is_grad_enabled
-from .._kernels._recurrent import fingerprint
+from .._kernels._fingerprint import fingerprint
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # PyTorch's words for a saved array changed before its backward (the checks of fingerprints)

@@ -14,17 +14,14 @@ import warnings
 import numpy as np
 
 from .. import _random, _threads
-from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_panels,
-                                   projects_per_step, refresh_panels, weights_fit_cache,
-                                   x_chunks_size)
+from .._kernels._recurrent import (Cell, backward_layer, forward_layer, num_gates, pack_panels,
+                                   panels_shape, projects_per_step, refresh_panels,
+                                   weights_fit_cache, x_chunks_size)
 from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
                          packing_of_lengths)
 from .._workspace import POOL
 from .module import (MODIFIED_IN_PLACE, Module, Parameter, check_dtype, check_grad_shape,
                      fingerprint)
-
-NUM_GATES = {Cell.RNN_TANH: 1, Cell.RNN_RELU: 1, Cell.LSTM: 4, Cell.GRU: 3}
-
 
 def as_float_array(value, dtype, what):
     """`value` as an array of the module's float dtype; TypeError for non-real-float input."""
@@ -96,7 +93,7 @@ def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     dtype = w_ih.data.dtype
     H, B, P, I = hidden_size, h.shape[0], h.shape[1], w_ih.data.shape[1]
-    GH = NUM_GATES[cell] * H
+    GH = num_gates(cell) * H
     take = POOL.take
     per_step = projects_per_step(cell, B, I, P, H, dtype.itemsize)
     cached = cache is not None and weights_fit_cache(cell, I, P, H, dtype.itemsize)
@@ -167,8 +164,8 @@ def panels_buffer(k, n, dtype, pooled=True):
     """A (ceil(n / width), k, width) array (from the pool unless pooled=False) for a (k, n)
     matrix in the kernels' column panels of width = 64 bytes (microgemm.h), the padding of
     its last panel zeroed."""
-    width = 64 // dtype.itemsize
-    shape = ((n + width - 1) // width, k, width)
+    shape = panels_shape(k, n, dtype.itemsize)
+    width = shape[2]
     out = POOL.take(shape, dtype) if pooled else np.empty(shape, dtype)
     if n % width:
         out[-1, :, n % width:] = 0
@@ -251,7 +248,7 @@ def check_parameter_bytes(name, mode, I, H, L, bias, D, proj_size, dtype):
     """ValueError before allocating anything if the parameters alone would not fit in this
     machine's memory (numpy refuses one array too big to address; a huge num_layers would
     make many arrays instead, for minutes, until memory runs out)."""
-    G, P = NUM_GATES[mode], proj_size or H
+    G, P = num_gates(mode), proj_size or H
     per_direction = G * H * (P + 2 * bias) + P * H * (proj_size > 0)
     need = dtype.itemsize * D * (G * H * I + per_direction
                                  + (L - 1) * (G * H * D * P + per_direction))
@@ -379,7 +376,7 @@ class RNNBase(Module):
         self.dropout, self.bidirectional, self.proj_size = float(dropout), bool(bidirectional), int(proj_size)
         self.dtype = check_dtype(dtype)
         self.num_directions = 2 if bidirectional else 1
-        gate_size = NUM_GATES[mode] * hidden_size
+        gate_size = num_gates(mode) * hidden_size
         real_hidden = proj_size or hidden_size
         self._zero_bias = np.zeros(gate_size, self.dtype)
         self._panel_cache = {}  # per (layer, direction): packed weights kept for inference
