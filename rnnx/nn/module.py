@@ -108,9 +108,7 @@ def _mismatch(data, shape, dtype):
     """What is wrong with a parameter's data, for _check_parameters' message."""
     if data.shape != shape:
         return f"expected {shape}, got {data.shape}"
-    if data.dtype != dtype:
-        return f"expected dtype {dtype} (the module's), got {data.dtype}"
-    return "expected a C-contiguous array, got a strided view"
+    return f"expected dtype {dtype} (the module's), got {data.dtype}"
 
 
 class Parameter:
@@ -120,16 +118,27 @@ class Parameter:
     size(dim=None), np.asarray(p) (a view of data), requires_grad. grad starts as zeros and
     is None after zero_grad() (set_to_none=True, torch's default) until a backward
     accumulates into it again. requires_grad=False freezes the parameter: backward adds
-    nothing to its grad and the optimizers leave it unchanged.
+    nothing to its grad and the optimizers leave it unchanged. An array assigned to data that
+    is not C-contiguous (a transposed or strided view) is stored as a C-contiguous copy, as
+    the kernels read it; anything else is stored as given and checked at the next forward.
     """
 
-    __slots__ = ("data", "grad", "_requires_grad")
+    __slots__ = ("_data", "grad", "_requires_grad")
 
     def __init__(self, data, requires_grad=True):
-        data = np.asarray(data)
-        self.data = data if data.flags.c_contiguous else np.ascontiguousarray(data)  # keeps 0-d
+        self.data = np.asarray(data)
         self.grad = np.zeros_like(self.data)
         self.requires_grad = requires_grad
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
+            value = np.ascontiguousarray(value)  # keeps 0-d
+        self._data = value
 
     @property
     def requires_grad(self):
@@ -360,8 +369,9 @@ class Module:
                            tuple((name, p.data.shape) for name, p in self._parameters.items()))
 
     def _check_parameters(self):
-        """ValueError/TypeError naming the first parameter whose data is not a C-contiguous
-        array of its expected shape and the module's dtype (a transposed or resized .data)."""
+        """ValueError/TypeError naming the first parameter whose data is not an array of its
+        expected shape and the module's dtype (a transposed or resized .data); Parameter
+        stores any array it is given C-contiguous."""
         params, dtype = self._parameters, self.dtype
         for name, shape in self._parameter_shapes:
             p = params.get(name)
@@ -369,7 +379,7 @@ class Module:
             if not isinstance(data, np.ndarray):
                 raise TypeError(f"{type(self).__name__}.{name}: expected a Parameter holding a "
                                 f"numpy array, got {type(data if p is not None else p).__name__}")
-            if data.shape != shape or data.dtype != dtype or not data.flags.c_contiguous:
+            if data.shape != shape or data.dtype != dtype:
                 raise ValueError(f"{type(self).__name__}.{name}: "
                                  + _mismatch(data, shape, dtype))
 
