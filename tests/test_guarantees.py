@@ -339,3 +339,65 @@ def test_kernel_blas_stays_single_threaded_after_threadpool_limits():
         assert all(lib.num_threads == 1 for lib in _threads._scipy_blas.lib_controllers)
         m.backward(np.ones_like(out))
     np.testing.assert_array_equal(before, out)
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_module_trained_by_two_threads_at_once_raises(where):
+    """While one thread is inside a training-mode forward or a backward of a module, a second
+    thread's training-mode call or backward of it raises RuntimeError (they used to lose
+    gradient silently); eval-mode calls from several threads stay allowed."""
+    entered, release = threading.Event(), threading.Event()
+    main = threading.current_thread()
+
+    class Held(rnnx.LSTM):
+        def forward(self, *args, **kwargs):
+            if where == "forward" and threading.current_thread() is not main:
+                entered.set()
+                release.wait()
+            return super().forward(*args, **kwargs)
+
+        def backward(self, *args, **kwargs):
+            if where == "backward" and threading.current_thread() is not main:
+                entered.set()
+                release.wait()
+            return super().backward(*args, **kwargs)
+
+    m = Held(3, 4, bidirectional=True)
+    x = np.ones((5, 2, 3), np.float32)
+    kept = m(x) if where == "backward" else None  # noqa: F841
+    worker = threading.Thread(target=(lambda: m(x)) if where == "forward" else
+                              (lambda: m.backward(np.ones((5, 2, 8), np.float32))))
+    worker.start()
+    entered.wait()
+    try:
+        with pytest.raises(RuntimeError, match="must not be used by two threads at once"):
+            m(x)
+        with pytest.raises(RuntimeError, match=r"Held.backward\(\) called while another thread"):
+            m.backward(np.ones((5, 2, 8), np.float32))
+        with rnnx.no_grad():
+            m(x)  # records nothing: allowed
+    finally:
+        release.set()
+        worker.join()
+    assert len(m._records) == (1 if where == "forward" else 0)  # the worker's call only
+    m.clear_records()
+
+
+def test_copies_of_a_frozen_module_stay_frozen():
+    """deepcopy and a pickle round trip of an rnnx.freeze'd module give a frozen module whose
+    weights are immutable (they used to come back writeable while _frozen stayed True)."""
+    import copy
+    import pickle
+    frozen = rnnx.freeze(rnnx.Sequential(rnnx.LSTM(3, 4), rnnx.LastTimeStep(), rnnx.Linear(4, 2)))
+    x = np.ones((5, 2, 3), np.float32)
+    for clone in (copy.deepcopy(frozen), pickle.loads(pickle.dumps(frozen))):
+        assert all(m._frozen for m in clone.modules())
+        for name, p in clone.named_parameters():
+            assert not p.data.flags.writeable and p.grad is None and not p.requires_grad, name
+            with pytest.raises(ValueError):
+                p.data.setflags(write=True)
+        with pytest.raises(RuntimeError, match="frozen"):
+            clone.train()
+        np.testing.assert_array_equal(clone(x), frozen(x))
+    plain = pickle.loads(pickle.dumps(rnnx.LSTM(3, 4)))
+    assert plain.weight_ih_l0.data.flags.writeable and not plain._frozen
