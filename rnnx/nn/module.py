@@ -19,6 +19,7 @@ rnnx's layers take `backward(..., input_grad=False)` when the gradient with resp
 input is not wanted (their input is data, as for the first layer of a model): they skip
 computing it and return None in its place.
 """
+import contextlib
 import copy
 import functools
 import inspect
@@ -351,24 +352,20 @@ class Module:
             p.grad = None
             p.requires_grad = False
 
+    @contextlib.contextmanager
     def _guarded(self, what):
-        """Context manager holding the module's guard for one call; RuntimeError if another
-        thread holds it (re-entry from the same thread, e.g. super().backward(), is allowed)."""
+        """Hold the module's guard for one call; RuntimeError if another thread holds it
+        (re-entry from the same thread, e.g. super().backward(), is allowed)."""
         if not self._guard.acquire(blocking=False):
             raise RuntimeError(
                 f"{type(self).__name__}.{what}() called while another thread is inside a "
                 f"training-mode forward or a backward of the same module: a module in training "
                 f"mode must not be used by two threads at once (its records and gradients are "
                 f"shared); give each thread its own copy (copy.deepcopy) and combine gradients")
-        guard = self._guard
-
-        class _Held:
-            def __enter__(self_):
-                return None
-
-            def __exit__(self_, *exc):
-                guard.release()
-        return _Held()
+        try:
+            yield
+        finally:
+            self._guard.release()
 
     def __setattr__(self, name, value):
         params = self.__dict__.get("_parameters")
