@@ -376,6 +376,10 @@ def _train(parser, args, config, model, state, data, started):
             trainer.load_state_dict(state)
     except (KeyError, TypeError, ValueError) as exc:
         _inconsistent(parser, args, config, exc)
+    try:
+        trainer.check_resume(len(y_train))
+    except ValueError as exc:
+        parser.error(f"--resume: {args.checkpoint}: {exc}")
     main_process = distributed_cli.is_main_process()  # reports and writes for the job
     if state is None and checkpoint is not None and os.path.exists(checkpoint) and main_process:
         print(f"rnnx-mnist: starting a new run over {checkpoint} (--resume continues it)",

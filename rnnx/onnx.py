@@ -15,7 +15,6 @@ z,r,h with linear_before_reset=1 (torch's GRU applies r to the hidden matmul plu
 batch_first is a Transpose on each side.
 """
 import os
-import tempfile
 
 import numpy as np
 
@@ -26,6 +25,7 @@ except ImportError as exc:
     raise ImportError("rnnx.onnx needs the onnx package: pip install onnx (or the rnnx[onnx] "
                       "extra)") from exc
 
+from ._files import atomic_write
 from ._kernels._recurrent import Cell
 from .nn import (GRU, LSTM, RNN, Dropout, Embedding, GRUCell, Identity, LastHidden, LastTimeStep,
                  Linear, LSTMCell, MaxOverTime, MeanOverTime, ReLU, RNNCell, Sequential, Sigmoid,
@@ -132,8 +132,9 @@ def export(model, example_input, f, *, input_names=None, output_names=None, opse
     "c1" for a cell).
     dynamic_axes: batch and time axes of any size (False: fixed to the example's).
     opset_version: default DEFAULT_OPSET, at least MIN_OPSET.
-    The model passes onnx.checker.check_model(full_check=True) before it is written, through
-    a temporary file in f's directory, so that f is written whole or not at all.
+    The model passes onnx.checker.check_model(full_check=True) before it is written, as
+    rnnx.save writes (rnnx._files.atomic_write): whole or not at all, onto a symlink's
+    target, with mode 0666 & ~umask.
     """
     if not isinstance(f, (str, os.PathLike)):
         raise TypeError(f"f must be a file path (str or os.PathLike), got {type(f).__name__}")
@@ -179,7 +180,8 @@ def export(model, example_input, f, *, input_names=None, output_names=None, opse
     proto = helper.make_model(graph, opset_imports=opsets, producer_name="rnnx",
                               ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto, full_check=True)
-    _write_atomically(proto, os.fspath(f))
+    with atomic_write(f) as fh:
+        fh.write(proto.SerializeToString())
     return proto
 
 
@@ -328,20 +330,6 @@ def _name_outputs(b, outputs, names, input_names):
             for i, n in enumerate(seq):
                 if n in renamed:
                     seq[i] = renamed[n]
-
-
-def _write_atomically(proto, path):
-    """The serialized model to a temporary file next to `path`, then os.replace: `path` is
-    written whole or not at all, and the temporary file removed on failure."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rnnx-onnx-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(proto.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # -- converters -----------------------------------------------------------------------------------

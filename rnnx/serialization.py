@@ -5,22 +5,23 @@ arrays, numpy scalars, int, float, str, bool or None, e.g.
 {'model': model.state_dict(), 'optimizer': opt.state_dict(), 'rng': rnnx.get_rng_state(), 'epoch': 3}.
 The file is an uncompressed .npz: one entry per array, named by its path ('model/weight_ih_l0';
 '/' and '%' inside keys are %-escaped), plus the entry '__rnnx_metadata__', a JSON document (as
-a unicode array) holding the structure and the scalar leaves. It is written atomically (temporary
-file in the same directory, fsync, os.replace; a symlink is followed, its target replaced) and
-read back without pickle. load() trusts no size a file declares: it accepts only stored
+a unicode array) holding the structure and the scalar leaves. It is written atomically (rnnx._files:
+temporary file `.NAME.tmp` next to it, which the next save takes over if a save was killed,
+fsync, os.replace; a symlink is followed, its target replaced; mode 0666 & ~umask) and read
+back without pickle. load() reads regular files only (a FIFO or a device such as /dev/zero is
+refused before any read) and trusts no size a file declares: it accepts only stored
 (uncompressed) members, checks every member's and array's declared size against the file's own
 size, and bounds the metadata to MAX_METADATA_BYTES, all before reading any data, so a small
 hostile file cannot make it allocate more than its own size.
 """
-import contextlib
 import json
 import math
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from ._files import atomic_write, open_regular_file
 from .nn.module import Module
 
 METADATA_KEY = "__rnnx_metadata__"
@@ -81,32 +82,15 @@ def save(obj, path):
     its state_dict() (load it back with model.load_state_dict(load(path)))."""
     if isinstance(obj, Module):
         obj = obj.state_dict()
-    path = os.path.realpath(os.fspath(path))
     arrays = {METADATA_KEY: None}
     tree = _encode(obj, [], arrays)
     arrays[METADATA_KEY] = np.array(json.dumps(
         {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tree": tree}))
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for name, arr in arrays.items():
-                    with zf.open(name + ".npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, arr, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    with atomic_write(path) as f:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, arr in arrays.items():
+                with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
 def _read_member(zf, info, file_size):
@@ -145,11 +129,11 @@ def _read_member(zf, info, file_size):
 def load(path):
     """Read a checkpoint written by save(); arrays come back bit-for-bit (dtype, shape, values).
 
-    A missing file raises FileNotFoundError; a corrupt, truncated, foreign or oversized file
-    ValueError (see the module docstring for the checks).
+    A missing file raises FileNotFoundError; anything but a regular file (a FIFO, a device), or
+    a corrupt, truncated, foreign or oversized file ValueError (see the module docstring).
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:
         try:
             file_size = os.fstat(f.fileno()).st_size
             if f.read(6) == b"\x93NUMPY":

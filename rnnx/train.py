@@ -42,6 +42,13 @@ def shuffle_generator(seed):
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(1,))))
 
 
+def check_samples(x, y, what):
+    """ValueError unless x and y hold the same positive number of samples."""
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{what}: x and y must hold the same positive number of samples, got "
+                         f"{len(x)} and {len(y)}")
+
+
 @no_grad()
 def evaluate(model, loss_fn, x, y, batch_size=1000, before_batch=None, lengths=None):
     """(mean loss, accuracy) of model on (x, y) in eval mode under no_grad(), in batches
@@ -49,6 +56,7 @@ def evaluate(model, loss_fn, x, y, batch_size=1000, before_batch=None, lengths=N
     of argmax(output) == y) is None unless y holds integer class labels. Modes are restored.
     before_batch (optional) is called before each batch. lengths (optional, one per sample):
     the valid length of each padded sequence, passed on as model(xb, lengths=...)."""
+    check_samples(x, y, "evaluate")
     modes = [(m, m.training) for m in (model, loss_fn)]
     model.eval()
     loss_fn.eval()
@@ -276,17 +284,15 @@ class Trainer:
 
         Padded sequences: lengths (one per sample) goes to the model as
         model(xb, lengths=...) with each batch; eval_data may then be (x, y, lengths)."""
-        if len(x) != len(y) or len(x) == 0:
-            raise ValueError(f"x and y must hold the same positive number of samples, got "
-                             f"{len(x)} and {len(y)}")
+        check_samples(x, y, "fit")
+        if eval_data is not None:
+            check_samples(eval_data[0], eval_data[1], "fit: eval_data")
         if lengths is not None:
             lengths = np.asarray(lengths)
             if lengths.shape != (len(x),):
                 raise ValueError(f"lengths must hold one length per sample: expected shape "
                                  f"({len(x)},), got {lengths.shape}")
-        if self.step and self._train_size != len(x):
-            raise ValueError(f"the interrupted epoch was over {self._train_size} samples, "
-                             f"got {len(x)}")
+        self.check_resume(len(x))
         self._train_size = len(x)
         self._stop_requested = self._stop_agreed = self._busy = False
         with self._deferred_sigint():
@@ -297,6 +303,19 @@ class Trainer:
                 self._on_interrupt()
                 raise
         return self.history
+
+    def check_resume(self, n_samples):
+        """ValueError unless a restored run stopped mid-epoch can go on over n_samples samples:
+        the same number as its interrupted epoch, whose steps it has not all run past."""
+        if not self.step:
+            return
+        if self._train_size != n_samples:
+            raise ValueError(f"the interrupted epoch was over {self._train_size} samples, "
+                             f"got {n_samples}")
+        steps = -(-n_samples // self.batch_size)
+        if self.step > steps:
+            raise ValueError(f"the checkpoint's step {self.step} is past the end of its epoch "
+                             f"({steps} steps of {self.batch_size} over {n_samples} samples)")
 
     def _run_epoch(self, x, y, lengths, epochs, eval_data):
         steps = -(-len(x) // self.batch_size)

@@ -140,8 +140,7 @@ def test_to_casts_every_module_like_a_model_built_in_that_dtype():
 def test_sequential_records_are_lifo_and_eval_records_nothing():
     model = Sequential(Linear(3, 2, dtype=np.float64), Linear(2, 2, dtype=np.float64))
     x1, x2 = np.ones((1, 3)), np.full((1, 3), 2.0)
-    model(x1)
-    model(x2)
+    outputs = model(x1), model(x2)  # noqa: F841 - kept: a record lives as long as its output
     g = np.array([[1.0, -1.0]])
     W = model[1].weight.data @ model[0].weight.data
     np.testing.assert_allclose(model.backward(g), g @ W)

@@ -118,6 +118,18 @@ def test_max_norm_renormalises_in_place_in_every_mode():
     np.testing.assert_array_equal(small.weight.data, 1.0)  # norms below max_norm: unchanged
 
 
+@pytest.mark.parametrize("max_norm", [-1.0, -0.0 - 1e-300, float("nan"), "nan"])
+def test_max_norm_negative_or_nan_is_refused(max_norm):
+    """A negative max_norm used to flip the looked-up rows' signs in place, a NaN one to do
+    nothing; both are refused at construction (0 and inf are valid)."""
+    with pytest.raises(ValueError, match="max_norm must be a non-negative number or None"):
+        Embedding(5, 3, max_norm=max_norm)
+    with pytest.raises(ValueError, match="max_norm must be a non-negative number"):
+        Embedding.from_pretrained(np.ones((2, 2)), max_norm=max_norm)
+    assert Embedding(2, 2, max_norm=0).max_norm == 0.0
+    assert Embedding(2, 2, max_norm=np.inf).max_norm == np.inf
+
+
 def test_from_pretrained():
     w = np.arange(12.0).reshape(4, 3)
     emb = Embedding.from_pretrained(w)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -192,6 +193,65 @@ def test_pending_training_forward_holds_only_what_backward_reads(mode):
     assert set(rec[2]) == expected
 
 
+def resident_bytes():
+    """This process's resident set size, from /proc/self/statm (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
+def test_forwards_whose_outputs_are_discarded_run_in_bounded_memory():
+    """A record lives no longer than its output: 2,000 training-mode calls whose outputs are
+    discarded keep at most one pending record per module and a flat RSS (each call's record
+    is ~0.4 MB: 800 MB if they piled up; the slack allowed is 64 MB)."""
+    x = np.ones((50, 16, 32), np.float32)
+    lstm = rnnx.LSTM(32, 64)
+    model = rnnx.Sequential(rnnx.GRU(32, 64), rnnx.LastTimeStep(), rnnx.Linear(64, 10))
+    cell = rnnx.LSTMCell(32, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rnnx.RecordsWarning)
+        for _ in range(50):  # warm up: the scratch pool, the allocator
+            lstm(x), model(x), cell(x[0])
+        before = resident_bytes()
+        for _ in range(2000):
+            lstm(x)
+            model(x)
+            cell(x[0])
+        grown = resident_bytes() - before
+    assert all(len(m._records) <= 1 for m in (lstm, cell, *model.modules()))
+    assert grown < 64 << 20, f"RSS grew by {grown / 2**20:.0f} MB"
+
+
+def test_records_live_as_long_as_the_outputs_they_belong_to():
+    """Kept outputs keep their records, also when the output reaching the caller is computed
+    by numpy from a layer's (the record is then tied to the output of the call it was made
+    in); a cell run step after step from its last output keeps every step's record."""
+    class Model(rnnx.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = rnnx.LSTM(3, 4, dtype=np.float64)
+            self.head = rnnx.Linear(4, 2, dtype=np.float64)
+
+        def forward(self, x):
+            return self.head(np.tanh(self.lstm(x)[0][-1]))
+
+    model = Model()
+    outputs = [model(np.full((5, 2, 3), v)) for v in (0.1, 0.2, 0.3)]
+    assert len(model.lstm._records) == 3 and len(model.head._records) == 3
+    del outputs[0]
+    model(np.ones((5, 2, 3)))  # the first output is gone, the others are not: nothing dropped
+    assert len(model.lstm._records) == 4
+    del outputs[:]
+    model(np.ones((5, 2, 3)))  # none is referenced any more: dropped, the new one kept
+    assert len(model.lstm._records) == 1 and len(model.head._records) == 1
+    model.clear_records()
+    cell = rnnx.GRUCell(3, 4)
+    h = None
+    for t in range(5):
+        h = cell(np.ones((2, 3), np.float32), h)
+    assert len(cell._records) == 5
+
+
 # ---------------------------------------------------------------------------------------
 # concurrent callers (the kernels release the GIL) and more threads than cores
 
@@ -279,3 +339,65 @@ def test_kernel_blas_stays_single_threaded_after_threadpool_limits():
         assert all(lib.num_threads == 1 for lib in _threads._scipy_blas.lib_controllers)
         m.backward(np.ones_like(out))
     np.testing.assert_array_equal(before, out)
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_module_trained_by_two_threads_at_once_raises(where):
+    """While one thread is inside a training-mode forward or a backward of a module, a second
+    thread's training-mode call or backward of it raises RuntimeError (they used to lose
+    gradient silently); eval-mode calls from several threads stay allowed."""
+    entered, release = threading.Event(), threading.Event()
+    main = threading.current_thread()
+
+    class Held(rnnx.LSTM):
+        def forward(self, *args, **kwargs):
+            if where == "forward" and threading.current_thread() is not main:
+                entered.set()
+                release.wait()
+            return super().forward(*args, **kwargs)
+
+        def backward(self, *args, **kwargs):
+            if where == "backward" and threading.current_thread() is not main:
+                entered.set()
+                release.wait()
+            return super().backward(*args, **kwargs)
+
+    m = Held(3, 4, bidirectional=True)
+    x = np.ones((5, 2, 3), np.float32)
+    kept = m(x) if where == "backward" else None  # noqa: F841
+    worker = threading.Thread(target=(lambda: m(x)) if where == "forward" else
+                              (lambda: m.backward(np.ones((5, 2, 8), np.float32))))
+    worker.start()
+    entered.wait()
+    try:
+        with pytest.raises(RuntimeError, match="must not be used by two threads at once"):
+            m(x)
+        with pytest.raises(RuntimeError, match=r"Held.backward\(\) called while another thread"):
+            m.backward(np.ones((5, 2, 8), np.float32))
+        with rnnx.no_grad():
+            m(x)  # records nothing: allowed
+    finally:
+        release.set()
+        worker.join()
+    assert len(m._records) == (1 if where == "forward" else 0)  # the worker's call only
+    m.clear_records()
+
+
+def test_copies_of_a_frozen_module_stay_frozen():
+    """deepcopy and a pickle round trip of an rnnx.freeze'd module give a frozen module whose
+    weights are immutable (they used to come back writeable while _frozen stayed True)."""
+    import copy
+    import pickle
+    frozen = rnnx.freeze(rnnx.Sequential(rnnx.LSTM(3, 4), rnnx.LastTimeStep(), rnnx.Linear(4, 2)))
+    x = np.ones((5, 2, 3), np.float32)
+    for clone in (copy.deepcopy(frozen), pickle.loads(pickle.dumps(frozen))):
+        assert all(m._frozen for m in clone.modules())
+        for name, p in clone.named_parameters():
+            assert not p.data.flags.writeable and p.grad is None and not p.requires_grad, name
+            with pytest.raises(ValueError):
+                p.data.setflags(write=True)
+        with pytest.raises(RuntimeError, match="frozen"):
+            clone.train()
+        np.testing.assert_array_equal(clone(x), frozen(x))
+    plain = pickle.loads(pickle.dumps(rnnx.LSTM(3, 4)))
+    assert plain.weight_ih_l0.data.flags.writeable and not plain._frozen

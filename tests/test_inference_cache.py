@@ -207,14 +207,16 @@ def test_frozen_weights_stay_immutable_and_new_arrays_are_checked():
     assert_outputs_equal(frozen(x.astype(np.float64)), m(x.astype(np.float64)))
 
 
-def test_a_copy_of_a_frozen_module_is_checked_again():
-    """copy.deepcopy gives writeable arrays: their panels are compared at every call."""
+def test_a_frozen_copy_given_a_writeable_array_is_checked_again():
+    """copy.deepcopy of a frozen module is frozen (read-only weights); a parameter given a
+    writeable array is compared at every call."""
     import copy
     frozen = rnnx.freeze(rnnx.GRU(3, 16))
     x = np.ones((4, 1, 3), np.float32)
     frozen(x)
     clone = copy.deepcopy(frozen)
-    assert clone.weight_hh_l0.data.flags.writeable
+    assert not clone.weight_hh_l0.data.flags.writeable
+    clone.weight_hh_l0.data = clone.weight_hh_l0.data.copy()
     clone.weight_hh_l0.data[0, 0] += 0.5
     reference = rnnx.GRU(3, 16)
     reference.load_state_dict(clone.state_dict())

@@ -484,3 +484,28 @@ def real_plot_available():
     except ImportError:
         return False
     return True
+
+
+@pytest.mark.parametrize("damage", ["smaller data set", "step past the epoch"])
+def test_resume_that_cannot_continue_its_epoch_is_a_usage_error(run, tmp_path, capsys, damage):
+    """A checkpoint taken mid-epoch resumed onto another number of samples, or whose step is
+    past its epoch's end, used to end in a traceback (ValueError, ZeroDivisionError): an
+    `rnnx-mnist: error:` line and exit code 2 instead."""
+    assert run("--epochs", 1)[0] == 0
+    state = rnnx.load(tmp_path / "run.npz")
+    n = state["train_size"]
+    if damage == "smaller data set":
+        state.update(step=1, train_size=n + 212)
+        expected = f"the interrupted epoch was over {n + 212} samples, got {n}"
+    else:
+        steps = -(-n // 32)
+        state.update(step=steps + 5)
+        expected = (f"the checkpoint's step {steps + 5} is past the end of its epoch ({steps} "
+                    f"steps of 32 over {n} samples)")
+    rnnx.save(state, tmp_path / "run.npz")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run("--resume", "--epochs", 2)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err
+    assert f"rnnx-mnist: error: --resume: {tmp_path / 'run.npz'}: {expected}" in err

@@ -3,6 +3,7 @@ outputs (float32, rtol 1e-4 / atol 2e-5) at the example's shape and at other bat
 lengths; lengths; names, opsets, static axes; refusals leave no file."""
 import itertools
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -434,3 +435,25 @@ def test_embedding_activations_alone(tmp_path):
     assert_runs_like(session, model, (np.array([[0, 6, 5]]),))
     with pytest.raises(ValueError, match=r"model\.0: Embedding\(max_norm=...\)"):
         export(nn.Sequential(nn.Embedding(7, 3, max_norm=1.0)), np.array([1]), tmp_path / "m")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes and symlinks")
+def test_export_writes_files_as_save_does(tmp_path):
+    """Mode 0666 & ~umask (not mkstemp's 0600), and a symlink at the destination followed,
+    its target replaced, as rnnx.save does."""
+    saved = os.umask(0o022)
+    try:
+        path = tmp_path / "model.onnx"
+        export(nn.GRU(3, 3), randn(4, 2, 3), path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        target = tmp_path / "runs" / "real.onnx"
+        target.parent.mkdir()
+        link = tmp_path / "latest.onnx"
+        link.symlink_to(target)
+        export(nn.GRU(3, 3), randn(4, 2, 3), link)
+        assert link.is_symlink() and os.readlink(link) == str(target)
+        assert onnx.load(target).graph.node
+        assert sorted(os.listdir(tmp_path)) == ["latest.onnx", "model.onnx", "runs"]
+        assert os.listdir(target.parent) == ["real.onnx"]
+    finally:
+        os.umask(saved)

@@ -1,6 +1,7 @@
 """Adam, AdamW, RMSprop, Adagrad and the LambdaLR / LinearLR / OneCycleLR schedulers against
 torch, step by step; exact resumption from state_dict(); argument errors."""
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -210,6 +211,75 @@ def test_adamw_is_decoupled_adam_and_stays_so_after_loading():
     state = Adam(make_params(np.float64)).state_dict()
     opt.load_state_dict(state)
     assert all(g["decoupled_weight_decay"] for g in opt.param_groups)
+
+
+def _corrupt(state, where, value):
+    """A deep copy of an optimizer state_dict with one entry replaced."""
+    import copy
+    state = copy.deepcopy(state)
+    kind, key = where
+    if kind == "group":
+        state["param_groups"][0][key] = value
+    else:
+        state["state"][0][key] = value(state["state"][0][key]) if callable(value) else value
+    return state
+
+
+def negative_first(a):
+    a = a.copy()
+    a.flat[0] = -1.0
+    return a
+
+
+def nan_first(a):
+    a = a.copy()
+    a.flat[0] = np.nan
+    return a
+
+
+@pytest.mark.parametrize("cls, where, value, message", [
+    (Adam, ("state", "step"), "abc", "'step' of parameter 0 must be an integer >= 0"),
+    (Adam, ("state", "step"), -3, "'step' of parameter 0 must be an integer >= 0"),
+    (Adam, ("state", "step"), 2.5, "'step' of parameter 0 must be an integer >= 0"),
+    (Adam, ("state", "step"), True, "'step' of parameter 0 must be an integer >= 0"),
+    (Adam, ("group", "lr"), float("nan"), "group 0: Invalid learning rate: nan"),
+    (Adam, ("group", "lr"), -1.0, "group 0: Invalid learning rate: -1.0"),
+    (Adam, ("group", "lr"), "abc", "group 0: "),
+    (Adam, ("group", "betas"), (5.0, 0.9), "Invalid beta parameter at index 0: 5.0"),
+    (Adam, ("group", "eps"), -1e-8, "Invalid epsilon value"),
+    (Adam, ("state", "exp_avg_sq"), negative_first, "'exp_avg_sq' of parameter 0 must be >= 0"),
+    (Adam, ("state", "exp_avg_sq"), nan_first, "'exp_avg_sq' of parameter 0 must be >= 0"),
+    (Adam, ("state", "exp_avg"), lambda a: a.astype(complex), "expected a real numeric array"),
+    (RMSprop, ("state", "square_avg"), negative_first, "'square_avg' of parameter 0 must be"),
+    (RMSprop, ("group", "alpha"), -0.5, "Invalid alpha value"),
+    (Adagrad, ("state", "sum"), negative_first, "'sum' of parameter 0 must be >= 0"),
+    (Adagrad, ("group", "lr_decay"), -1.0, "Invalid lr_decay value"),
+    (SGD, ("group", "lr"), float("nan"), "Invalid learning rate: nan"),
+    (SGD, ("group", "nesterov"), True, "Nesterov momentum requires a momentum"),
+], ids=lambda v: getattr(v, "__name__", None) if callable(v) else None)
+def test_load_state_dict_validates_as_the_constructor_before_changing_anything(
+        cls, where, value, message):
+    if cls is SGD:
+        params = make_params(np.float32)
+        opt = SGD(params, lr=0.1)
+    else:
+        params, opt = make_optimizer(cls, {"momentum": 0.9} if cls is RMSprop else {})
+    run_steps(opt, params, np.random.default_rng(0), 2)
+    before = opt.state_dict()
+    bad = _corrupt(before, where, value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    assert after["state"].keys() == before["state"].keys()
+    for k in before["state"]:
+        for name, v in before["state"][k].items():
+            np.testing.assert_array_equal(after["state"][k][name], v)
+
+
+def test_sgd_constructor_refuses_a_nan_learning_rate():
+    with pytest.raises(ValueError, match="Invalid learning rate: nan"):
+        SGD(make_params(np.float32), lr=float("nan"))
 
 
 def test_adagrad_state_starts_with_the_optimizer():

@@ -219,8 +219,7 @@ def test_lifo_records_sum_of_separate_gradients(mode):
     sep1 = run(m, x1, go=g1, gh=gh1, gc=gc if mode == "LSTM" else None)
     sep2 = run(m, x2, lengths=[2, 3], go=g2, gh=gh2)
     m.zero_grad()
-    m(x1)
-    m(x2, lengths=[2, 3])
+    outputs = m(x1), m(x2, lengths=[2, 3])  # noqa: F841 - kept: records live as long as outputs
     if mode == "LSTM":
         gx2, _ = m.backward(g2, (gh2, None))
         gx1, _ = m.backward(g1, (gh1, gc))

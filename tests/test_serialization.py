@@ -1,6 +1,10 @@
 """rnnx.save / rnnx.load: exact round trips, atomic writes, clear errors, no pickle."""
 import math
 import os
+import stat
+import subprocess
+import sys
+import threading
 import zipfile
 
 import numpy as np
@@ -311,3 +315,97 @@ def test_save_onto_a_symlink_writes_its_target(tmp_path):
     dangling.symlink_to(tmp_path / "runs" / "new.npz")
     rnnx.save({"a": 3}, dangling)
     assert dangling.is_symlink() and rnnx.load(tmp_path / "runs" / "new.npz") == {"a": 3}
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code, *args, timeout=120):
+    """code run by a fresh interpreter importing this tree's rnnx (a hang or a runaway
+    allocation ends there, not in the test process)."""
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs and /dev/zero are POSIX")
+def test_load_reads_regular_files_only(tmp_path):
+    """A FIFO (or a symlink to one) used to block open() for ever, /dev/zero to be read until
+    memory ran out: anything but a regular file is refused before any read."""
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.npz"
+    link.symlink_to(fifo)
+    code = ("import resource, sys, rnnx\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+            "for path in sys.argv[1:]:\n"
+            "    try:\n        rnnx.load(path)\n"
+            "    except ValueError as e:\n        print(e)\n")
+    result = run_python(code, fifo, link, "/dev/zero", tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines == [f"{str(fifo)!r} is not a regular file (a FIFO): rnnx reads checkpoints "
+                     f"from regular files only",
+                     f"{str(link)!r} is not a regular file (a FIFO): rnnx reads checkpoints "
+                     f"from regular files only",
+                     "'/dev/zero' is not a regular file (a character device): rnnx reads "
+                     "checkpoints from regular files only",
+                     f"{str(tmp_path)!r} is not a regular file (a directory): rnnx reads "
+                     f"checkpoints from regular files only"]
+    good = tmp_path / "good.npz"
+    rnnx.save({"a": 1}, good)
+    (tmp_path / "good-link.npz").symlink_to(good)
+    assert rnnx.load(tmp_path / "good-link.npz") == {"a": 1}
+
+
+def test_killed_save_leaves_a_temporary_file_the_next_save_takes_over(tmp_path):
+    """A save killed between its write and its rename (os._exit, as SIGKILL) leaves its
+    temporary file; the next save to the same destination reuses and renames it, so killed
+    saves do not pile up files."""
+    path = tmp_path / "ckpt.npz"
+    rnnx.save({"a": np.ones(3)}, path)
+    code = ("import os, sys, numpy as np, rnnx\n"
+            "os.fsync = lambda fd: os._exit(9)\n"
+            "rnnx.save({'a': np.zeros(100000)}, sys.argv[1])\n")
+    for _ in range(3):
+        assert run_python(code, path).returncode == 9
+        assert sorted(os.listdir(tmp_path)) == [".ckpt.npz.tmp", "ckpt.npz"]
+    assert rnnx.load(path)["a"].tolist() == [1, 1, 1]
+    rnnx.save({"a": np.full(2, 5.0)}, path)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"]
+    assert rnnx.load(path)["a"].tolist() == [5, 5]
+
+
+def test_concurrent_saves_to_one_destination_take_turns(tmp_path):
+    """Writers of one destination share its temporary file's name: they take turns (a lock
+    held until the rename), so the file is always one whole checkpoint."""
+    path = tmp_path / "ckpt.npz"
+
+    def saves(value):
+        for _ in range(15):
+            rnnx.save({"v": np.full(20000, value)}, path)
+    threads = [threading.Thread(target=saves, args=(v,)) for v in (1.0, 2.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    values = rnnx.load(path)["v"]
+    assert values.shape == (20000,) and len(set(values.tolist())) == 1
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored after)."""
+    saved = os.umask(0o022)
+    yield os.umask
+    os.umask(saved)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_save_honours_the_umask(tmp_path, umask, mask):
+    umask(mask)
+    path = tmp_path / "ckpt.npz"
+    rnnx.save({"a": 1}, path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~mask

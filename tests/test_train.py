@@ -296,6 +296,21 @@ def test_fit_rejects_mismatched_data():
         make_trainer().fit(x, y[:5], 1)
 
 
+def test_empty_evaluation_set_is_refused_before_training():
+    """An empty eval set used to end the first epoch in ZeroDivisionError: a ValueError
+    before any step, from fit and from evaluate."""
+    x, y = make_data(10)
+    trainer = make_trainer()
+    before = [p.data.copy() for p in trainer.model.parameters()]
+    with pytest.raises(ValueError, match="fit: eval_data: x and y must hold the same positive "
+                                         "number of samples, got 0 and 0"):
+        trainer.fit(x, y, 1, eval_data=(x[:0], y[:0]))
+    assert trainer.step == 0 and trainer.epoch == 0
+    assert all((p.data == b).all() for p, b in zip(trainer.model.parameters(), before))
+    with pytest.raises(ValueError, match="evaluate: x and y must hold the same positive"):
+        evaluate(trainer.model, trainer.loss_fn, x[:0], y[:0])
+
+
 def make_padded_data(n, seed=0):
     """Padded sequences (n, T, F) of lengths 1..T, garbage past each end; the class is which
     third of [-1, 1] feature 0 of each sequence's own last step is in."""

@@ -5,16 +5,27 @@ attribute assignment as in torch.nn. Layers run forward with `module(x)` and bac
 `module.backward(grad)`: each forward call in training mode pushes a record of what its
 backward needs, each backward call pops the most recent one (last in, first out), so a
 module applied several times is back-propagated by calling backward in reverse order.
-Eval mode, or any mode inside `rnnx.no_grad()`, records nothing. A module holding more than
+Eval mode, or any mode inside `rnnx.no_grad()`, records nothing. A record lives no longer than
+the output it belongs to, as PyTorch's graph: a training-mode call returns its arrays as views
+of their own, held weakly, and when none of a module's pending records has an output still
+referenced, its next training-mode call drops them all (a loop of forwards whose outputs are
+discarded runs in bounded memory; a forward followed by its backward, or a cell run step
+after step from its last output, keeps its records). A module holding more than
 RECORDS_WARNING_THRESHOLD pending records warns (RecordsWarning); a backward whose gradient
-does not have the shape of the output of the forward it is paired with raises.
+does not have the shape of the output of the forward it is paired with raises. One module is
+trained by one thread at a time: a training-mode call or a backward entered while another
+thread is inside one of them on the same module raises RuntimeError.
 rnnx's layers take `backward(..., input_grad=False)` when the gradient with respect to their
 input is not wanted (their input is data, as for the first layer of a model): they skip
 computing it and return None in its place.
 """
+import contextlib
 import copy
+import functools
 import inspect
+import threading
 import warnings
+import weakref
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -108,9 +119,7 @@ def _mismatch(data, shape, dtype):
     """What is wrong with a parameter's data, for _check_parameters' message."""
     if data.shape != shape:
         return f"expected {shape}, got {data.shape}"
-    if data.dtype != dtype:
-        return f"expected dtype {dtype} (the module's), got {data.dtype}"
-    return "expected a C-contiguous array, got a strided view"
+    return f"expected dtype {dtype} (the module's), got {data.dtype}"
 
 
 class Parameter:
@@ -120,16 +129,27 @@ class Parameter:
     size(dim=None), np.asarray(p) (a view of data), requires_grad. grad starts as zeros and
     is None after zero_grad() (set_to_none=True, torch's default) until a backward
     accumulates into it again. requires_grad=False freezes the parameter: backward adds
-    nothing to its grad and the optimizers leave it unchanged.
+    nothing to its grad and the optimizers leave it unchanged. An array assigned to data that
+    is not C-contiguous (a transposed or strided view) is stored as a C-contiguous copy, as
+    the kernels read it; anything else is stored as given and checked at the next forward.
     """
 
-    __slots__ = ("data", "grad", "_requires_grad")
+    __slots__ = ("_data", "grad", "_requires_grad")
 
     def __init__(self, data, requires_grad=True):
-        data = np.asarray(data)
-        self.data = data if data.flags.c_contiguous else np.ascontiguousarray(data)  # keeps 0-d
+        self.data = np.asarray(data)
         self.grad = np.zeros_like(self.data)
         self.requires_grad = requires_grad
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
+            value = np.ascontiguousarray(value)  # keeps 0-d
+        self._data = value
 
     @property
     def requires_grad(self):
@@ -227,16 +247,69 @@ def freeze(module):
         raise TypeError(f"freeze expects an rnnx Module, got {type(module).__name__}")
     frozen = copy.deepcopy(module)
     frozen.eval()
+    frozen.clear_records()
     for m in frozen.modules():
-        m._records.clear()
         object.__setattr__(m, "_frozen", True)
-        for p in m._parameters.values():
-            # backed by an immutable bytes object: numpy refuses to make it (or any view of
-            # it) writeable again, so it cannot change while it is the parameter's data
-            p.data = np.frombuffer(p.data.tobytes(), p.data.dtype).reshape(p.data.shape)
-            p.grad = None
-            p.requires_grad = False
+        m._make_parameters_immutable()
     return frozen
+
+
+# the arrays training-mode calls returned and that are still referenced: id -> weak reference
+_OUTPUTS = {}
+# per thread, the training-mode calls under way (outermost first), each with the records
+# pushed during it (by the module or any module it calls)
+_CALLS = threading.local()
+
+
+def _forget_output(ref):
+    _OUTPUTS.pop(ref.key, None)
+
+
+class _OutputRef(weakref.ref):
+    __slots__ = ("key",)
+
+
+def _tracked(array, inputs):
+    """A weak reference to an array a training-mode call returns: to `array` itself if an
+    inner call returned it already (a Sequential returns its last child's output) or if it
+    is one of the call's arguments (Identity, ReLU(inplace=True)), else to a new view of it,
+    which only the caller holds (a record may hold the array itself). Returns (the array to
+    return, its weak reference)."""
+    ref = _OUTPUTS.get(id(array))
+    if ref is not None and ref() is array:
+        return array, ref
+    if any(array is arg for arg in inputs):
+        return array, weakref.ref(array)
+    view = array.view()
+    ref = _OutputRef(view, _forget_output)
+    ref.key = id(view)
+    _OUTPUTS[ref.key] = ref
+    return view, ref
+
+
+def _track_outputs(result, inputs, refs):
+    """result with its arrays (in tuples, lists and named tuples such as PackedSequence)
+    replaced by tracked ones (see _tracked), their weak references appended to refs."""
+    if isinstance(result, np.ndarray):
+        result, ref = _tracked(result, inputs)
+        refs.append(ref)
+        return result
+    if isinstance(result, (tuple, list)):
+        items = [_track_outputs(item, inputs, refs) for item in result]
+        if isinstance(result, list):
+            return items
+        return type(result)._make(items) if hasattr(result, "_make") else tuple(items)
+    return result
+
+
+def _exclusive(method):
+    """method (a Module's forward call or backward) run holding the module's guard: entered
+    while another thread is inside a guarded call of the same module, it raises."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        with self._guarded(method.__name__):
+            return method(self, *args, **kwargs)
+    return guarded
 
 
 class Module:
@@ -279,8 +352,53 @@ class Module:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_records", [])
+        object.__setattr__(self, "_record_outputs", [])  # per record: its outputs' weak refs
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_frozen", False)
+        object.__setattr__(self, "_guard", threading.RLock())
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__:
+            cls.backward = _exclusive(cls.__dict__["backward"])
+
+    def __getstate__(self):
+        """For copy and pickle: no lock, and pending records' outputs unknown (kept)."""
+        state = dict(self.__dict__)
+        del state["_guard"]
+        state["_record_outputs"] = [[] for _ in self._records]
+        return state
+
+    def __setstate__(self, state):
+        """A frozen module's copy is frozen too: its parameters immutable again (a copy of an
+        immutable array is writeable)."""
+        self.__dict__.update(state)
+        object.__setattr__(self, "_guard", threading.RLock())
+        if self._frozen:
+            self._make_parameters_immutable()
+
+    def _make_parameters_immutable(self):
+        for p in self._parameters.values():
+            # backed by an immutable bytes object: numpy refuses to make it (or any view of
+            # it) writeable again, so it cannot change while it is the parameter's data
+            p.data = np.frombuffer(p.data.tobytes(), p.data.dtype).reshape(p.data.shape)
+            p.grad = None
+            p.requires_grad = False
+
+    @contextlib.contextmanager
+    def _guarded(self, what):
+        """Hold the module's guard for one call; RuntimeError if another thread holds it
+        (re-entry from the same thread, e.g. super().backward(), is allowed)."""
+        if not self._guard.acquire(blocking=False):
+            raise RuntimeError(
+                f"{type(self).__name__}.{what}() called while another thread is inside a "
+                f"training-mode forward or a backward of the same module: a module in training "
+                f"mode must not be used by two threads at once (its records and gradients are "
+                f"shared); give each thread its own copy (copy.deepcopy) and combine gradients")
+        try:
+            yield
+        finally:
+            self._guard.release()
 
     def __setattr__(self, name, value):
         params = self.__dict__.get("_parameters")
@@ -384,6 +502,7 @@ class Module:
         forward whose backward is skipped)."""
         for m in self.modules():
             m._records.clear()
+            m._record_outputs.clear()
 
     # -- checks of what forward reads and backward writes ------------------------------------
     def _expect_parameters(self):
@@ -393,8 +512,9 @@ class Module:
                            tuple((name, p.data.shape) for name, p in self._parameters.items()))
 
     def _check_parameters(self):
-        """ValueError/TypeError naming the first parameter whose data is not a C-contiguous
-        array of its expected shape and the module's dtype (a transposed or resized .data)."""
+        """ValueError/TypeError naming the first parameter whose data is not an array of its
+        expected shape and the module's dtype (a transposed or resized .data); Parameter
+        stores any array it is given C-contiguous."""
         params, dtype = self._parameters, self.dtype
         for name, shape in self._parameter_shapes:
             p = params.get(name)
@@ -402,7 +522,7 @@ class Module:
             if not isinstance(data, np.ndarray):
                 raise TypeError(f"{type(self).__name__}.{name}: expected a Parameter holding a "
                                 f"numpy array, got {type(data if p is not None else p).__name__}")
-            if data.shape != shape or data.dtype != dtype or not data.flags.c_contiguous:
+            if data.shape != shape or data.dtype != dtype:
                 raise ValueError(f"{type(self).__name__}.{name}: "
                                  + _mismatch(data, shape, dtype))
 
@@ -515,6 +635,11 @@ class Module:
         if self._recording:
             records = self._records
             records.append(record)
+            outputs = []  # filled when the calls under way return (empty: unknown, kept)
+            self._record_outputs.append(outputs)
+            calls = getattr(_CALLS, "stack", None)
+            if calls:
+                calls[-1].append(outputs)
             if len(records) == RECORDS_WARNING_THRESHOLD + 1:
                 warnings.warn(
                     f"{type(self).__name__} holds {len(records)} forward records waiting for "
@@ -535,10 +660,47 @@ class Module:
         """Remove and return the most recent forward record."""
         record = self._peek_record()
         self._records.pop()
+        if self._record_outputs:
+            self._record_outputs.pop()
         return record
 
+    def _drop_unreferenced_records(self):
+        """Drop every pending record if none has an output still referenced: neither the
+        output of the call that pushed it nor that of any call it was made in (a Sequential's,
+        a model's of one's own). Records whose outputs are unknown (pushed by a forward()
+        called directly) count as referenced."""
+        outputs = self._record_outputs
+        if len(outputs) != len(self._records):  # _records edited directly: outputs unknown
+            outputs[:] = [[] for _ in self._records]
+        if outputs and all(refs and all(ref() is None for ref in refs) for refs in outputs):
+            self._records.clear()
+            outputs.clear()
+
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        """forward(*args, **kwargs); in training mode (records kept), under the module's
+        thread guard, after dropping pending records no output refers to, and with the
+        returned arrays tracked (see the module docstring)."""
+        if not self._recording:
+            return self.forward(*args, **kwargs)
+        with self._guarded("forward"):
+            self._drop_unreferenced_records()
+            calls = getattr(_CALLS, "stack", None)
+            if calls is None:
+                calls = _CALLS.stack = []
+            pushed = []
+            calls.append(pushed)
+            try:
+                result = self.forward(*args, **kwargs)
+            finally:
+                calls.pop()
+            if pushed:
+                refs = []
+                result = _track_outputs(result, args, refs)
+                for outputs in pushed:
+                    outputs.extend(refs)
+                if calls:
+                    calls[-1].extend(pushed)
+            return result
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required '

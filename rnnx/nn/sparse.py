@@ -21,6 +21,17 @@ def _check_index(value, num_embeddings):
     return int(value) % num_embeddings
 
 
+def _check_max_norm(value):
+    """max_norm as a float >= 0 (inf: no renormalisation), or None; a negative max_norm would
+    flip the looked-up rows' signs, a NaN one silently do nothing: ValueError for both."""
+    if value is None:
+        return None
+    max_norm = float(value)
+    if not max_norm >= 0:
+        raise ValueError(f"max_norm must be a non-negative number or None, got {value!r}")
+    return max_norm
+
+
 class Embedding(Module):
     """out = weight[input]: input, integer indices of any shape (...), gives (..., embedding_dim).
 
@@ -49,7 +60,7 @@ class Embedding(Module):
                                       "in weight.grad")
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.padding_idx = _check_index(padding_idx, self.num_embeddings)
-        self.max_norm = None if max_norm is None else float(max_norm)
+        self.max_norm = _check_max_norm(max_norm)
         self.norm_type = float(norm_type)
         self.scale_grad_by_freq = bool(scale_grad_by_freq)
         self.sparse = False

@@ -18,22 +18,24 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
                  eps=1e-10, foreach=None, *, maximize=False, differentiable=False, fused=None):
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= lr_decay:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not 0.0 <= initial_accumulator_value:
-            raise ValueError(
-                f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        check_torch_flags(foreach, differentiable=differentiable, fused=fused)
-        super().__init__(params, dict(
-            lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-            maximize=maximize, differentiable=differentiable, fused=fused))
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable, fused=fused)
+        self.check_hyperparameters(defaults)
+        super().__init__(params, defaults)
+
+    NONNEGATIVE_STATE = ("sum",)
+
+    @staticmethod
+    def check_hyperparameters(group):
+        for name, what in (("lr", "learning rate"), ("lr_decay", "lr_decay value"),
+                           ("weight_decay", "weight_decay value"),
+                           ("initial_accumulator_value", "initial_accumulator_value value"),
+                           ("eps", "epsilon value")):
+            if not 0.0 <= group[name]:
+                raise ValueError(f"Invalid {what}: {group[name]}")
+        check_torch_flags(group["foreach"], differentiable=group["differentiable"],
+                          fused=group["fused"])
 
     def add_param_group(self, param_group):
         """As Optimizer.add_param_group; the new parameters' state starts at step 0 with

@@ -22,21 +22,22 @@ class RMSprop(Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
                  differentiable=False):
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= momentum:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not 0.0 <= alpha:
-            raise ValueError(f"Invalid alpha value: {alpha}")
-        check_torch_flags(foreach, capturable, differentiable)
-        super().__init__(params, dict(
-            lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
-            weight_decay=weight_decay, capturable=capturable, foreach=foreach,
-            maximize=maximize, differentiable=differentiable))
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                        weight_decay=weight_decay, capturable=capturable, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable)
+        self.check_hyperparameters(defaults)
+        super().__init__(params, defaults)
+
+    NONNEGATIVE_STATE = ("square_avg",)
+
+    @staticmethod
+    def check_hyperparameters(group):
+        for name, what in (("lr", "learning rate"), ("eps", "epsilon value"),
+                           ("momentum", "momentum value"), ("weight_decay", "weight_decay value"),
+                           ("alpha", "alpha value")):
+            if not 0.0 <= group[name]:
+                raise ValueError(f"Invalid {what}: {group[name]}")
+        check_torch_flags(group["foreach"], group["capturable"], group["differentiable"])
 
     def _update(self, p, grad, group):
         state = self.state.setdefault(p, {})

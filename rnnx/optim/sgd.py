@@ -1,4 +1,6 @@
 """Optimizer base class (param groups, per-parameter state, state_dict) and SGD, as torch.optim."""
+import numbers
+
 import numpy as np
 
 from ..nn.module import Parameter
@@ -30,7 +32,15 @@ class Optimizer:
     """Holds `param_groups` (dicts with 'params' and hyper-parameters, missing ones taken from
     `defaults`) and `state` (Parameter -> dict of arrays, and the int 'step' of optimizers that
     count steps). Subclasses implement _update(p, grad, group), called by step() for every
-    parameter that has a gradient (p.grad not None) and requires one."""
+    parameter that has a gradient (p.grad not None) and requires one, and
+    check_hyperparameters(group), the constructor's checks, which load_state_dict applies to
+    the groups it loads; NONNEGATIVE_STATE names the state arrays that must be >= 0."""
+
+    NONNEGATIVE_STATE = ()
+
+    @staticmethod
+    def check_hyperparameters(group):
+        """ValueError (as torch's constructor) unless the hyper-parameters are valid."""
 
     def __init__(self, params, defaults):
         if isinstance(params, Parameter):
@@ -93,13 +103,20 @@ class Optimizer:
     def load_state_dict(self, state_dict):
         """Restore hyper-parameters and state saved by state_dict(); state arrays are copied and
         cast to their parameter's dtype, 'step' counts become Python numbers.
-        Everything is validated before anything changes."""
+        Everything is validated before anything changes: each group's hyper-parameters as the
+        constructor checks them, each 'step' an integer >= 0, each state array real, of its
+        parameter's shape, and >= 0 where the update takes its square root (NONNEGATIVE_STATE)."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
         if any(len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)):
             raise ValueError("loaded state dict contains a parameter group that doesn't match "
                              "the size of optimizer's group")
+        for i, saved in enumerate(saved_groups):
+            try:
+                self.check_hyperparameters({**self.defaults, **saved})
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise ValueError(f"loaded state dict: parameter group {i}: {exc}") from None
         id_map = {saved: p for g, s in zip(self.param_groups, saved_groups)
                   for saved, p in zip(s["params"], g["params"])}
         new_state = {}
@@ -110,12 +127,19 @@ class Optimizer:
             new_state[p] = {}
             for name, value in values.items():
                 if name == "step":  # a count, whatever the parameter's shape
-                    new_state[p][name] = np.asarray(value).item()
+                    new_state[p][name] = _check_step(value, key)
                     continue
-                value = np.array(value, dtype=p.dtype)
+                array = np.asarray(value)
+                if array.dtype.kind not in "fiu":
+                    raise ValueError(f"state {name!r} of parameter {key}: expected a real "
+                                     f"numeric array, got dtype {array.dtype}")
+                value = np.array(array, dtype=p.dtype)
                 if value.shape != p.shape:
                     raise ValueError(f"state {name!r} of parameter {key} has shape {value.shape}, "
                                      f"the parameter has shape {p.shape}")
+                if name in self.NONNEGATIVE_STATE and not (value >= 0).all():
+                    raise ValueError(f"state {name!r} of parameter {key} must be >= 0 (a running "
+                                     f"mean of squares), got {value[~(value >= 0)].flat[0]}")
                 new_state[p][name] = value
         self.state = new_state
         self.param_groups = [{**{k: v for k, v in s.items() if k != "params"}, "params": g["params"]}
@@ -144,6 +168,15 @@ class Optimizer:
         return "\n".join(lines) + "\n)"
 
 
+def _check_step(value, key):
+    """A loaded 'step' as an int: an integer >= 0 (an integral float, as torch saves it, too)."""
+    step = value.item() if isinstance(value, np.ndarray) and value.shape == () else value
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Real) \
+            or not float(step).is_integer() or step < 0:
+        raise ValueError(f"state 'step' of parameter {key} must be an integer >= 0, got {value!r}")
+    return int(step)
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, exactly torch.optim.SGD's update:
 
@@ -157,19 +190,24 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
                  *, maximize=False, foreach=None, differentiable=False, fused=None):
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize, foreach=foreach,
+                        differentiable=differentiable, fused=fused)
+        self.check_hyperparameters(defaults)
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def check_hyperparameters(group):
+        if not 0.0 <= group["lr"]:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        if not 0.0 <= group["momentum"]:
+            raise ValueError(f"Invalid momentum value: {group['momentum']}")
+        if not 0.0 <= group["weight_decay"]:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused)
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize, foreach=foreach,
-                                      differentiable=differentiable, fused=fused))
+        check_torch_flags(foreach=group["foreach"], differentiable=group["differentiable"],
+                          fused=group["fused"])
 
     def _update(self, p, grad, group):
         momentum, dampening = group["momentum"], group["dampening"]
