@@ -180,13 +180,14 @@ def test_read_only_memmap_grad_does_not_crash(tmp_path):
 
 
 def test_kernel_refuses_read_only_outputs():
-    from rnnx._kernels._recurrent import Cell, forward_layer
+    from rnnx._kernels._recurrent import Cell, DirectionBuffers, LayerPlan, forward_layer
     x = np.ones((2, 3), F32)
     out = np.zeros((2, 4), F32)
     out.setflags(write=False)
+    plan = LayerPlan(Cell.RNN_TANH, False, np.array([2], np.intp), np.array([0, 2], np.intp),
+                     3, 4, 4, 1, F32)
     with pytest.raises(ValueError, match="out: expected a writeable array"):
-        forward_layer(int(Cell.RNN_TANH), False, x, np.array([2], np.intp),
-                      np.array([0, 2], np.intp), [{}], out, 4)
+        forward_layer(plan, x, [DirectionBuffers()], out)
 
 
 @pytest.mark.parametrize("out, error, match", [
@@ -198,11 +199,12 @@ def test_kernel_refuses_read_only_outputs():
     ([[0.0] * 4] * 2, TypeError, "out: expected a numpy array, got list"),
 ])
 def test_kernel_backward_checks_the_layer_output(out, error, match):
-    from rnnx._kernels._recurrent import Cell, backward_layer
+    from rnnx._kernels._recurrent import Cell, DirectionBuffers, LayerPlan, backward_layer
     x = np.ones((2, 3), F32)
+    plan = LayerPlan(Cell.RNN_TANH, True, np.array([2], np.intp), np.array([0, 2], np.intp),
+                     3, 4, 4, 1, F32)
     with pytest.raises(error, match=match):
-        backward_layer(int(Cell.RNN_TANH), x, out, np.array([2], np.intp),
-                       np.array([0, 2], np.intp), [{"h": np.zeros((2, 4), F32)}], None, None, 4)
+        backward_layer(plan, x, out, [DirectionBuffers()], None, None)
 
 
 @pytest.mark.parametrize("make, x, name, replace, match", [

@@ -33,215 +33,160 @@ cdef void *_ptr(object a, int typenum, intp need, str name, bint out=False) exce
     return cnp.PyArray_DATA(arr)
 
 
-cdef void *_optional_ptr(object a, int typenum, intp need, str name, bint out=False) except? NULL:
-    if a is None:
+cdef void *_array(object a, str name, tuple shape, int typenum, bint out=False) except? NULL:
+    """Data pointer of a C-contiguous array of `typenum` and exactly `shape` (_ptr)."""
+    cdef intp size = 1, n
+    for n in shape:
+        size *= n
+    cdef void *p = _ptr(a, typenum, size, name, out)
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+    return p
+
+
+cdef void *_buffer(dict shapes, DirectionBuffers bufs, str name, int typenum, bint out=False,
+                   bint optional=False) except? NULL:
+    """Data pointer of field `name` of bufs, checked against its shape in the layout; NULL
+    when the layout has no such buffer (or it is `optional` and None)."""
+    shape = shapes.get(name)
+    if shape is None:
         return NULL
-    return _ptr(a, typenum, need, name, out)
+    a = getattr(bufs, name)
+    if optional and a is None:
+        return NULL
+    return _array(a, name, shape, typenum, out)
 
 
-cdef _check_packing(object batch_sizes, object offsets, intp *T, intp *B, intp *N):
-    """Validates batch_sizes (T,) non-increasing positive and offsets = [0, cumsum]."""
-    _ptr(batch_sizes, cnp.NPY_INTP, 0, "batch_sizes")
-    T[0] = cnp.PyArray_SIZE(<cnp.ndarray> batch_sizes)
-    _ptr(offsets, cnp.NPY_INTP, T[0] + 1, "offsets")
-    cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
-    cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
-    cdef intp t
-    if T[0] < 1:
-        raise ValueError("expected at least one time step")
-    B[0] = bs[0]
-    if of[0] != 0:
-        raise ValueError("offsets must start at 0")
-    for t in range(T[0]):
-        if bs[t] < 1 or bs[t] > B[0] or (t > 0 and bs[t] > bs[t - 1]):
-            raise ValueError("batch_sizes must be positive and non-increasing")
-        if of[t + 1] != of[t] + bs[t]:
-            raise ValueError("offsets must be the running sum of batch_sizes")
-    N[0] = of[T[0]]
+cdef _fill_dir(Dir *d, LayerPlan plan, DirectionBuffers a, dict shapes, bint backward):
+    """Checks one direction's arrays against the layout (plan.shapes) and stores their data
+    pointers in d."""
+    cdef int t = plan.typenum
+    d.w_ih_panels = _buffer(shapes, a, "w_ih_panels", t)
+    d.w_hh_panels = _buffer(shapes, a, "w_hh_panels", t)
+    d.w_hr_panels = _buffer(shapes, a, "w_hr_panels", t)
+    d.w_ih = _buffer(shapes, a, "w_ih", t)
+    d.w_hh = _buffer(shapes, a, "w_hh", t)
+    d.w_hr = _buffer(shapes, a, "w_hr", t)
+    d.gemm_backend = _gemm_backend
+    d.b_ih = _buffer(shapes, a, "b_ih", t)
+    d.b_hh = _buffer(shapes, a, "b_hh", t)
+    d.b_sum = _buffer(shapes, a, "b_sum", t, True)
+    d.h = _buffer(shapes, a, "h", t, True)
+    d.c = _buffer(shapes, a, "c", t, True)
+    d.x = NULL
+    d.xs = _buffer(shapes, a, "xs", t, True)
+    d.gates = _buffer(shapes, a, "gates", t, True)
+    d.hg = _buffer(shapes, a, "hg", t, True)
+    d.h0 = _buffer(shapes, a, "h0", t, True)
+    d.out = NULL
+    d.ldo = 0
+    d.cbuf = _buffer(shapes, a, "cbuf", t, True)
+    d.c0 = _buffer(shapes, a, "c0", t, True)
+    d.hn = _buffer(shapes, a, "hn", t, True)
+    d.m = _buffer(shapes, a, "m", t, True)
+    d.dhtot = _buffer(shapes, a, "dhtot", t, True)
+    d.dm = _buffer(shapes, a, "dm", t, True)
+    d.x_chunks = _buffer(shapes, a, "x_chunks", t, True)
+    d.gw_ih = _buffer(shapes, a, "gw_ih", t, True)
+    d.gw_hh = _buffer(shapes, a, "gw_hh", t, True)
+    d.gw_hr = _buffer(shapes, a, "gw_hr", t, True)
+    d.gb_ih = _buffer(shapes, a, "gb_ih", t, True, True)     # None without bias
+    d.gb_hh = _buffer(shapes, a, "gb_hh", t, True, True)
 
 
-cdef int _float_type(object x) except -1:
-    """NPY_FLOAT32 or NPY_FLOAT64 for a 2-d float array x; TypeError/ValueError otherwise."""
-    if not cnp.PyArray_Check(x):
-        raise TypeError(f"x: expected a numpy array, got {type(x).__name__}")
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray> x)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        raise TypeError("x must be a float32 or float64 numpy array")
-    if (<cnp.ndarray> x).ndim != 2:
-        raise ValueError("x must be 2-d (packed rows, features)")
-    return typenum
+cdef _fill_dirs(Dir *dirs, LayerPlan plan, list directions, bint backward):
+    if len(directions) != plan.ndir:
+        raise ValueError(f"directions: expected {plan.ndir}, got {len(directions)}")
+    shapes = plan.shapes(backward)
+    for k in range(plan.ndir):
+        if not isinstance(directions[k], DirectionBuffers):
+            raise TypeError(f"directions: expected DirectionBuffers, got "
+                            f"{type(directions[k]).__name__}")
+        _fill_dir(&dirs[k], plan, directions[k], shapes, backward)
 
 
-def forward_layer(int cell, bint training, object x, object batch_sizes, object offsets,
-                  list directions, object out, intp hidden_size, int num_threads=1):
+def forward_layer(LayerPlan plan not None, object x, list directions, object out):
     """Run one layer (one or two directions) forward over a packed sequence.
 
     x: (N, I) layer input; out: (N, D * P) layer output, direction d in columns d*P:(d+1)*P.
-    directions: per direction a dict of the Dir fields' arrays (see Dir); the second one,
-    if any, runs in reverse. `h` (B, P) and `c` (B, H) hold the initial states on entry and
-    the final ones on return. Training mode fills h0, cbuf, c0, hn and m for backward.
-    Runs on up to num_threads threads, fewer when other calls hold the cores (team.h).
+    directions: per direction its DirectionBuffers, shaped as plan.shapes(False) says; the
+    second one, if any, runs in reverse. `h` (B, P) and `c` (B, H) hold the initial states
+    on entry and the final ones on return. Training mode fills h0, cbuf, c0, hn and m for
+    backward. Runs on up to plan.num_threads threads, fewer when other calls hold the cores
+    (team.h).
     """
-    cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), k
-    _check_packing(batch_sizes, offsets, &T, &B, &N)
-    if cell < 0 or cell > 3:
-        raise ValueError(f"unknown cell kind {cell}")
-    if ndir < 1 or ndir > 2:
-        raise ValueError("one or two directions expected")
-    cdef int typenum = _float_type(x)
-    if not cnp.PyArray_Check(out) or (<cnp.ndarray> out).ndim != 2:
-        raise ValueError("out must be a 2-d numpy array")
-    I = x.shape[1]
-    P = out.shape[1] // ndir
-    if x.shape[0] != N or out.shape[0] != N or out.shape[1] != ndir * P:
-        raise ValueError("x and out must have one row per packed step")
-    cdef bint proj = cell == LSTM and directions[0].get("w_hr_panels") is not None
-    if not proj and P != H:
-        raise ValueError("out has the wrong number of columns")
-    cdef void *xp = _ptr(x, typenum, N * I, "x")
-    cdef void *op = _ptr(out, typenum, N * ndir * P, "out", True)
+    cdef void *xp = _array(x, "x", (plan.rows, plan.input_size), plan.typenum)
+    cdef void *op = _array(out, "out", (plan.rows, plan.ndir * plan.state_size), plan.typenum, True)
     cdef Dir[2] dirs
-    for k in range(ndir):
-        _fill_dir(&dirs[k], directions[k], typenum, cell, training, proj, False, N, B, I, H, P,
-                  num_threads)
-    cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
-    cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
+    _fill_dirs(dirs, plan, directions, False)
     with nogil:
-        num_threads = rnnx_claim_threads(num_threads)
-        for k in range(ndir):
-            dirs[k].x = xp
-            if typenum == cnp.NPY_FLOAT32:
-                _project_inputs[float](cell, B, N, I, H, <float *> xp, &dirs[k], num_threads)
-            else:
-                _project_inputs[double](cell, B, N, I, H, <double *> xp, &dirs[k], num_threads)
-        _run_tasks(True, typenum, cell, training, ndir, T, bs, of, I, H, P, op, ndir * P, dirs,
-                   num_threads)
-        rnnx_release_threads(num_threads)
+        if plan.itemsize == 4:
+            _forward_layer[float](plan, <float *> xp, <float *> op, dirs)
+        else:
+            _forward_layer[double](plan, <double *> xp, <double *> op, dirs)
 
 
-def backward_layer(int cell, object x, object out, object batch_sizes, object offsets,
-                   list directions, object grad_out, object grad_x, intp hidden_size,
-                   int num_threads=1):
-    """Back-propagate one layer run by forward_layer in training mode.
+cdef void _forward_layer(LayerPlan plan, const floating *x, floating *out,
+                         Dir *dirs) noexcept nogil:
+    cdef int num_threads = rnnx_claim_threads(plan.num_threads)
+    cdef intp k
+    for k in range(plan.ndir):
+        dirs[k].x = <void *> x
+        _project_inputs(plan.cell, plan.batch, plan.rows, plan.input_size, plan.hidden_size, x, &dirs[k], num_threads)
+    _run_tasks(True, plan.cell, plan.training, plan.ndir, plan.steps, plan.bs, plan.of, plan.input_size,
+               plan.hidden_size, plan.state_size, out, plan.ndir * plan.state_size, dirs, num_threads)
+    rnnx_release_threads(num_threads)
+
+
+def backward_layer(LayerPlan plan not None, object x, object out, list directions,
+                   object grad_out, object grad_x):
+    """Back-propagate one layer run by forward_layer in training mode (plan: the same sizes).
 
     x and out: that forward's input (N, I) and output (N, D * P), unchanged since (backward
     reads the hidden state entering each step in out). grad_out: (N, D * P) gradient of the
     layer output, or None; grad_x: (N, I) output (overwritten), or None when the input
-    gradient is not wanted. Per direction, `h`/`c` hold dh_n/dc_n on entry and dh0/dc0 on
-    return, `gates` and `hn` are consumed, and the parameter gradients are accumulated into
-    gw_ih, gw_hh, gb_ih, gb_hh, gw_hr.
+    gradient is not wanted. directions: per direction its DirectionBuffers, shaped as
+    plan.shapes(True) says: `h`/`c` hold dh_n/dc_n on entry and dh0/dc0 on return, `gates`
+    and `hn` are consumed, and the parameter gradients are accumulated into gw_ih, gw_hh,
+    gb_ih, gb_hh, gw_hr.
     """
-    cdef intp T, B, N, H = hidden_size, I, P, ndir = len(directions), GH, k
-    _check_packing(batch_sizes, offsets, &T, &B, &N)
-    if cell < 0 or cell > 3:
-        raise ValueError(f"unknown cell kind {cell}")
-    if ndir < 1 or ndir > 2:
-        raise ValueError("one or two directions expected")
-    GH = NUM_GATES[cell] * H
-    cdef int typenum = _float_type(x)
-    if x.shape[0] != N:
-        raise ValueError("x must have one row per packed step")
-    I = x.shape[1]
-    cdef bint proj = cell == LSTM and directions[0].get("w_hr_panels") is not None
-    P = directions[0]["h"].shape[1]
-    if not proj and P != H:
-        raise ValueError("h has the wrong number of columns")
-    cdef intp ld = ndir * P
-    cdef bint blas
-    cdef void *xp = _ptr(x, typenum, N * I, "x")
-    cdef char *op = <char *> _ptr(out, typenum, N * ld, "out")
+    cdef intp N = plan.rows, ld = plan.ndir * plan.state_size, k
+    cdef int t = plan.typenum
+    cdef void *xp = _array(x, "x", (N, plan.input_size), t)
+    if not cnp.PyArray_Check(out):
+        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
+    cdef char *op = <char *> _ptr(out, t, 0, "out")
     if out.shape != (N, ld):
         raise ValueError(f"out: expected the layer output, shape {(N, ld)}, got {out.shape}")
-    cdef void *gop = _optional_ptr(grad_out, typenum, N * ld, "grad_out")
-    cdef void *gxp = _optional_ptr(grad_x, typenum, N * I, "grad_x", True)
+    cdef void *gop = NULL if grad_out is None else _array(grad_out, "grad_out", (N, ld), t)
+    cdef void *gxp = NULL if grad_x is None else _array(grad_x, "grad_x", (N, plan.input_size), t, True)
     cdef Dir[2] dirs
-    for k in range(ndir):
-        _fill_dir(&dirs[k], directions[k], typenum, cell, True, proj, True, N, B, I, H, P,
-                  num_threads)
+    _fill_dirs(dirs, plan, directions, True)
+    for k in range(plan.ndir):
         dirs[k].x = xp
-        dirs[k].out = op + k * P * cnp.PyArray_ITEMSIZE(<cnp.ndarray> out)
+        dirs[k].out = op + k * plan.state_size * plan.itemsize
         dirs[k].ldo = ld
-    cdef const intp *bs = <intp *> cnp.PyArray_DATA(<cnp.ndarray> batch_sizes)
-    cdef const intp *of = <intp *> cnp.PyArray_DATA(<cnp.ndarray> offsets)
     with nogil:
-        num_threads = rnnx_claim_threads(num_threads)
-        _run_tasks(False, typenum, cell, True, ndir, T, bs, of, I, H, P, gop, ld, dirs,
-                   num_threads)
-        for k in range(ndir):
-            if typenum == cnp.NPY_FLOAT32:
-                _weight_grads(cell, T, bs, of, k == 1, N, I, H, P, <float *> dirs[k].gates,
-                              &dirs[k], num_threads)
-            else:
-                _weight_grads(cell, T, bs, of, k == 1, N, I, H, P, <double *> dirs[k].gates,
-                              &dirs[k], num_threads)
-        if gxp != NULL:
-            for k in range(ndir):
-                # grad_x (N, I) (+)= dgates_k (N, GH) @ w_ih_k (GH, I)
-                blas = _use_blas(dirs[k].gemm_backend, SEQUENCE_PRODUCT)
-                if typenum == cnp.NPY_FLOAT32:
-                    _parallel_step_gemm[float](blas, N, I, GH, <float *> dirs[k].gates, GH,
-                                               <float *> dirs[k].w_ih_panels,
-                                               <float *> dirs[k].w_ih, I, False, k > 0,
-                                               <float *> gxp, I, num_threads)
-                else:
-                    _parallel_step_gemm[double](blas, N, I, GH, <double *> dirs[k].gates, GH,
-                                                <double *> dirs[k].w_ih_panels,
-                                                <double *> dirs[k].w_ih, I, False, k > 0,
-                                                <double *> gxp, I, num_threads)
-        rnnx_release_threads(num_threads)
+        if plan.itemsize == 4:
+            _backward_layer[float](plan, <float *> gop, <float *> gxp, dirs)
+        else:
+            _backward_layer[double](plan, <double *> gop, <double *> gxp, dirs)
 
 
-cdef inline intp _round_up(intp n, intp multiple):
-    return (n + multiple - 1) // multiple * multiple
-
-
-cdef _fill_dir(Dir *d, dict a, int typenum, int cell, bint training, bint proj, bint backward,
-               intp N, intp B, intp I, intp H, intp P, int num_threads):
-    """Checks one direction's arrays and stores their data pointers in d."""
-    cdef intp GH = NUM_GATES[cell] * H
-    cdef bint lstm = cell == LSTM, gru = cell == GRU
-    # The B operands of the step GEMMs in zero-padded panels of pw columns (PANEL_BYTES):
-    # w_hh.T (P, GH) and w_ih.T (I, GH) forward, w_hh (GH, P) and w_ih (GH, I) backward.
-    cdef intp itemsize = 4 if typenum == cnp.NPY_FLOAT32 else 8, pw = panel_width(itemsize)
-    d.w_hh_panels = _ptr(a["w_hh_panels"], typenum, _round_up(P, pw) * GH if backward else
-                         _round_up(GH, pw) * P, "w_hh_panels")
-    d.w_ih_panels = _ptr(a["w_ih_panels"], typenum, _round_up(I, pw) * GH if backward else
-                         _round_up(GH, pw) * I, "w_ih_panels")
-    d.w_ih = _ptr(a["w_ih"], typenum, GH * I, "w_ih")
-    d.w_hh = _ptr(a["w_hh"], typenum, GH * P, "w_hh")
-    d.gemm_backend = _gemm_backend
-    d.w_hr = _ptr(a["w_hr"], typenum, P * H, "w_hr") if proj else NULL
-    d.w_hr_panels = (_ptr(a["w_hr_panels"], typenum, _round_up(H, pw) * P if backward else
-                          _round_up(P, pw) * H, "w_hr_panels") if proj else NULL)
-    d.b_ih = NULL if backward else _ptr(a["b_ih"], typenum, GH, "b_ih")
-    d.b_hh = NULL if backward else _ptr(a["b_hh"], typenum, GH, "b_hh")
-    d.b_sum = NULL if backward else _ptr(a["b_sum"], typenum, GH, "b_sum")
-    d.h = _ptr(a["h"], typenum, B * P, "h", True)
-    d.c = _ptr(a["c"], typenum, B * H, "c", True) if lstm else NULL
-    d.x = NULL
-    cdef bint per_step = not backward and projects_per_step(cell, B, I, P, H, itemsize)
-    d.xs = _ptr(a["xs"], typenum, B * GH, "xs") if per_step else NULL
-    d.gates = _ptr(a["gates"], typenum, N * GH, "gates") if training or not per_step else NULL
-    d.hg = _ptr(a["hg"], typenum, B * GH, "hg")
-    d.h0 = _ptr(a["h0"], typenum, B * P, "h0") if training else NULL
-    d.out = NULL
-    d.ldo = 0
-    d.cbuf = _ptr(a["cbuf"], typenum, N * H, "cbuf") if training and lstm else NULL
-    d.c0 = _ptr(a["c0"], typenum, B * H, "c0") if training and lstm else NULL
-    d.hn = _ptr(a["hn"], typenum, N * H, "hn") if training and gru else NULL
-    d.m = _ptr(a["m"], typenum, (N if training else B) * H, "m") if proj else NULL
-    d.dhtot = _ptr(a["dhtot"], typenum, N * P, "dhtot") if backward and proj else NULL
-    d.dm = _ptr(a["dm"], typenum, B * H, "dm") if backward and proj else NULL
-    d.gw_ih = d.gw_hh = d.gb_ih = d.gb_hh = d.gw_hr = NULL
-    d.x_chunks = NULL
-    if backward:
-        d.x_chunks = _ptr(a["x_chunks"], typenum,
-                          x_chunks_size(max(I, H), itemsize, num_threads),
-                          "x_chunks")
-        d.gw_ih = _ptr(a["gw_ih"], typenum, GH * I, "gw_ih", True)
-        d.gw_hh = _ptr(a["gw_hh"], typenum, GH * P, "gw_hh", True)
-        d.gw_hr = _ptr(a["gw_hr"], typenum, P * H, "gw_hr", True) if proj else NULL
-        if a.get("gb_ih") is not None:
-            d.gb_ih = _ptr(a["gb_ih"], typenum, GH, "gb_ih", True)
-            d.gb_hh = _ptr(a["gb_hh"], typenum, GH, "gb_hh", True)
-
+cdef void _backward_layer(LayerPlan plan, floating *grad_out, floating *grad_x,
+                          Dir *dirs) noexcept nogil:
+    cdef int num_threads = rnnx_claim_threads(plan.num_threads)
+    cdef intp k, N = plan.rows, I = plan.input_size, GH = plan.gate_size
+    _run_tasks(False, plan.cell, True, plan.ndir, plan.steps, plan.bs, plan.of, I, plan.hidden_size, plan.state_size,
+               grad_out, plan.ndir * plan.state_size, dirs, num_threads)
+    for k in range(plan.ndir):
+        _weight_grads(plan.cell, plan.steps, plan.bs, plan.of, k == 1, N, I, plan.hidden_size, plan.state_size,
+                      <floating *> dirs[k].gates, &dirs[k], num_threads)
+    if grad_x != NULL:
+        for k in range(plan.ndir):
+            # grad_x (N, I) (+)= dgates_k (N, GH) @ w_ih_k (GH, I)
+            _parallel_step_gemm(_use_blas(dirs[k].gemm_backend, SEQUENCE_PRODUCT), N, I, GH,
+                                <floating *> dirs[k].gates, GH, <floating *> dirs[k].w_ih_panels,
+                                <floating *> dirs[k].w_ih, I, False, k > 0, grad_x, I,
+                                num_threads)
+    rnnx_release_threads(num_threads)

@@ -44,3 +44,28 @@ cpdef bint projects_per_step(int cell, intp B, intp I, intp P, intp H,
                              intp itemsize) noexcept nogil
 cpdef bint shares_time_loop(int cell, intp B, intp ndir, intp H, intp P, bint projection,
                             int num_threads) noexcept nogil
+
+
+cdef class LayerPlan:
+    # One layer call, made once by the caller (rnnx.nn) and read by the kernels: its sizes,
+    # dtype, cell kind and mode, and the packing of its sequence.
+    cdef readonly int cell, num_threads, typenum
+    cdef readonly bint training, projection, per_step
+    cdef readonly intp steps, batch, rows, input_size, hidden_size, state_size, gate_size
+    cdef readonly intp ndir, itemsize
+    cdef readonly object dtype, batch_sizes, offsets
+    cdef const intp *bs
+    cdef const intp *of
+    cdef _check_packing(self, batch_sizes, offsets)
+    cpdef dict shapes(self, bint backward)
+
+
+cdef class DirectionBuffers:
+    # The arrays of one layer direction, as named in LayerPlan.shapes (None where unused).
+    cdef public object w_ih, w_hh, b_ih, b_hh, w_hr, w_ih_panels, w_hh_panels, w_hr_panels
+    cdef public object h, c, b_sum, xs, gates, hg, h0, cbuf, c0, hn, m, dhtot, dm, x_chunks
+    cdef public object gw_ih, gw_hh, gb_ih, gb_hh, gw_hr
+    # bookkeeping of the caller: the panels are a module's cached ones; gradient targets of
+    # frozen parameters (scratch)
+    cdef public bint cached_panels
+    cdef public list frozen_grads

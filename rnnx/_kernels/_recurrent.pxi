@@ -38,7 +38,7 @@ from ._layout cimport (intp, Cell, RNN_TANH, RNN_RELU, LSTM, GRU, GemmBackend, G
                        GEMM_BLAS, GEMM_MICROKERNEL, NUM_GATES, MAX_BLOCKS, MIN_BLOCK_ROWS,
                        SMALL_BATCH, K_CHUNK, WEIGHT_GRAD_ROWS, SEQUENCE_ROWS, BLAS_ROWS,
                        BLAS_COLS, panel_width, x_chunks_size, weights_fit_cache,
-                       projects_per_step, shares_time_loop)
+                       projects_per_step, shares_time_loop, LayerPlan, DirectionBuffers)
 
 cnp.import_array()
 

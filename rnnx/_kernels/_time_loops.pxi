@@ -516,34 +516,12 @@ cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp a
         blk += 1
 
 
-cdef void _forward_task(int typenum, int cell, bint training, intp k, intp r0, intp r1, intp T,
-                        const intp *bs, const intp *of, intp I, intp H, intp P, void *out,
-                        intp ld, Dir *dirs) noexcept nogil:
-    """Rows [r0, r1) of direction k (1 runs in reverse)."""
-    if typenum == cnp.NPY_FLOAT32:
-        _recur_forward[float](cell, training, k == 1, T, bs, of, r0, r1, I, H, P,
-                              <float *> out + k * P, ld, &dirs[k])
-    else:
-        _recur_forward[double](cell, training, k == 1, T, bs, of, r0, r1, I, H, P,
-                               <double *> out + k * P, ld, &dirs[k])
-
-
-cdef void _backward_task(int typenum, int cell, intp k, intp r0, intp r1, intp T, const intp *bs,
-                         const intp *of, intp H, intp P, void *dout, intp ld,
-                         Dir *dirs) noexcept nogil:
-    if typenum == cnp.NPY_FLOAT32:
-        _recur_backward[float](cell, k == 1, T, bs, of, r0, r1, H, P,
-                               <float *> dout + k * P if dout != NULL else NULL, ld, &dirs[k])
-    else:
-        _recur_backward[double](cell, k == 1, T, bs, of, r0, r1, H, P,
-                                <double *> dout + k * P if dout != NULL else NULL, ld, &dirs[k])
-
-
-cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp ndir, intp T,
-                     const intp *bs, const intp *of, intp I, intp H, intp P, void *buf, intp ld,
-                     Dir *dirs, int num_threads) noexcept nogil:
+cdef void _run_tasks(bint forward, int cell, bint training, intp ndir, intp T, const intp *bs,
+                     const intp *of, intp I, intp H, intp P, floating *buf, intp ld, Dir *dirs,
+                     int num_threads) noexcept nogil:
     """Run every (direction, row block) task of the time loop, on parallel threads when there
-    are several tasks."""
+    are several tasks. buf: the layer output (forward) or its gradient (backward, or NULL),
+    ld apart, direction k in columns k*P:(k+1)*P."""
     cdef intp nblocks, ntasks, task
     cdef intp[MAX_BLOCKS + 1] bounds
     cdef rnnx_barrier barrier
@@ -557,38 +535,31 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
         # too few rows for the threads: they share the time loop, split by hidden units
         rnnx_barrier_init(&barrier)
         with parallel(num_threads=num_threads):
-            if forward and typenum == cnp.NPY_FLOAT32:
-                _team_forward(cell, training, T, bs, of, I, H, P, <float *> buf, ld, dirs,
-                              &barrier)
-            elif forward:
-                _team_forward(cell, training, T, bs, of, I, H, P, <double *> buf, ld, dirs,
-                              &barrier)
-            elif typenum == cnp.NPY_FLOAT32:
-                _team_backward(cell, T, bs, of, H, P, <float *> buf, ld, dirs, &barrier)
+            if forward:
+                _team_forward(cell, training, T, bs, of, I, H, P, buf, ld, dirs, &barrier)
             else:
-                _team_backward(cell, T, bs, of, H, P, <double *> buf, ld, dirs, &barrier)
+                _team_backward(cell, T, bs, of, H, P, buf, ld, dirs, &barrier)
         rnnx_team_review(&barrier, T)
         return
     if threads <= 1:
         # no parallel region at all on one thread (a forked child must not enter one)
         for task in range(ntasks):
-            _task(forward, typenum, cell, training, task, nblocks, bounds, T, bs, of, I, H, P,
-                  buf, ld, dirs)
+            _task(forward, cell, training, task, nblocks, bounds, T, bs, of, I, H, P, buf, ld,
+                  dirs)
         return
     for task in prange(ntasks, num_threads=threads, schedule="static"):
-        _task(forward, typenum, cell, training, task, nblocks, bounds, T, bs, of, I, H, P, buf,
-              ld, dirs)
+        _task(forward, cell, training, task, nblocks, bounds, T, bs, of, I, H, P, buf, ld, dirs)
 
 
-cdef inline void _task(bint forward, int typenum, int cell, bint training, intp task,
-                       intp nblocks, const intp *bounds, intp T, const intp *bs, const intp *of,
-                       intp I, intp H, intp P, void *buf, intp ld, Dir *dirs) noexcept nogil:
-    """Task `task` of _run_tasks: direction task // nblocks, row block task % nblocks."""
+cdef inline void _task(bint forward, int cell, bint training, intp task, intp nblocks,
+                       const intp *bounds, intp T, const intp *bs, const intp *of, intp I,
+                       intp H, intp P, floating *buf, intp ld, Dir *dirs) noexcept nogil:
+    """Task `task` of _run_tasks: direction k = task // nblocks (1 runs in reverse), row block
+    task % nblocks."""
     cdef intp k = task // nblocks, blk = task % nblocks
     if forward:
-        _forward_task(typenum, cell, training, k, bounds[blk], bounds[blk + 1], T, bs, of, I,
-                      H, P, buf, ld, dirs)
+        _recur_forward(cell, training, k == 1, T, bs, of, bounds[blk], bounds[blk + 1], I, H,
+                       P, buf + k * P, ld, &dirs[k])
     else:
-        _backward_task(typenum, cell, k, bounds[blk], bounds[blk + 1], T, bs, of, H, P, buf,
-                       ld, dirs)
-
+        _recur_backward(cell, k == 1, T, bs, of, bounds[blk], bounds[blk + 1], H, P,
+                        buf + k * P if buf != NULL else NULL, ld, &dirs[k])

@@ -6,12 +6,9 @@ and calling backward T times in reverse order gives exactly the BPTT gradients.
 """
 import numpy as np
 
-from .._kernels._recurrent import Cell, backward_layer, forward_layer, num_gates
+from .._kernels._recurrent import Cell, LayerPlan, num_gates
 from .module import Module, Parameter, check_dtype, check_grad_shape
-from .._workspace import POOL
-from .rnn import (as_float_array, attach_gradients, check_int_sizes,
-                  direction_buffers, input_chunks, keep_for_backward, release_buffers,
-                  reset_uniform)
+from .rnn import as_float_array, check_int_sizes, reset_uniform, run_backward, run_forward
 
 _ONE_STEP_OFFSETS = {}
 
@@ -97,21 +94,21 @@ class RNNCellBase(Module):
         x2 = x.reshape(-1, self.input_size)
         x2 = np.array(x2, order="C", copy=True) if self._recording else np.ascontiguousarray(x2)
         B = x2.shape[0]
-        bs, offsets = _one_step_packing(B)
         recording = self._recording
-        bufs = direction_buffers(self.mode, self._weights(), h, c, recording, B,
-                                 self.hidden_size, self._zero_bias)
         out = np.empty((B, self.hidden_size), self.dtype)
-        forward_layer(int(self.mode), recording, x2, bs, offsets, [bufs], out, self.hidden_size)
+        saved = run_forward(self._plan(B, recording), x2, [self._weights()], [(h, c)],
+                            self._zero_bias, out)
         if recording:
-            keep_for_backward(bufs)
-            self._push_record((x2, out, bufs, unbatched,
+            self._push_record((x2, out, saved[0], unbatched,
                                self._fingerprint_weights(("weight_ih", "weight_hh"))))
-        else:
-            release_buffers(bufs)
+
+    def _plan(self, B, training):
+        """The LayerPlan of one step of B rows (one thread: a step is too small to share)."""
+        return LayerPlan(self.mode, training, *_one_step_packing(B), self.input_size,
+                         self.hidden_size, self.hidden_size, 1, self.dtype)
 
     def _backward_step(self, grad_h, grad_c, input_grad):
-        x2, out, bufs, unbatched, weights = self._peek_record()
+        x2, out, saved, unbatched, weights = self._peek_record()
         B = x2.shape[0]
         shape_x = x2[0] if unbatched else x2
         dh = self._state_grad(grad_h, shape_x, "grad_h")
@@ -120,14 +117,9 @@ class RNNCellBase(Module):
         self._check_unmodified(weights)
         self._check_gradients()
         self._pop_record()
-        x_chunks = input_chunks(x2.shape[1], self.hidden_size, x2.dtype, 1)
-        attach_gradients(bufs, self._weights(), dh, dc, x_chunks)
         grad_x = np.empty_like(x2) if input_grad else None
-        bs, offsets = _one_step_packing(B)
-        backward_layer(int(self.mode), x2, out, bs, offsets, [bufs], None, grad_x,
-                       self.hidden_size)
-        release_buffers(bufs)
-        POOL.give(x_chunks)
+        run_backward(self._plan(B, True), x2, out, [saved], [self._weights()], [(dh, dc)], None,
+                     grad_x)
         if unbatched:
             return (None if grad_x is None else grad_x[0]), dh[0], (None if dc is None else dc[0])
         return grad_x, dh, dc

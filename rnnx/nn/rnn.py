@@ -14,9 +14,9 @@ import warnings
 import numpy as np
 
 from .. import _random, _threads
-from .._kernels._recurrent import (Cell, backward_layer, forward_layer, num_gates, pack_panels,
-                                   panels_shape, projects_per_step, refresh_panels,
-                                   weights_fit_cache, x_chunks_size)
+from .._kernels._recurrent import (PANELS, SAVED, SCRATCH, Cell, DirectionBuffers, LayerPlan,
+                                   backward_layer, forward_layer, num_gates, pack_panels,
+                                   panels_shape, refresh_panels, weights_fit_cache)
 from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
                          packing_of_lengths)
 from .._workspace import POOL
@@ -32,14 +32,6 @@ def as_float_array(value, dtype, what):
     return arr.astype(dtype, copy=False)
 
 
-# The kernel dict entries that are scratch owned by one call (returned to the pool after it).
-SCRATCH = ("xs", "gates", "hg", "h0", "cbuf", "c0", "hn", "m", "dhtot", "dm", "w_hh_panels",
-           "w_ih_panels", "w_hr_panels")
-
-
-# The forward's packed weights (panels of w.T), which release_buffers leaves alone when
-# they are a module's cached ones.
-FORWARD_PANELS = ("w_ih_panels", "w_hh_panels", "w_hr_panels")
 _PANEL_CACHE_LOCK = threading.Lock()
 
 
@@ -79,85 +71,108 @@ def cached_panels(cache, name, w):
     return entry[1]
 
 
-def direction_buffers(cell, weights, h, c, training, num_rows, hidden_size, zero_bias,
-                      cache=None):
-    """The kernel's per-direction dict for one layer direction (see _recurrent.Dir).
+def run_forward(plan, x, weights, states, zero_bias, out, caches=None):
+    """One layer forward through the kernels, the one way there for sequences and cells.
+
+    plan: its LayerPlan; x (N, I) its packed input, out (N, D * P) its output; per direction
+    weights: (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where absent, and states: (h, c)
+    holding the initial state and receiving the final one; caches: per direction a dict in
+    which an inference call keeps the packed weights (cached_panels), or None. Returns, for a
+    training plan, per direction the DirectionBuffers that its backward reads (run_backward).
+    """
+    dirs = [direction_buffers(plan, weights[d], *states[d], zero_bias,
+                              None if caches is None else caches[d]) for d in range(plan.ndir)]
+    forward_layer(plan, x, dirs, out)
+    if plan.training:
+        return [keep_for_backward(bufs) for bufs in dirs]
+    for bufs in dirs:
+        release_buffers(bufs)
+    return None
+
+
+def run_backward(plan, x, out, saved, weights, grad_states, grad_out, grad_x):
+    """Back-propagate one layer run by run_forward (which returned `saved`): grad_states per
+    direction (dh, dc) hold the gradients of the final state and receive those of the initial
+    one; grad_out (N, D * P) or None; grad_x (N, I) is written, unless None. Parameter
+    gradients accumulate into .grad."""
+    x_chunks = POOL.take(plan.shapes(True)["x_chunks"], plan.dtype)   # shared by directions
+    for d in range(plan.ndir):
+        attach_gradients(saved[d], plan, weights[d], *grad_states[d], x_chunks)
+    backward_layer(plan, x, out, saved, grad_out, grad_x)
+    for bufs in saved:
+        release_buffers(bufs)
+    POOL.give(x_chunks)
+
+
+def take_buffers(bufs, shapes, names, dtype):
+    """Pool arrays for the buffers `names` that the layout `shapes` has, into bufs."""
+    for name in names:
+        shape = shapes.get(name)
+        if shape is not None:
+            setattr(bufs, name, POOL.take(shape, dtype))
+
+
+def direction_buffers(plan, weights, h, c, zero_bias, cache=None):
+    """The kernel's DirectionBuffers of one layer direction for a forward `plan`.
 
     weights: (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where absent; h (B, P) and
-    c (B, H) hold the initial state and receive the final one. Scratch comes from the pool;
-    release_buffers gives it back. cache: for an inference call, a dict in which the module
-    keeps this direction's packed weights between calls (cached_panels), used when they fit
-    in cache (weights_fit_cache; bigger ones pack in a small fraction of a call's time).
+    c (B, H) hold the initial state and receive the final one. Scratch comes from the pool,
+    shaped by plan.shapes; release_buffers gives it back. cache: for an inference call, a
+    dict in which the module keeps this direction's packed weights between calls
+    (cached_panels), used when they fit in cache (weights_fit_cache; bigger ones pack in a
+    small fraction of a call's time).
     """
     _threads.pin_kernel_blas()
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
-    dtype = w_ih.data.dtype
-    H, B, P, I = hidden_size, h.shape[0], h.shape[1], w_ih.data.shape[1]
-    GH = num_gates(cell) * H
-    take = POOL.take
-    per_step = projects_per_step(cell, B, I, P, H, dtype.itemsize)
-    cached = cache is not None and weights_fit_cache(cell, I, P, H, dtype.itemsize)
+    cached = cache is not None and weights_fit_cache(plan.cell, plan.input_size, plan.state_size, plan.hidden_size,
+                                                     plan.itemsize)
 
     def pack(name, w):
         return cached_panels(cache, name, w) if cached else panels(w.T)
-    bufs = {
-        "w_hh_panels": pack("w_hh", w_hh.data), "w_ih_panels": pack("w_ih", w_ih.data),
-        "w_ih": w_ih.data, "w_hh": w_hh.data,
-        "b_ih": zero_bias if b_ih is None else b_ih.data,
-        "b_hh": zero_bias if b_hh is None else b_hh.data,
-        "w_hr_panels": None if w_hr is None else pack("w_hr", w_hr.data),
-        "w_hr": None if w_hr is None else w_hr.data,
-        "cached_panels": cached,
-        "h": h, "c": c,
-        "xs": take((B, GH), dtype) if per_step else None, "hg": take((B, GH), dtype),
-        "b_sum": np.empty(GH, dtype),
-    }
-    if training or not per_step:
-        bufs["gates"] = take((num_rows, GH), dtype)
-    if training:
-        bufs["h0"] = take((B, P), dtype)
-        if cell == Cell.LSTM:
-            bufs["cbuf"] = take((num_rows, H), dtype)
-            bufs["c0"] = take((B, H), dtype)
-        if cell == Cell.GRU:
-            bufs["hn"] = take((num_rows, H), dtype)
+    bufs = DirectionBuffers()
+    bufs.w_ih, bufs.w_hh = w_ih.data, w_hh.data
+    bufs.w_hh_panels, bufs.w_ih_panels = pack("w_hh", w_hh.data), pack("w_ih", w_ih.data)
+    bufs.b_ih = zero_bias if b_ih is None else b_ih.data
+    bufs.b_hh = zero_bias if b_hh is None else b_hh.data
     if w_hr is not None:
-        bufs["m"] = take((num_rows if training else B, H), dtype)
+        bufs.w_hr, bufs.w_hr_panels = w_hr.data, pack("w_hr", w_hr.data)
+    bufs.cached_panels = cached
+    bufs.h, bufs.c = h, c
+    take_buffers(bufs, plan.shapes(False), SCRATCH + SAVED, plan.dtype)
     return bufs
 
 
-# What backward reads of a training forward's direction dict (the rest is for the forward).
-SAVED = ("gates", "h0", "cbuf", "c0", "hn", "m")
-
-
 def release_buffers(bufs):
-    """Give a direction dict's scratch back to the pool (after the call that used it); a
+    """Give a direction's scratch back to the pool (after the call that used it); a
     module's cached panels stay the module's."""
-    if bufs.pop("cached_panels", False):
-        for key in FORWARD_PANELS:
-            bufs.pop(key)
-    POOL.give(*(bufs.pop(key, None) for key in SCRATCH), *bufs.pop("frozen_grads", ()))
+    names = SCRATCH + SAVED + (() if bufs.cached_panels else PANELS)
+    POOL.give(*(getattr(bufs, name) for name in names), *bufs.frozen_grads)
+    for name in names:
+        setattr(bufs, name, None)
+    bufs.frozen_grads = []
 
 
 def grad_target(p, bufs):
     """The array the kernel accumulates p's gradient into: p.grad (allocated if None), or for
-    a frozen p (requires_grad=False) zeroed pool scratch, listed in bufs["frozen_grads"] for
+    a frozen p (requires_grad=False) zeroed pool scratch, listed in bufs.frozen_grads for
     release_buffers to discard."""
     target = p._grad_target()
     if target is None:
         target = POOL.take(p.data.shape, p.data.dtype)
         target.fill(0)
-        bufs["frozen_grads"].append(target)
+        bufs.frozen_grads.append(target)
     return target
 
 
 def keep_for_backward(bufs):
-    """Reduce a training forward's direction dict to what backward reads (SAVED), in place,
-    giving the rest of its scratch back: a pending record holds nothing else."""
-    saved = {key: bufs.pop(key) for key in SAVED if key in bufs}
+    """What backward reads of a training forward's direction (SAVED), as new DirectionBuffers;
+    the rest of bufs' scratch goes back to the pool: a pending record holds nothing else."""
+    saved = DirectionBuffers()
+    for name in SAVED:
+        setattr(saved, name, getattr(bufs, name))
+        setattr(bufs, name, None)
     release_buffers(bufs)
-    bufs.clear()
-    bufs.update(saved)
+    return saved
 
 
 def panels_buffer(k, n, dtype, pooled=True):
@@ -181,35 +196,23 @@ def panels(b):
     return out
 
 
-def input_chunks(input_size, hidden_size, dtype, threads):
-    """Pooled scratch in which the backward kernel packs, chunk by chunk (one chunk per
-    thread), the B operands of the weight gradients: the layer input (N, I), the hidden state
-    entering each step (N, P) and the projected LSTM's m (N, H)."""
-    return POOL.take((x_chunks_size(max(input_size, hidden_size), dtype.itemsize, threads),),
-                     dtype)
-
-
-def attach_gradients(bufs, weights, dh, dc, x_chunks):
-    """Turn a forward record's direction dict (keep_for_backward) into the kernel's backward
-    dict, in place.
-
-    x_chunks: input_chunks(...), scratch shared by the directions of a layer."""
+def attach_gradients(bufs, plan, weights, dh, dc, x_chunks):
+    """Turn a forward's saved DirectionBuffers (keep_for_backward) into the kernel's backward
+    ones for `plan`, in place: dh (B, P), dc (B, H) the state gradients; x_chunks: scratch
+    shared by the directions of a layer."""
     _threads.pin_kernel_blas()
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
-    gates = bufs["gates"]
-    bufs["frozen_grads"] = []
-    bufs.update(h=dh, c=dc, hg=POOL.take((dh.shape[0], gates.shape[1]), dh.dtype),
-                w_ih=w_ih.data, w_hh=w_hh.data,
-                gw_ih=grad_target(w_ih, bufs), gw_hh=grad_target(w_hh, bufs),
-                w_hh_panels=panels(w_hh.data), w_ih_panels=panels(w_ih.data), x_chunks=x_chunks,
-                gb_ih=None if b_ih is None else grad_target(b_ih, bufs),
-                gb_hh=None if b_hh is None else grad_target(b_hh, bufs))
+    bufs.h, bufs.c = dh, dc
+    bufs.w_ih, bufs.w_hh = w_ih.data, w_hh.data
+    bufs.gw_ih, bufs.gw_hh = grad_target(w_ih, bufs), grad_target(w_hh, bufs)
+    bufs.w_hh_panels, bufs.w_ih_panels = panels(w_hh.data), panels(w_ih.data)
+    bufs.x_chunks = x_chunks
+    bufs.gb_ih = None if b_ih is None else grad_target(b_ih, bufs)
+    bufs.gb_hh = None if b_hh is None else grad_target(b_hh, bufs)
     if w_hr is not None:
-        P = dh.shape[1]
-        bufs.update(w_hr=w_hr.data, gw_hr=grad_target(w_hr, bufs), w_hr_panels=panels(w_hr.data),
-                    dhtot=POOL.take((gates.shape[0], P), dh.dtype),
-                    dm=POOL.take((dh.shape[0], bufs["m"].shape[1]), dh.dtype))
-    return bufs
+        bufs.w_hr, bufs.gw_hr = w_hr.data, grad_target(w_hr, bufs)
+        bufs.w_hr_panels = panels(w_hr.data)
+    take_buffers(bufs, plan.shapes(True), SCRATCH, plan.dtype)
 
 
 def guard(what, a):
@@ -329,8 +332,9 @@ class _Batch:
 
 class _Record:
     """What a training forward leaves for its backward: the batch, per layer (input, output,
-    direction dicts, dropout mask), the fingerprints of the weights and guards of the caller's
-    arrays that backward reads (its input and output, read in place rather than copied)."""
+    the DirectionBuffers run_forward saved, dropout mask), the fingerprints of the weights and
+    guards of the caller's arrays that backward reads (its input and output, read in place
+    rather than copied)."""
     __slots__ = ("batch", "layers", "has_c", "weights", "guards")
 
     def __init__(self, batch, layers, has_c, weights, guards):
@@ -554,27 +558,23 @@ class RNNBase(Module):
         last = self.num_layers - 1
         weights = self._weights
         for layer in range(self.num_layers):
-            dirs = [direction_buffers(self.mode, weights[layer][d], h_n[layer * D + d],
-                                      None if c_n is None else c_n[layer * D + d], recording, N, H,
-                                      self._zero_bias, self._inference_cache(recording, layer, d))
-                    for d in range(D)]
+            plan = LayerPlan(self.mode, recording, batch.batch_sizes, batch.offsets,
+                             layer_in.shape[1], H, P, D, self.dtype, threads)
+            states = [(h_n[layer * D + d], None if c_n is None else c_n[layer * D + d])
+                      for d in range(D)]
             # Outputs between layers are scratch; the last one goes to the caller.
             shape = (N, D * P)
             out = np.empty(shape, self.dtype) if layer == last else POOL.take(shape, self.dtype)
-            forward_layer(int(self.mode), recording, layer_in, batch.batch_sizes, batch.offsets,
-                          dirs, out, H, threads)
+            saved = run_forward(plan, layer_in, weights[layer], states, self._zero_bias, out,
+                                self._inference_caches(recording, layer))
             mask, next_in = None, out
             if self.training and self.dropout > 0 and layer < last:
                 # the next layer's input; out itself stays, for this layer's backward
                 mask = dropout_mask(out.shape, self.dropout, self.dtype)
                 next_in = np.multiply(out, mask, out=POOL.take(shape, self.dtype))
             if recording:
-                for bufs in dirs:
-                    keep_for_backward(bufs)
-                layers.append((layer_in, out, dirs, mask))
+                layers.append((layer_in, out, saved, mask))
             else:
-                for bufs in dirs:
-                    release_buffers(bufs)
                 if layer > 0:
                     POOL.give(layer_in)
                 if mask is not None:
@@ -603,11 +603,13 @@ class RNNBase(Module):
             guards.append(guard("output", out))
         return tuple(guards)
 
-    def _inference_cache(self, recording, layer, direction):
-        """The dict in which an inference call keeps the packed weights of one layer direction
-        for the next (direction_buffers), None for a training call (its weights change at
-        every step)."""
-        return None if recording else self._panel_cache.setdefault((layer, direction), {})
+    def _inference_caches(self, recording, layer):
+        """Per direction of a layer, the dict in which an inference call keeps its packed
+        weights for the next (cached_panels); None for a training call (its weights change
+        at every step)."""
+        if recording:
+            return None
+        return [self._panel_cache.setdefault((layer, d), {}) for d in range(self.num_directions)]
 
     def backward(self, grad_output=None, grad_hx=None, *, input_grad=True):
         """grad_x, grad_h0 = rnn.backward(grad_out, grad_h_n)
@@ -632,21 +634,17 @@ class RNNBase(Module):
         threads = _threads.get_num_threads()
         weights = self._weights
         for layer in reversed(range(self.num_layers)):
-            layer_in, out, dirs, _ = rec.layers[layer]
-            x_chunks = input_chunks(layer_in.shape[1], H, self.dtype, threads)
-            for d in range(D):
-                attach_gradients(dirs[d], weights[layer][d], dh[layer * D + d],
-                                 None if dc is None else dc[layer * D + d], x_chunks)
+            layer_in, out, saved, _ = rec.layers[layer]
+            plan = LayerPlan(self.mode, True, batch.batch_sizes, batch.offsets,
+                             layer_in.shape[1], H, P, D, self.dtype, threads)
+            grad_states = [(dh[layer * D + d], None if dc is None else dc[layer * D + d])
+                           for d in range(D)]
             # Gradients between layers are scratch; the input gradient goes to the caller.
             if layer > 0:
                 grad_in = POOL.take(layer_in.shape, self.dtype)
             else:
                 grad_in = np.empty(layer_in.shape, self.dtype) if input_grad else None
-            backward_layer(int(self.mode), layer_in, out, batch.batch_sizes, batch.offsets, dirs,
-                           grad, grad_in, H, threads)
-            for bufs in dirs:
-                release_buffers(bufs)
-            POOL.give(x_chunks)
+            run_backward(plan, layer_in, out, saved, weights[layer], grad_states, grad, grad_in)
             if layer < self.num_layers - 1:
                 POOL.give(grad)         # from the layer above, not the caller's grad_output
                 POOL.give(out)          # scratch: the input of the layer above (or its source)
