@@ -190,3 +190,77 @@ cdef void _backward_layer(LayerPlan plan, floating *grad_out, floating *grad_x,
                                 <floating *> dirs[k].w_ih, I, False, k > 0, grad_x, I,
                                 num_threads)
     rnnx_release_threads(num_threads)
+
+
+# The three kinds of product (_gemm.pxi) as Python functions, for their tests: each against
+# its NumPy twin (tests/test_gemm_twins.py). The kernels call the cdef functions directly.
+
+def _panels_of(const floating[:, :] b):
+    """b (k, n) in the micro-kernel's column panels (_pack_strided), a new array."""
+    out = np.zeros(panels_shape(b.shape[0], b.shape[1], sizeof(floating)),
+                   np.float32 if floating is float else np.float64)
+    cdef floating[:, :, ::1] view = out
+    _pack_strided(b, view)
+    return out
+
+
+cdef _check_product(intp m, intp n, intp k, tuple c_shape, str what):
+    if m < 1 or n < 1 or k < 1:
+        raise ValueError(f"{what}: expected positive sizes, got m={m}, n={n}, k={k}")
+    if c_shape != (m, n):
+        raise ValueError(f"{what}: expected c of shape {(m, n)}, got {c_shape}")
+
+
+def step_product(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
+                 int backend, bint accumulate=False):
+    """c (m, n) (+)= a (m, k) @ b (k, n) as the time loop computes it (_step_gemm), through
+    what GemmBackend `backend` chooses for the time loop's products.
+    NumPy twin: c[...] = (c if accumulate else 0) + a @ b."""
+    cdef intp m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    if b.shape[0] != k:
+        raise ValueError(f"step_product: a is {(m, k)}, b is {(b.shape[0], n)}")
+    _check_product(m, n, k, (c.shape[0], c.shape[1]), "step_product")
+    cdef const floating[:, :, ::1] bp = _panels_of(b)
+    with nogil:
+        _step_gemm(_use_blas(backend, STEP_PRODUCT), m, n, k, &a[0, 0], k, &bp[0, 0, 0],
+                   &b[0, 0], n, False, accumulate, &c[0, 0], n)
+
+
+def sequence_product(const floating[:, ::1] a, const floating[:, ::1] w, floating[:, ::1] c,
+                     int backend, bint transposed, bint accumulate=False, int num_threads=1):
+    """c (m, n) (+)= a (m, k) @ B, B = w.T (w (n, k): the input projection) or w (w (k, n):
+    the input gradient), as the whole-sequence products compute it (_parallel_step_gemm, in
+    blocks of rows over up to num_threads threads), through what GemmBackend `backend`
+    chooses for them. NumPy twin: c[...] = (c if accumulate else 0) + a @ (w.T or w)."""
+    cdef intp m = a.shape[0], k = a.shape[1], n = w.shape[0] if transposed else w.shape[1]
+    if (w.shape[1] if transposed else w.shape[0]) != k:
+        raise ValueError(f"sequence_product: a is {(m, k)}, w is {(w.shape[0], w.shape[1])}")
+    _check_product(m, n, k, (c.shape[0], c.shape[1]), "sequence_product")
+    cdef const floating[:, :, ::1] bp = _panels_of(w.T) if transposed else _panels_of(w)
+    with nogil:
+        num_threads = rnnx_claim_threads(num_threads)
+        _parallel_step_gemm(_use_blas(backend, SEQUENCE_PRODUCT), m, n, k, &a[0, 0], k,
+                            &bp[0, 0, 0], &w[0, 0], w.shape[1], transposed, accumulate,
+                            &c[0, 0], n, num_threads)
+        rnnx_release_threads(num_threads)
+
+
+def weight_gradient(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
+                    floating[::1] acc, int backend, int num_threads=1):
+    """c (m, n) += a.T @ b and acc (m,) += a.sum(0), for a (k, m), b (k, n), as the weight
+    gradients compute them (_gemm_tn_accumulate: chunks of K_CHUNK rows of k, blocks of rows
+    of c over up to num_threads threads), through what GemmBackend `backend` chooses for
+    them. NumPy twin: c += a.T @ b; acc += a.sum(0)."""
+    cdef intp k = a.shape[0], m = a.shape[1], n = b.shape[1]
+    if b.shape[0] != k or acc.shape[0] != m:
+        raise ValueError(f"weight_gradient: a is {(k, m)}, b is {(b.shape[0], n)}, acc is "
+                         f"{(acc.shape[0],)}")
+    _check_product(m, n, k, (c.shape[0], c.shape[1]), "weight_gradient")
+    cdef floating[::1] chunks = np.empty(x_chunks_size(n, sizeof(floating), num_threads),
+                                         np.float32 if floating is float else np.float64)
+    cdef Rows rows = Rows(b=&b[0, 0], ldb=n, h0=NULL, bs=NULL, of=NULL, T=0, reverse=False)
+    with nogil:
+        num_threads = rnnx_claim_threads(num_threads)
+        _gemm_tn_accumulate(_use_blas(backend, WEIGHT_GRADIENT), m, n, k, &a[0, 0], m, &rows,
+                            &chunks[0], &c[0, 0], &acc[0], NULL, 0, num_threads)
+        rnnx_release_threads(num_threads)

@@ -56,8 +56,10 @@ cdef class LayerPlan:
     cdef readonly object dtype, batch_sizes, offsets
     cdef const intp *bs
     cdef const intp *of
+    cdef dict _forward_shapes, _backward_shapes    # shapes(), made on first use
     cdef _check_packing(self, batch_sizes, offsets)
     cpdef dict shapes(self, bint backward)
+    cdef dict _layout(self, bint backward)
 
 
 cdef class DirectionBuffers:

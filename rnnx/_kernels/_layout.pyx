@@ -138,7 +138,17 @@ cdef class LayerPlan:
     cpdef dict shapes(self, bint backward):
         """{name: shape} of every buffer of one direction that this call's forward (or
         backward) reads or writes; a buffer not named is not used. Backward reads what a
-        training forward of the same sizes saved (SAVED)."""
+        training forward of the same sizes saved (SAVED). The same dict at every call: do not
+        change it."""
+        if backward:
+            if self._backward_shapes is None:
+                self._backward_shapes = self._layout(True)
+            return self._backward_shapes
+        if self._forward_shapes is None:
+            self._forward_shapes = self._layout(False)
+        return self._forward_shapes
+
+    cdef dict _layout(self, bint backward):
         cdef intp N = self.rows, B = self.batch, I = self.input_size, H = self.hidden_size
         cdef intp P = self.state_size, GH = self.gate_size
         cdef bint lstm = self.cell == LSTM, gru = self.cell == GRU

@@ -32,6 +32,7 @@
 cimport numpy as cnp
 from libc.string cimport memcmp, memcpy
 from cython.parallel cimport parallel, prange
+import numpy as np
 
 from ._blas cimport floating, gemm
 from ._layout cimport (intp, Cell, RNN_TANH, RNN_RELU, LSTM, GRU, GemmBackend, GEMM_AUTO,
@@ -39,6 +40,7 @@ from ._layout cimport (intp, Cell, RNN_TANH, RNN_RELU, LSTM, GRU, GemmBackend, G
                        SMALL_BATCH, K_CHUNK, WEIGHT_GRAD_ROWS, SEQUENCE_ROWS, BLAS_ROWS,
                        BLAS_COLS, panel_width, x_chunks_size, weights_fit_cache,
                        projects_per_step, shares_time_loop, LayerPlan, DirectionBuffers)
+from ._layout import panels_shape
 
 cnp.import_array()
 
