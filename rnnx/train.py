@@ -16,13 +16,13 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 
 import numpy as np
 
 from . import _random
+from ._files import atomic_write
 from ._grad_mode import no_grad
 from .distributed._trainer import NullStream, data_parallel
 from .nn.loss import CrossEntropyLoss
@@ -97,22 +97,13 @@ def _json_default(obj):
 
 
 def write_json_atomic(obj, path):
-    """Write obj as JSON to path (its directory is created; onto a symlink: to its target)
-    through a temporary file in the same directory and os.replace."""
+    """Write obj as JSON to path (its directory is created; onto a symlink: to its target),
+    whole or not at all (rnnx._files.atomic_write, as rnnx.save)."""
     path = os.path.realpath(os.fspath(path))
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 class Progress:

@@ -7,9 +7,9 @@ and calling backward T times in reverse order gives exactly the BPTT gradients.
 import numpy as np
 
 from .._kernels._recurrent import Cell, backward_layer, forward_layer
-from .module import Module, Parameter, check_dtype, check_grad_shape
+from .module import Module, Parameter, as_float_array, check_dtype, check_grad_shape
 from .._workspace import POOL
-from .rnn import (NUM_GATES, as_float_array, attach_gradients, check_int_sizes,
+from .rnn import (NUM_GATES, attach_gradients, check_int_sizes,
                   direction_buffers, input_chunks, keep_for_backward, release_buffers,
                   reset_uniform)
 
@@ -50,8 +50,14 @@ class RNNCellBase(Module):
         return s
 
     def _weights(self):
+        """The one direction's (w_ih, w_hh, b_ih, b_hh, w_hr=None) Parameters, None where absent."""
         return (self.weight_ih, self.weight_hh, self._parameters.get("bias_ih"),
                 self._parameters.get("bias_hh"), None)
+
+    def layer_weights(self):
+        """[[(w_ih, w_hh, b_ih, b_hh, None)]]: one layer of one direction, the form of
+        RNNBase.layer_weights()."""
+        return [[self._weights()]]
 
     def _check_input(self, input):
         self._check_parameters()

@@ -64,6 +64,19 @@ def check_dtype(dtype):
     return dt
 
 
+def as_float_array(x, dtype=None, what="input"):
+    """`x` as an ndarray of `dtype`, a module's float dtype (None: x's own dtype if float32 or
+    float64, else float32); TypeError for input that is not real floating point (int, bool,
+    complex, strings, objects)."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{what} must be a floating-point array (float32 or float64), got dtype "
+                        f"{x.dtype}")
+    if dtype is None:
+        dtype = x.dtype if x.dtype in FLOAT_DTYPES else np.float32
+    return x.astype(dtype, copy=False)
+
+
 class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
     """load_state_dict's result, as torch's."""
 

@@ -20,19 +20,10 @@ from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_pan
 from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
                          packing_of_lengths)
 from .._workspace import POOL
-from .module import (MODIFIED_IN_PLACE, Module, Parameter, check_dtype, check_grad_shape,
-                     fingerprint)
+from .module import (MODIFIED_IN_PLACE, Module, Parameter, as_float_array, check_dtype,
+                     check_grad_shape, fingerprint)
 
 NUM_GATES = {Cell.RNN_TANH: 1, Cell.RNN_RELU: 1, Cell.LSTM: 4, Cell.GRU: 3}
-
-
-def as_float_array(value, dtype, what):
-    """`value` as an array of the module's float dtype; TypeError for non-real-float input."""
-    arr = np.asarray(value)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{what} must be a floating-point array (float32 or float64), "
-                        f"got dtype {arr.dtype}")
-    return arr.astype(dtype, copy=False)
 
 
 # The kernel dict entries that are scratch owned by one call (returned to the pool after it).
@@ -408,10 +399,10 @@ class RNNBase(Module):
     def reset_parameters(self):
         reset_uniform(self)
 
-    @property
-    def _weights(self):
+    def layer_weights(self):
         """Per layer, per direction: the (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where
-        absent, looked up by name (a Parameter assigned in place of one is the one used)."""
+        absent, looked up by name (a Parameter assigned in place of one is the one used). The
+        same form as the cells' layer_weights()."""
         get = self._parameters.get
         return [[tuple(None if n is None else get(n) for n in names) for names in per_dir]
                 for per_dir in self._weight_names]
@@ -420,7 +411,7 @@ class RNNBase(Module):
     def all_weights(self):
         """Per layer and direction, [weight_ih, weight_hh, (bias_ih, bias_hh), (weight_hr)]
         Parameters, as torch's all_weights."""
-        return [[p for p in weights if p is not None] for per_dir in self._weights
+        return [[p for p in weights if p is not None] for per_dir in self.layer_weights()
                 for weights in per_dir]
 
     def flatten_parameters(self):
@@ -555,7 +546,7 @@ class RNNBase(Module):
         layer_in = batch.data
         layers = []
         last = self.num_layers - 1
-        weights = self._weights
+        weights = self.layer_weights()
         for layer in range(self.num_layers):
             dirs = [direction_buffers(self.mode, weights[layer][d], h_n[layer * D + d],
                                       None if c_n is None else c_n[layer * D + d], recording, N, H,
@@ -633,7 +624,7 @@ class RNNBase(Module):
         self._check_gradients()
         self._pop_record()
         threads = _threads.get_num_threads()
-        weights = self._weights
+        weights = self.layer_weights()
         for layer in reversed(range(self.num_layers)):
             layer_in, out, dirs, _ = rec.layers[layer]
             x_chunks = input_chunks(layer_in.shape[1], H, self.dtype, threads)

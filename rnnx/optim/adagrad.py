@@ -2,7 +2,7 @@
 import numpy as np
 
 from .adam import buffer, step_count
-from .sgd import Optimizer, check_torch_flags, l2_penalised
+from .optimizer import Optimizer, check_torch_flags, l2_penalised
 
 
 class Adagrad(Optimizer):

@@ -1,7 +1,7 @@
 """Adam and AdamW, as torch.optim.Adam / torch.optim.AdamW (torch's single-tensor update)."""
 import numpy as np
 
-from .sgd import Optimizer, check_torch_flags, l2_penalised
+from .optimizer import Optimizer, check_torch_flags, l2_penalised
 
 
 def lerp_(start, end, weight):

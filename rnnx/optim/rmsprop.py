@@ -2,7 +2,7 @@
 import numpy as np
 
 from .adam import buffer, lerp_, step_count
-from .sgd import Optimizer, check_torch_flags, l2_penalised
+from .optimizer import Optimizer, check_torch_flags, l2_penalised
 
 
 class RMSprop(Optimizer):
