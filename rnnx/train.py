@@ -22,9 +22,10 @@ import time
 import numpy as np
 
 from . import _random
+from ._data_parallel import data_parallel
 from ._files import atomic_write
 from ._grad_mode import no_grad
-from .distributed._trainer import NullStream, data_parallel
+from .distributed.cli import NullStream
 from .nn.loss import CrossEntropyLoss
 from .nn.module import accepts_input_grad
 from .optim.lr_scheduler import ReduceLROnPlateau
@@ -174,7 +175,7 @@ class Trainer:
 
     Data-parallel when rnnx.distributed is initialised (e.g. under `mpiexec -n 4`): batch_size is
     the global batch, split across the ranks, which train the model wrapped in
-    DistributedDataParallel (see rnnx.distributed._trainer); evaluation is split and reduced; the
+    DistributedDataParallel (see rnnx._data_parallel); evaluation is split and reduced; the
     settings must agree across ranks (ValueError otherwise); only rank 0 reports progress and
     writes the checkpoint and metrics; a Ctrl-C stops every rank at the same step.
 
@@ -192,7 +193,7 @@ class Trainer:
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.clip, self.checkpoint, self.metrics_json = clip, checkpoint, metrics_json
         self.config = dict(config or {})
-        # data-parallel when rnnx.distributed is initialised (see rnnx.distributed._trainer)
+        # data-parallel when rnnx.distributed is initialised (see rnnx._data_parallel)
         self._group = data_parallel(model, optimizer, {
             "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
             "clip": clip, "seed": seed})
