@@ -7,7 +7,7 @@ and calling backward T times in reverse order gives exactly the BPTT gradients.
 import numpy as np
 
 from .._kernels._recurrent import Cell, backward_layer, forward_layer
-from .module import Module, Parameter, as_float_array, check_dtype, check_grad_shape
+from .module import Module, Parameter, Record, as_float_array, check_dtype, check_grad_shape
 from .._workspace import POOL
 from .rnn import (NUM_GATES, attach_gradients, check_int_sizes,
                   direction_buffers, input_chunks, keep_for_backward, release_buffers,
@@ -111,13 +111,14 @@ class RNNCellBase(Module):
         forward_layer(int(self.mode), recording, x2, bs, offsets, [bufs], out, self.hidden_size)
         if recording:
             keep_for_backward(bufs)
-            self._push_record((x2, out, bufs, unbatched,
-                               self._fingerprint_weights(("weight_ih", "weight_hh"))))
+            self._push_record(Record(x=x2, out=out, bufs=bufs, unbatched=unbatched,
+                                     weights=self._fingerprint_weights(("weight_ih", "weight_hh"))))
         else:
             release_buffers(bufs)
 
     def _backward_step(self, grad_h, grad_c, input_grad):
-        x2, out, bufs, unbatched, weights = self._peek_record()
+        rec = self._peek_record()
+        x2, out, bufs, unbatched, weights = rec.x, rec.out, rec.bufs, rec.unbatched, rec.weights
         B = x2.shape[0]
         shape_x = x2[0] if unbatched else x2
         dh = self._state_grad(grad_h, shape_x, "grad_h")

@@ -24,6 +24,7 @@ import copy
 import functools
 import inspect
 import threading
+import types
 import warnings
 import weakref
 from collections import OrderedDict, namedtuple
@@ -38,6 +39,12 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MODIFIED_IN_PLACE = ("one of the variables needed for gradient computation has been modified "
                      "by an inplace operation")
 RECORDS_WARNING_THRESHOLD = 64
+
+
+class Record(types.SimpleNamespace):
+    """What a training-mode forward leaves for its backward (as the ctx of a torch.autograd
+    Function), in named fields: Record(x=..., weights=...), read as record.x. Pushed with
+    Module._push_record, taken back by the backward with _peek_record / _pop_record."""
 
 
 class RecordsWarning(RuntimeWarning):

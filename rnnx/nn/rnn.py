@@ -20,8 +20,8 @@ from .._kernels._recurrent import (Cell, backward_layer, forward_layer, pack_pan
 from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
                          packing_of_lengths)
 from .._workspace import POOL
-from .module import (MODIFIED_IN_PLACE, Module, Parameter, as_float_array, check_dtype,
-                     check_grad_shape, fingerprint)
+from .module import (MODIFIED_IN_PLACE, Module, Parameter, Record, as_float_array,
+                     check_dtype, check_grad_shape, fingerprint)
 
 NUM_GATES = {Cell.RNN_TANH: 1, Cell.RNN_RELU: 1, Cell.LSTM: 4, Cell.GRU: 3}
 
@@ -321,17 +321,6 @@ class _Batch:
         return np.ascontiguousarray(self.pack(grad))
 
 
-class _Record:
-    """What a training forward leaves for its backward: the batch, per layer (input, output,
-    direction dicts, dropout mask), the fingerprints of the weights and guards of the caller's
-    arrays that backward reads (its input and output, read in place rather than copied)."""
-    __slots__ = ("batch", "layers", "has_c", "weights", "guards")
-
-    def __init__(self, batch, layers, has_c, weights, guards):
-        self.batch, self.layers, self.has_c = batch, layers, has_c
-        self.weights, self.guards = weights, guards
-
-
 class RNNBase(Module):
     """Shared machinery of LSTM, GRU and RNN: parameters, checks, packing, kernels."""
 
@@ -575,9 +564,12 @@ class RNNBase(Module):
                     POOL.give(out)
             layer_in = next_in
         if recording:
-            self._push_record(_Record(batch, layers, lstm,
-                                      self._fingerprint_weights(self._backward_reads),
-                                      self._guards(input, batch, layer_in)))
+            # the batch, per layer (input, output, direction dicts, dropout mask), the
+            # fingerprints of the weights and guards of the caller's arrays that backward reads
+            # (its input and output, read in place rather than copied)
+            self._push_record(Record(batch=batch, layers=layers, has_c=lstm,
+                                     weights=self._fingerprint_weights(self._backward_reads),
+                                     guards=self._guards(input, batch, layer_in)))
         output = batch.to_caller(layer_in)
         h_out = self._final_state(h_n, batch)
         if lstm:
