@@ -30,6 +30,11 @@ the timeout prints which collective it waits in and which ranks never arrived, a
 whole job (exit code 1). See _collective.
 
 Importing rnnx never imports mpi4py; is_available() tells whether it is installed.
+
+rnnx.nn.parallel.DistributedDataParallel and the Trainer's data parallelism (rnnx._data_parallel)
+build on check_same, check_then_broadcast and BucketAverage: rnnx.distributed works on arrays
+and plain values, and knows nothing of modules. rnnx.distributed.cli runs a command-line
+program as the ranks of a job.
 """
 import atexit
 import datetime
