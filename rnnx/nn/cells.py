@@ -117,8 +117,7 @@ class RNNCellBase(Module):
             release_buffers(bufs)
 
     def _backward_step(self, grad_h, grad_c, input_grad):
-        rec = self._peek_record()
-        x2, out, bufs, unbatched, weights = rec.x, rec.out, rec.bufs, rec.unbatched, rec.weights
+        x2, out, bufs, unbatched, weights = self._peek_record()
         B = x2.shape[0]
         shape_x = x2[0] if unbatched else x2
         dh = self._state_grad(grad_h, shape_x, "grad_h")

@@ -43,8 +43,18 @@ RECORDS_WARNING_THRESHOLD = 64
 
 class Record(types.SimpleNamespace):
     """What a training-mode forward leaves for its backward (as the ctx of a torch.autograd
-    Function), in named fields: Record(x=..., weights=...), read as record.x. Pushed with
+    Function), in named fields: Record(x=..., weights=...), read as record.x or, as a
+    namedtuple's, by position in the order given (record[0]; x, weights = record). Pushed with
     Module._push_record, taken back by the backward with _peek_record / _pop_record."""
+
+    def __getitem__(self, index):
+        return tuple(vars(self).values())[index]
+
+    def __iter__(self):
+        return iter(vars(self).values())
+
+    def __len__(self):
+        return len(vars(self))
 
 
 class RecordsWarning(RuntimeWarning):
