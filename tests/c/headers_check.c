@@ -177,9 +177,10 @@ static void check_gemm_##S(int m, int n, int k, int k0, int kk, int transposed, 
     GEMM(m, n, kk, A, ars, aps, Bp + (ptrdiff_t)k0 * W2, (ptrdiff_t)k * W2, acc, C, n);       \
     for (int i = 0; i < m * n; i++)                                                           \
         if (!(fabs(C[i] - want[i]) <= TOL * (kk + 1))) {                                      \
-            printf(#GEMM " m=%d n=%d k=%d transposed=%d accumulate=%d: ", m, n, kk,           \
-                   transposed, acc);                                                          \
-            fail("element", i, C[i], want[i]);                                                \
+            char what[96];                                                                    \
+            snprintf(what, sizeof what, #GEMM " m=%d n=%d k=%d transposed=%d accumulate=%d, " \
+                     "element", m, n, kk, transposed, acc);                                   \
+            fail(what, i, C[i], want[i]);                                                     \
             break;                                                                            \
         }                                                                                     \
     free(A); free(B); free(Bp); free(C); free(want);                                          \

@@ -58,8 +58,9 @@ def native_levels(level_flags):
     return {level: flags for level, flags in levels.items() if level in runs}
 
 
-def build_and_run(cc, flags, run_prefix, source="headers_check.c", timeout=600):
-    """(ok, output) of building `source` with cc and flags, then running it."""
+def build_and_run(cc, flags, run_prefix, source="headers_check.c", timeout=300):
+    """(ok, output) of building `source` with cc and flags, then running it (a run that has
+    not ended after `timeout` seconds, a hung barrier say, fails)."""
     with tempfile.TemporaryDirectory() as tmp:
         exe = os.path.join(tmp, "check")
         cmd = [cc, "-O3", *flags, "-fopenmp", "-Wall", "-Wextra", "-Werror",
@@ -67,7 +68,11 @@ def build_and_run(cc, flags, run_prefix, source="headers_check.c", timeout=600):
         build = subprocess.run(cmd, capture_output=True, text=True)
         if build.returncode != 0:
             return False, f"{' '.join(cmd)}\n{build.stderr}"
-        run = subprocess.run([*run_prefix, exe], capture_output=True, text=True, timeout=timeout)
+        try:
+            run = subprocess.run([*run_prefix, exe], capture_output=True, text=True,
+                                 timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            return False, f"no end after {timeout} s: {exc.stdout or ''}"
         out = run.stdout + run.stderr
         return run.returncode == 0 and run.stdout.strip().endswith("ok"), out
 
