@@ -55,14 +55,15 @@ def test_version_is_written_once():
 
 
 def test_installed_metadata_has_the_version():
-    try:
-        dist = importlib.metadata.distribution("rnnx")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("rnnx is not installed (imported from a source tree)")
-    if os.path.realpath(dist.locate_file("rnnx/__init__.py")) != os.path.realpath(rnnx.__file__):
-        pytest.skip("the rnnx imported is not the installed distribution's (editable install "
-                    "or another tree)")
-    assert dist.version == rnnx.__version__
+    # The distribution whose files hold the rnnx imported (not, say, the rnnx.egg-info of an
+    # unpacked sdist in the working directory).
+    imported = os.path.realpath(rnnx.__file__)
+    dists = [dist for dist in importlib.metadata.distributions(name="rnnx")
+             if os.path.realpath(dist.locate_file("rnnx/__init__.py")) == imported]
+    if not dists:
+        pytest.skip("the rnnx imported is not an installed distribution's (a source tree or an "
+                    "editable install)")
+    assert dists[0].version == rnnx.__version__
 
 
 def test_changelog_starts_with_this_version():
