@@ -25,8 +25,7 @@ from .train import Trainer
 from .nn.parallel import DistributedDataParallel
 from ._grad_mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from . import nn, optim, utils, distributed
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 
 def __getattr__(name):

@@ -7,6 +7,7 @@ from . import _threads
 from ._backend import get_gemm_backend
 from ._kernels import _recurrent
 from ._kernels._cpu import supported_levels
+from ._version import __version__
 
 
 def _pool(info):
@@ -18,7 +19,6 @@ def _pool(info):
 
 def config():
     """The configuration as a dict of dicts (see show_config)."""
-    from . import __version__
     pools = ThreadpoolController()
     scipy_paths = {lib.filepath for lib in _threads._scipy_blas.lib_controllers}
     numpy_paths = {lib.filepath for lib in _threads._numpy_blas.lib_controllers}

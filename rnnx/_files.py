@@ -1,5 +1,5 @@
 """Files written whole or not at all, and files read only when they are regular files: what
-rnnx.save, rnnx.load and rnnx.onnx.export share.
+rnnx.save, rnnx.load, rnnx.onnx.export, the Trainer's metrics file and the MNIST download share.
 
 A write goes to a temporary file next to its destination, named from it
 (`.NAME.tmp`), then fsync, os.replace and an fsync of the directory. The name being fixed,

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import get_num_threads, load, manual_seed, nn, set_num_threads
 from .datasets.mnist import load_mnist
-from .distributed import _cli as distributed_cli
+from .distributed import cli as distributed_cli
 from .optim import SGD, Adam, AdamW, RMSprop
 from .train import Trainer, TrainingDiverged, evaluate
 

@@ -410,9 +410,9 @@ def _recurrent(b, m, x, states, lengths):
         init = [(b.op("Slice", [s, b.ints([layer * D]), b.ints([(layer + 1) * D]), b.ints([0])],
                       f"state_l{layer}") if L > 1 else s) for s in states]
         if m.proj_size:
-            y, h_l, c_l = _projected_layer(b, m, m._weights[layer], y, init, mask, B)
+            y, h_l, c_l = _projected_layer(b, m, m.layer_weights()[layer], y, init, mask, B)
         else:
-            y, h_l, c_l = _operator_layer(b, m, m._weights[layer], y, init, lengths)
+            y, h_l, c_l = _operator_layer(b, m, m.layer_weights()[layer], y, init, lengths)
         h_layers.append(h_l)
         c_layers.append(c_l)
 
@@ -522,7 +522,7 @@ def _cell(b, m, x, states):
     axes = b.ints([0, 1] if len(x.dims) == 1 else [0])  # to (1, B, F)
     init = [b.op("Unsqueeze", [s.name, axes], "state_seq") for s in states]
     x_seq = b.op("Unsqueeze", [x.name, axes], "x_seq")
-    outs = _layer_node(b, m, [m._weights()], x_seq, *(init + ["", ""])[:2], None)
+    outs = _layer_node(b, m, m.layer_weights()[0], x_seq, *(init + ["", ""])[:2], None)
     dims = x.dims[:-1] + (m.hidden_size,)
     h1 = _Value(b.op("Squeeze", [outs[1], axes], "h1"), dims, "h1")
     if m.mode == Cell.LSTM:

@@ -16,15 +16,16 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 
 import numpy as np
 
 from . import _random
+from ._data_parallel import data_parallel
+from ._files import atomic_write
 from ._grad_mode import no_grad
-from .distributed._trainer import NullStream, data_parallel
+from .distributed.cli import NullStream
 from .nn.loss import CrossEntropyLoss
 from .nn.module import accepts_input_grad
 from .optim.lr_scheduler import ReduceLROnPlateau
@@ -97,22 +98,13 @@ def _json_default(obj):
 
 
 def write_json_atomic(obj, path):
-    """Write obj as JSON to path (its directory is created; onto a symlink: to its target)
-    through a temporary file in the same directory and os.replace."""
+    """Write obj as JSON to path (its directory is created; onto a symlink: to its target),
+    whole or not at all (rnnx._files.atomic_write, as rnnx.save)."""
     path = os.path.realpath(os.fspath(path))
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 class Progress:
@@ -183,7 +175,7 @@ class Trainer:
 
     Data-parallel when rnnx.distributed is initialised (e.g. under `mpiexec -n 4`): batch_size is
     the global batch, split across the ranks, which train the model wrapped in
-    DistributedDataParallel (see rnnx.distributed._trainer); evaluation is split and reduced; the
+    DistributedDataParallel (see rnnx._data_parallel); evaluation is split and reduced; the
     settings must agree across ranks (ValueError otherwise); only rank 0 reports progress and
     writes the checkpoint and metrics; a Ctrl-C stops every rank at the same step.
 
@@ -201,7 +193,7 @@ class Trainer:
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.clip, self.checkpoint, self.metrics_json = clip, checkpoint, metrics_json
         self.config = dict(config or {})
-        # data-parallel when rnnx.distributed is initialised (see rnnx.distributed._trainer)
+        # data-parallel when rnnx.distributed is initialised (see rnnx._data_parallel)
         self._group = data_parallel(model, optimizer, {
             "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
             "clip": clip, "seed": seed})

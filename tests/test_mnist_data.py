@@ -3,6 +3,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import socket
 import threading
 import urllib.request
@@ -316,6 +317,25 @@ def test_download_good(tmp_path, fake_remote):
     assert paths == [tmp_path / "data" / (n + ".gz") for n in NAMES]
     check_downloaded(tmp_path / "data", arrays)
     assert download_mnist(tmp_path / "data", mirrors=[], timeout=5) == paths  # present files are kept
+
+
+def test_download_is_written_whole_or_not_at_all(tmp_path, fake_remote, monkeypatch):
+    """Through rnnx._files.atomic_write, as rnnx.save: a download interrupted before its rename
+    leaves no file; the temporary file a killed download left is taken over by the next."""
+    base, arrays = fake_remote
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / f".{NAMES[0]}.gz.tmp").write_bytes(b"left by a killed download")
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(os, "replace", interrupted)
+        download_mnist(data, mirrors=[base + "good/"], timeout=5)
+    assert list(data.iterdir()) == []
+    (data / f".{NAMES[0]}.gz.tmp").write_bytes(b"left by a killed download")
+    download_mnist(data, mirrors=[base + "good/"], timeout=5)
+    check_downloaded(data, arrays)
 
 
 @pytest.mark.parametrize("first", ["corrupt/", "short/", "missing/"])

@@ -215,10 +215,11 @@ cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating 
     rows of a call; BLAS's do, so it always runs block by block): the result does not depend
     on the thread count, nor do the sums, each column's rows being added in order."""
     cdef intp w = _panel_width(c), blocks = (m + WEIGHT_GRAD_ROWS - 1) // WEIGHT_GRAD_ROWS
-    cdef intp chunks_of_k = (k + K_CHUNK - 1) // K_CHUNK, kb, k0, kc
+    cdef intp chunks_of_k = (k + K_CHUNK - 1) // K_CHUNK, kb = 0, k0 = 0, kc = 0
     cdef intp chunk = K_CHUNK * ((n + w - 1) // w) * w
-    cdef int me, size
-    cdef floating *buf
+    # Initialised: the parallel block below copies them into each thread (firstprivate).
+    cdef int me = 0, size = 1
+    cdef floating *buf = NULL
     if num_threads <= 1 or blocks <= 1:
         for kb in range(chunks_of_k):
             k0 = kb * K_CHUNK

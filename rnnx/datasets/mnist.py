@@ -5,7 +5,6 @@ import http.client
 import io
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,6 +12,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .._files import atomic_write
 
 __all__ = ["MIRRORS", "SHA256", "FILES", "read_idx", "load_mnist", "default_data_dir", "download_mnist"]
 
@@ -180,20 +181,6 @@ def _fetch(url, name, timeout):
     return payload
 
 
-def _write_atomic(path, payload):
-    """Write ``payload`` to ``path`` through a temp file in the same directory and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _download(directory, name, mirrors, timeout, unreachable):
     """Fetch ``name`` from the first mirror that delivers it intact; return the path written.
 
@@ -218,7 +205,8 @@ def _download(directory, name, mirrors, timeout, unreachable):
             failures.append(f"{url}: {str(reason) or type(reason).__name__}")
         else:
             path = directory / (name + ".gz")
-            _write_atomic(path, payload)
+            with atomic_write(path) as f:
+                f.write(payload)
             return path
         logger.warning("%s", failures[-1])
     details = "\n  ".join(failures or ["no mirrors given"])

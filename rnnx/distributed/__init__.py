@@ -30,6 +30,11 @@ the timeout prints which collective it waits in and which ranks never arrived, a
 whole job (exit code 1). See _collective.
 
 Importing rnnx never imports mpi4py; is_available() tells whether it is installed.
+
+rnnx.nn.parallel.DistributedDataParallel and the Trainer's data parallelism (rnnx._data_parallel)
+build on check_same, check_then_broadcast and BucketAverage: rnnx.distributed works on arrays
+and plain values, and knows nothing of modules. rnnx.distributed.cli runs a command-line
+program as the ranks of a job.
 """
 import atexit
 import datetime
@@ -39,11 +44,12 @@ import numbers
 import os
 import sys
 import traceback
+import zlib
 
 import numpy as np
 
 from .. import _threads
-from ._collective import LEAVE, Collective, report as _report
+from ._collective import LEAVE, Collective, digest, report as _report
 
 default_pg_timeout = datetime.timedelta(minutes=30)  # torch.distributed.default_pg_timeout
 
@@ -295,13 +301,91 @@ def destroy_process_group():
     _group = None
 
 
-def _check_same(what, value):
+# -- the building blocks of rnnx.nn.parallel.DistributedDataParallel and the Trainer's data
+# parallelism: rnnx.distributed knows arrays and plain values, not modules -----------------------
+
+def check_same(what, value):
     """ValueError on every rank unless `value`, a dict of plain values, is the same on every
     rank (its repr; == names the difference): the message names `what`, the first key that
     differs and its values on rank 0 and on the first rank that differs. A collective of the
     group (its check only)."""
     Collective(_get_group(), (("collective", f"check of {what}"), *value.items()),
                what=what).checked()
+
+
+def check_then_broadcast(descriptor, arrays, what):
+    """A collective: ValueError on every rank unless every rank passed the same `descriptor`
+    ((field, value) pairs, the first ("collective", name); the message names `what` and the
+    first field that differs), then rank 0's `arrays` copied into every rank's, in place."""
+    group = _get_group()
+    collective = Collective(group, descriptor, what=what).checked()
+    if group.size > 1:
+        collective.wait([group.comm.Ibcast(array, root=0) for array in arrays])
+
+
+class BucketAverage:
+    """The average over the ranks of a fixed list of flat arrays (buckets), in place, each
+    bucket's sum started on its own, non-blocking, so that it overlaps the computation of the
+    others (DistributedDataParallel's gradient reduction).
+
+    One reduction: begin(), then start(i) for buckets as they become final (and progress(),
+    which lets MPI move the sums in flight on), then wait() for all the sums,
+    make_identical(buckets) and divide(). Every rank reduces the same plan: `descriptor`,
+    checked once per reduction before its first sum starts (a ValueError on every rank naming
+    `what` and the first field that differs; its digest is computed once here)."""
+
+    def __init__(self, buckets, descriptor, what):
+        self.buckets = buckets
+        self._descriptor, self._digest, self._what = descriptor, digest(descriptor), what
+        self._requests = [None] * len(buckets)  # the sums in flight
+        self._collective = None  # the reduction in progress
+
+    def begin(self):
+        """Start a reduction (and its check of the plan)."""
+        self._collective = Collective(_get_group(), self._descriptor, what=self._what,
+                                      digest_=self._digest)
+
+    def start(self, index):
+        """Start the sum of bucket `index` over the ranks (after the plan's check)."""
+        group = self._collective.checked().group  # (once: afterwards a no-op)
+        self._requests[index] = group.comm.Iallreduce(group.MPI.IN_PLACE, self.buckets[index])
+
+    def progress(self):
+        """Let MPI move the sums in flight on (it does so only inside MPI calls)."""
+        for request in self._requests:
+            if request is not None:
+                request.Test()  # a completed request stays, as MPI_REQUEST_NULL
+
+    def wait(self):
+        """Start the remaining sums and wait for every one."""
+        self._collective.checked()
+        for index, request in enumerate(self._requests):
+            if request is None:
+                self.start(index)
+        self._collective.wait(self._requests)
+        self._requests = [None] * len(self.buckets)
+
+    def make_identical(self, buckets):
+        """Check that every rank holds the same sums in `buckets` (a CRC-32 of them all, its
+        max and min over the ranks); if not, broadcast rank 0's. Returns whether they differed."""
+        group = self._collective.group
+        crc = 0
+        for bucket in buckets:
+            crc = zlib.crc32(bucket, crc)
+        extremes = np.array([crc, -crc], np.int64)
+        self._collective.wait([group.comm.Iallreduce(group.MPI.IN_PLACE, extremes,
+                                                     op=group.MPI.MAX)])
+        if extremes[0] == -extremes[1]:
+            return False
+        self._collective.wait([group.comm.Ibcast(bucket, root=0) for bucket in buckets])
+        return True
+
+    def divide(self):
+        """Divide the sums by the world size (the averages), ending the reduction."""
+        size = self._collective.group.size
+        self._collective = None
+        for bucket in self.buckets:
+            np.divide(bucket, size, out=bucket)
 
 
 __all__ = ["ReduceOp", "default_pg_timeout", "is_available", "init_process_group",

@@ -7,8 +7,7 @@ ReLU grad * [y > 0], Tanh grad * (1 - y^2), Sigmoid grad * (1 - y) * y.
 import numpy as np
 from scipy.special import expit
 
-from .linear import as_float_array
-from .module import Module
+from .module import Module, as_float_array
 
 
 class _Activation(Module):

@@ -7,8 +7,8 @@ and calling backward T times in reverse order gives exactly the BPTT gradients.
 import numpy as np
 
 from .._kernels._recurrent import Cell, LayerPlan, num_gates
-from .module import Module, Parameter, check_dtype, check_grad_shape
-from .rnn import as_float_array, check_int_sizes, reset_uniform, run_backward, run_forward
+from .module import Module, Parameter, Record, as_float_array, check_dtype, check_grad_shape
+from .rnn import check_int_sizes, reset_uniform, run_backward, run_forward
 
 _ONE_STEP_OFFSETS = {}
 
@@ -47,8 +47,14 @@ class RNNCellBase(Module):
         return s
 
     def _weights(self):
+        """The one direction's (w_ih, w_hh, b_ih, b_hh, w_hr=None) Parameters, None where absent."""
         return (self.weight_ih, self.weight_hh, self._parameters.get("bias_ih"),
                 self._parameters.get("bias_hh"), None)
+
+    def layer_weights(self):
+        """[[(w_ih, w_hh, b_ih, b_hh, None)]]: one layer of one direction, the form of
+        RNNBase.layer_weights()."""
+        return [[self._weights()]]
 
     def _check_input(self, input):
         self._check_parameters()
@@ -99,8 +105,8 @@ class RNNCellBase(Module):
         saved = run_forward(self._plan(B, recording), x2, [self._weights()], [(h, c)],
                             self._zero_bias, out)
         if recording:
-            self._push_record((x2, out, saved[0], unbatched,
-                               self._fingerprint_weights(("weight_ih", "weight_hh"))))
+            self._push_record(Record(x=x2, out=out, bufs=saved[0], unbatched=unbatched,
+                                     weights=self._fingerprint_weights(("weight_ih", "weight_hh"))))
 
     def _plan(self, B, training):
         """The LayerPlan of one step of B rows (one thread: a step is too small to share)."""

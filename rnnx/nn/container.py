@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..utils.rnn import PackedSequence
-from .module import Module, accepts_input_grad, check_grad_shape
+from .module import Module, Record, accepts_input_grad, check_grad_shape
 
 
 class _ModuleSequence(Module):
@@ -64,7 +64,7 @@ class Sequential(_ModuleSequence):
             raise TypeError(f"Sequential got lengths=, but none of its modules takes it "
                             f"({', '.join(type(m).__name__ for m in self)}); a Module of "
                             f"one's own that does declares accepts_lengths = True")
-        record = []
+        steps = []  # per child: whether its input and output were tuples, its packed input
         for i, (name, module) in enumerate(self._modules.items()):
             call_kwargs = dict(kwargs) if i == 0 else {}
             if lengths is not None and module.accepts_lengths:
@@ -79,9 +79,10 @@ class Sequential(_ModuleSequence):
                                    x.sorted_indices, x.unsorted_indices)
             else:
                 y = module(x, **call_kwargs)
-            record.append((_is_tuple(x), _is_tuple(y), x if packed else None))
+            steps.append(Record(input_was_tuple=_is_tuple(x), output_was_tuple=_is_tuple(y),
+                                packed=x if packed else None))
             x = y
-        self._push_record(record)
+        self._push_record(Record(steps=steps))
         return x
 
     def backward(self, *grad, input_grad=True):
@@ -100,22 +101,22 @@ class Sequential(_ModuleSequence):
         """backward() one child at a time: a generator that yields each child (last to first)
         once its backward has run, and returns the gradient w.r.t. the forward input (e.g. for
         DistributedDataParallel to reduce a child's gradients while the earlier ones run)."""
-        record = self._pop_record()
-        g = grad if record and record[-1][1] else grad[0]
-        first = len(record) - 1
-        for i, (module, (input_was_tuple, output_was_tuple, packed)) in enumerate(
-                zip(reversed(self), reversed(record))):
+        steps = self._pop_record().steps
+        g = grad if steps and steps[-1].output_was_tuple else grad[0]
+        first = len(steps) - 1
+        for i, (module, step) in enumerate(zip(reversed(self), reversed(steps))):
             skip = i == first and not input_grad and accepts_input_grad(module)
             kwargs = {"input_grad": False} if skip else {}
+            packed = step.packed
             if packed is not None:  # applied to the packed data: so is its backward
                 g = module.backward(g.data if isinstance(g, PackedSequence) else g, **kwargs)
                 if g is not None:
                     g = PackedSequence(g, packed.batch_sizes, packed.sorted_indices,
                                        packed.unsorted_indices)
             else:
-                g = (module.backward(*g, **kwargs) if output_was_tuple
+                g = (module.backward(*g, **kwargs) if step.output_was_tuple
                      else module.backward(g, **kwargs))
-            if isinstance(g, tuple) and not input_was_tuple:
+            if isinstance(g, tuple) and not step.input_was_tuple:
                 g = g[0]  # a recurrent layer fed a single array also returns its state gradient
             yield module
         return g

@@ -4,7 +4,7 @@ out. rnnx has no autograd: nothing here records for a backward; to train, use th
 import numpy as np
 
 from .activation import ReLU, Sigmoid, Tanh
-from .linear import as_float_array
+from .module import as_float_array
 from .sparse import Embedding
 
 __all__ = ["relu", "tanh", "sigmoid", "softmax", "log_softmax", "linear", "embedding"]

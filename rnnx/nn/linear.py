@@ -5,18 +5,7 @@ import warnings
 import numpy as np
 
 from .._random import default_generator
-from .module import FLOAT_DTYPES, Module, Parameter, check_dtype, check_grad_shape
-
-
-def as_float_array(x, dtype=None, what="input"):
-    """`x` as an ndarray of `dtype` (None: x's own dtype if float32/float64, else float32);
-    non-float input (int, bool, complex, object): TypeError."""
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise TypeError(f"{what} must be a floating-point array, got dtype {x.dtype}")
-    if dtype is None:
-        dtype = x.dtype if x.dtype in FLOAT_DTYPES else np.float32
-    return x.astype(dtype, copy=False)
+from .module import Module, Parameter, as_float_array, check_dtype, check_grad_shape
 
 
 def optional_dtype(dtype):

@@ -9,8 +9,8 @@ Losses compute in the input's float dtype (dtype=None) or cast the input to `dty
 import numpy as np
 
 from .functional import log_softmax
-from .linear import as_float_array, optional_dtype
-from .module import Module, check_grad_shape
+from .linear import optional_dtype
+from .module import Module, as_float_array, check_grad_shape
 
 REDUCTIONS = ("none", "mean", "sum")
 

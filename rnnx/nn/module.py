@@ -24,6 +24,7 @@ import copy
 import functools
 import inspect
 import threading
+import types
 import warnings
 import weakref
 from collections import OrderedDict, namedtuple
@@ -38,6 +39,22 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MODIFIED_IN_PLACE = ("one of the variables needed for gradient computation has been modified "
                      "by an inplace operation")
 RECORDS_WARNING_THRESHOLD = 64
+
+
+class Record(types.SimpleNamespace):
+    """What a training-mode forward leaves for its backward (as the ctx of a torch.autograd
+    Function), in named fields: Record(x=..., weights=...), read as record.x or, as a
+    namedtuple's, by position in the order given (record[0]; x, weights = record). Pushed with
+    Module._push_record, taken back by the backward with _peek_record / _pop_record."""
+
+    def __getitem__(self, index):
+        return tuple(vars(self).values())[index]
+
+    def __iter__(self):
+        return iter(vars(self).values())
+
+    def __len__(self):
+        return len(vars(self))
 
 
 class RecordsWarning(RuntimeWarning):
@@ -62,6 +79,19 @@ def check_dtype(dtype):
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def as_float_array(x, dtype=None, what="input"):
+    """`x` as an ndarray of `dtype`, a module's float dtype (None: x's own dtype if float32 or
+    float64, else float32); TypeError for input that is not real floating point (int, bool,
+    complex, strings, objects)."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{what} must be a floating-point array (float32 or float64), got dtype "
+                        f"{x.dtype}")
+    if dtype is None:
+        dtype = x.dtype if x.dtype in FLOAT_DTYPES else np.float32
+    return x.astype(dtype, copy=False)
 
 
 class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):

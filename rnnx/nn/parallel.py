@@ -34,12 +34,10 @@ rank alike. Identical gradients, parameters and (deterministic) optimizer steps 
 identical for any number of steps.
 """
 import contextlib
-import zlib
 
 import numpy as np
 
-from .. import distributed
-from ..distributed._collective import Collective, digest
+from ..distributed import BucketAverage, check_then_broadcast, get_world_size
 from .container import Sequential
 from .module import Module
 from .sparse import Embedding
@@ -54,7 +52,6 @@ class _Bucket:
         bounds = np.cumsum([0] + [p.data.size for p in params])
         self.views = [self.flat[a:b].reshape(p.data.shape)
                       for p, a, b in zip(params, bounds[:-1], bounds[1:])]
-        self.request = None  # the Iallreduce of the backward in progress, None before it
 
     def attach(self):
         """Make every parameter's .grad its view, holding the gradient it had (zeros for None),
@@ -96,29 +93,26 @@ class DistributedDataParallel(Module):
         self._embeddings = [(name, m) for name, m in module.named_modules()
                             if isinstance(m, Embedding)]
         _refuse_max_norm(self._embeddings)
-        group = distributed._get_group()
+        self.world_size = get_world_size()
         self.module = module
         self.bucket_cap_mb = bucket_cap_mb
         self.require_backward_grad_sync = True
-        self.world_size = group.size
         self._names = {id(p): name for name, p in module.named_parameters()}
-        construction = Collective(group, (
+        check_then_broadcast((
             ("collective", "DistributedDataParallel"),
             *((f"parameter #{i} (name, shape, dtype, requires_grad)",
                (name, p.data.shape, str(p.data.dtype), p.requires_grad))
               for i, (name, p) in enumerate(module.named_parameters())),
-            ("bucket_cap_mb", float(bucket_cap_mb))), what="DistributedDataParallel: the module")
-        construction.checked()
-        if group.size > 1:
-            construction.wait([group.comm.Ibcast(p.data, root=0) for p in module.parameters()])
+            ("bucket_cap_mb", float(bucket_cap_mb))), [p.data for p in module.parameters()],
+            what="DistributedDataParallel: the module")
         self.identity_repairs = 0  # reductions whose sums differed across ranks (see above)
         self._groups = _parameter_groups(module)
         self._group_of_child = {id(child): i for i, (child, _) in enumerate(self._groups)
                                 if child is not None}
         self._buckets = None  # built by the first reduction: [[_Bucket, ...] per group]
         self._layout = None  # the parameters' (dtype, requires_grad) they were built for
-        self._plan = None  # (descriptor, digest) of the reduction of those buckets
-        self._reduction = None  # the Collective of the reduction in progress
+        self._average = None  # the BucketAverage of those buckets
+        self._first_bucket = None  # per group, the index of its first bucket in _average
 
     def forward(self, *args, **kwargs):
         _refuse_max_norm(self._embeddings)  # (max_norm may have been set since)
@@ -130,7 +124,7 @@ class DistributedDataParallel(Module):
         returns what the module's backward returns."""
         if not self.require_backward_grad_sync or self.world_size == 1:
             return self.module.backward(*grad, **kwargs)
-        buckets = self._begin_reduction()
+        self._begin_reduction()
         if not isinstance(self.module, Sequential):
             result = self.module.backward(*grad, **kwargs)
         else:
@@ -142,17 +136,20 @@ class DistributedDataParallel(Module):
                     result = done.value
                     break
                 group = self._group_of_child.get(id(child))
-                for bucket in () if group is None else buckets[group]:
-                    self._start(bucket)
-                self._progress(buckets)
-        self._finish(buckets)
+                if group is not None:
+                    first = self._first_bucket[group]
+                    for index in range(first, first + len(self._buckets[group])):
+                        self._average.start(index)
+                self._average.progress()
+        self._finish()
         return result
 
     def reduce_gradients(self):
         """The reduction that backward() ends with, on its own: for a rank that has no samples
         in a step (its zero gradients take part in the average; every rank must reduce)."""
         if self.world_size > 1:
-            self._finish(self._begin_reduction())
+            self._begin_reduction()
+            self._finish()
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -167,9 +164,10 @@ class DistributedDataParallel(Module):
 
     # -- buckets -----------------------------------------------------------------------------
     def _begin_reduction(self):
-        """The buckets of the trainable parameters (rebuilt when a dtype or requires_grad has
-        changed), every .grad attached to its view; starts the reduction's check that every
-        rank has the same plan (waited for before the first bucket's reduction starts)."""
+        """The buckets of the trainable parameters (rebuilt, with their BucketAverage, when a
+        dtype or requires_grad has changed), every .grad attached to its view; begins the
+        reduction, whose check that every rank has the same plan is waited for before the
+        first bucket's sum starts."""
         layout = [(p.data.dtype, p.requires_grad) for _, ps in self._groups for p in ps]
         if self._buckets is None or layout != self._layout:
             cap = int(self.bucket_cap_mb * 2 ** 20)
@@ -177,58 +175,30 @@ class DistributedDataParallel(Module):
                               _split([p for p in params if p.requires_grad], cap)]
                              for _, params in self._groups]
             self._layout = layout
+            self._first_bucket = np.cumsum([0] + [len(bs) for bs in self._buckets]).tolist()
+            flat = [b for bs in self._buckets for b in bs]
             descriptor = (("collective", "DistributedDataParallel gradient reduction"),
                           *((f"requires_grad of {self._names[id(p)]}", p.requires_grad)
                             for _, ps in self._groups for p in ps),
                           ("buckets (dtype, size)", tuple((str(b.flat.dtype), b.flat.size)
-                                                          for bs in self._buckets for b in bs)))
-            self._plan = descriptor, digest(descriptor)
+                                                          for b in flat)))
+            self._average = BucketAverage([b.flat for b in flat], descriptor,
+                                          what="DistributedDataParallel: the gradient reduction")
         for bucket in (b for bs in self._buckets for b in bs):
             bucket.attach()
-        descriptor, plan_digest = self._plan
-        self._reduction = Collective(distributed._get_group(), descriptor, digest_=plan_digest,
-                                     what="DistributedDataParallel: the gradient reduction")
-        return self._buckets
+        self._average.begin()
 
-    def _start(self, bucket):
-        self._reduction.checked()  # (once: afterwards a no-op)
-        group = distributed._get_group()
-        bucket.request = group.comm.Iallreduce(group.MPI.IN_PLACE, bucket.flat)
-
-    def _progress(self, buckets):
-        """Let MPI move the reductions in flight on (it does so only inside MPI calls)."""
-        for bucket in (b for bs in buckets for b in bs):
-            if bucket.request is not None:
-                bucket.request.Test()  # a completed request stays, as MPI_REQUEST_NULL
-
-    def _finish(self, buckets):
-        """Start the remaining buckets, wait for every reduction, make the sums identical on
-        every rank and divide them by the world size: p.grad holds the averages."""
-        flat = [b for bs in buckets for b in bs]
-        self._reduction.checked()
-        for bucket in flat:
-            if bucket.request is None:
-                self._start(bucket)
-        self._reduction.wait([b.request for b in flat])
-        for bucket in flat:
-            bucket.request = None
-        self._make_identical(flat)
-        self._reduction = None
-        for bucket in flat:
-            np.divide(bucket.flat, self.world_size, out=bucket.flat)
+    def _finish(self):
+        """Start the remaining buckets' sums, wait for every one, make them identical on every
+        rank and divide them by the world size: p.grad holds the averages."""
+        self._average.wait()
+        self._make_identical([b for bs in self._buckets for b in bs])
+        self._average.divide()
 
     def _make_identical(self, buckets):
-        """Check that every rank holds the same sums (CRC-32 of the buckets, its max and min over
-        the ranks); if not, broadcast rank 0's."""
-        group = distributed._get_group()
-        crc = 0
-        for bucket in buckets:
-            crc = zlib.crc32(bucket.flat, crc)
-        extremes = np.array([crc, -crc], np.int64)
-        self._reduction.wait([group.comm.Iallreduce(group.MPI.IN_PLACE, extremes,
-                                                    op=group.MPI.MAX)])
-        if extremes[0] != -extremes[1]:
-            self._reduction.wait([group.comm.Ibcast(bucket.flat, root=0) for bucket in buckets])
+        """Make the sums in `buckets` identical on every rank (see BucketAverage.make_identical);
+        a difference repaired is counted in identity_repairs."""
+        if self._average.make_identical([bucket.flat for bucket in buckets]):
             self.identity_repairs += 1
 
     def extra_repr(self):

@@ -20,17 +20,8 @@ from .._kernels._recurrent import (PANELS, SAVED, SCRATCH, Cell, DirectionBuffer
 from ..utils.rnn import (PackedSequence, check_batch_sizes, check_packed_indices,
                          packing_of_lengths)
 from .._workspace import POOL
-from .module import (MODIFIED_IN_PLACE, Module, Parameter, check_dtype, check_grad_shape,
-                     fingerprint)
-
-def as_float_array(value, dtype, what):
-    """`value` as an array of the module's float dtype; TypeError for non-real-float input."""
-    arr = np.asarray(value)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{what} must be a floating-point array (float32 or float64), "
-                        f"got dtype {arr.dtype}")
-    return arr.astype(dtype, copy=False)
-
+from .module import (MODIFIED_IN_PLACE, Module, Parameter, Record, as_float_array,
+                     check_dtype, check_grad_shape, fingerprint)
 
 _PANEL_CACHE_LOCK = threading.Lock()
 
@@ -330,18 +321,6 @@ class _Batch:
         return np.ascontiguousarray(self.pack(grad))
 
 
-class _Record:
-    """What a training forward leaves for its backward: the batch, per layer (input, output,
-    the DirectionBuffers run_forward saved, dropout mask), the fingerprints of the weights and
-    guards of the caller's arrays that backward reads (its input and output, read in place
-    rather than copied)."""
-    __slots__ = ("batch", "layers", "has_c", "weights", "guards")
-
-    def __init__(self, batch, layers, has_c, weights, guards):
-        self.batch, self.layers, self.has_c = batch, layers, has_c
-        self.weights, self.guards = weights, guards
-
-
 class RNNBase(Module):
     """Shared machinery of LSTM, GRU and RNN: parameters, checks, packing, kernels."""
 
@@ -409,10 +388,10 @@ class RNNBase(Module):
     def reset_parameters(self):
         reset_uniform(self)
 
-    @property
-    def _weights(self):
+    def layer_weights(self):
         """Per layer, per direction: the (w_ih, w_hh, b_ih, b_hh, w_hr) Parameters, None where
-        absent, looked up by name (a Parameter assigned in place of one is the one used)."""
+        absent, looked up by name (a Parameter assigned in place of one is the one used). The
+        same form as the cells' layer_weights()."""
         get = self._parameters.get
         return [[tuple(None if n is None else get(n) for n in names) for names in per_dir]
                 for per_dir in self._weight_names]
@@ -421,7 +400,7 @@ class RNNBase(Module):
     def all_weights(self):
         """Per layer and direction, [weight_ih, weight_hh, (bias_ih, bias_hh), (weight_hr)]
         Parameters, as torch's all_weights."""
-        return [[p for p in weights if p is not None] for per_dir in self._weights
+        return [[p for p in weights if p is not None] for per_dir in self.layer_weights()
                 for weights in per_dir]
 
     def flatten_parameters(self):
@@ -556,7 +535,7 @@ class RNNBase(Module):
         layer_in = batch.data
         layers = []
         last = self.num_layers - 1
-        weights = self._weights
+        weights = self.layer_weights()
         for layer in range(self.num_layers):
             plan = LayerPlan(self.mode, recording, batch.batch_sizes, batch.offsets,
                              layer_in.shape[1], H, P, D, self.dtype, threads)
@@ -581,9 +560,12 @@ class RNNBase(Module):
                     POOL.give(out)
             layer_in = next_in
         if recording:
-            self._push_record(_Record(batch, layers, lstm,
-                                      self._fingerprint_weights(self._backward_reads),
-                                      self._guards(input, batch, layer_in)))
+            # the batch, per layer (input, output, direction dicts, dropout mask), the
+            # fingerprints of the weights and guards of the caller's arrays that backward reads
+            # (its input and output, read in place rather than copied)
+            self._push_record(Record(batch=batch, layers=layers, has_c=lstm,
+                                     weights=self._fingerprint_weights(self._backward_reads),
+                                     guards=self._guards(input, batch, layer_in)))
         output = batch.to_caller(layer_in)
         h_out = self._final_state(h_n, batch)
         if lstm:
@@ -632,7 +614,7 @@ class RNNBase(Module):
         self._check_gradients()
         self._pop_record()
         threads = _threads.get_num_threads()
-        weights = self._weights
+        weights = self.layer_weights()
         for layer in reversed(range(self.num_layers)):
             layer_in, out, saved, _ = rec.layers[layer]
             plan = LayerPlan(self.mode, True, batch.batch_sizes, batch.offsets,

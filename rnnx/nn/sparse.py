@@ -5,8 +5,7 @@ import numpy as np
 import scipy.sparse
 
 from . import init
-from .linear import as_float_array
-from .module import Module, Parameter, check_dtype
+from .module import Module, Parameter, as_float_array, check_dtype
 
 
 def _check_index(value, num_embeddings):

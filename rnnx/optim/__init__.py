@@ -1,6 +1,7 @@
 """rnnx.optim: optimizers and learning-rate schedulers mirroring torch.optim."""
 from . import lr_scheduler
-from .sgd import SGD, Optimizer
+from .optimizer import Optimizer
+from .sgd import SGD
 from .adam import Adam, AdamW
 from .rmsprop import RMSprop
 from .adagrad import Adagrad

@@ -1,8 +1,7 @@
 """Adagrad, as torch.optim.Adagrad (torch's single-tensor update, dense gradients)."""
 import numpy as np
 
-from .adam import buffer, step_count
-from .sgd import Optimizer, check_torch_flags, l2_penalised
+from .optimizer import Optimizer, buffer, check_torch_flags, l2_penalised, step_count
 
 
 class Adagrad(Optimizer):

@@ -1,32 +1,7 @@
 """Adam and AdamW, as torch.optim.Adam / torch.optim.AdamW (torch's single-tensor update)."""
 import numpy as np
 
-from .sgd import Optimizer, check_torch_flags, l2_penalised
-
-
-def lerp_(start, end, weight):
-    """start += weight * (end - start) in place, in torch.lerp's two forms (the one for
-    weight >= 0.5 is exact at weight 1)."""
-    diff = end - start
-    if abs(weight) < 0.5:
-        diff *= weight
-        start += diff
-    else:
-        diff *= 1 - weight
-        np.subtract(end, diff, out=start)
-
-
-def step_count(state):
-    """Increment and return state['step'] (0 when the state is new)."""
-    state["step"] = state.get("step", 0) + 1
-    return state["step"]
-
-
-def buffer(state, name, p, fill=0.0):
-    """state[name], created as an array like p.data filled with `fill` if missing."""
-    if name not in state:
-        state[name] = np.full_like(p.data, fill)
-    return state[name]
+from .optimizer import Optimizer, buffer, check_torch_flags, l2_penalised, lerp_, step_count
 
 
 class Adam(Optimizer):

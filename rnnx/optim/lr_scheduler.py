@@ -7,7 +7,7 @@ sets the epoch-0 learning rate.
 import math
 import types
 
-from .sgd import Optimizer
+from .optimizer import Optimizer
 
 
 def _check_optimizer(optimizer):

@@ -1,8 +1,7 @@
 """RMSprop, as torch.optim.RMSprop (torch's single-tensor update)."""
 import numpy as np
 
-from .adam import buffer, lerp_, step_count
-from .sgd import Optimizer, check_torch_flags, l2_penalised
+from .optimizer import Optimizer, buffer, check_torch_flags, l2_penalised, lerp_, step_count
 
 
 class RMSprop(Optimizer):

@@ -1,11 +1,11 @@
 """Gradient clipping in place on Parameter.grad, as torch.nn.utils.clip_grad_norm_/_value_."""
 import numpy as np
 
-from ..nn.module import Parameter
-
 
 def _grads(parameters):
-    if isinstance(parameters, Parameter):
+    """The gradients of `parameters`: one parameter (anything with a .grad, as an
+    rnnx.nn.Parameter) or an iterable of them; those that are None are skipped."""
+    if hasattr(parameters, "grad"):
         parameters = [parameters]
     return [p.grad for p in parameters if p.grad is not None]
 

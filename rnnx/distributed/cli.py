@@ -1,11 +1,22 @@
 """Command-line programs as ranks of a data-parallel job (rnnx-mnist --distributed)."""
 import sys
 
-from ._trainer import NullStream
-
 from . import (_abort_on_uncaught_exception, abort, broadcast_object_list,
                destroy_process_group, get_rank, get_world_size, init_process_group,
                is_initialized)
+
+
+class NullStream:
+    """A text stream that drops everything (the output of ranks other than 0)."""
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
 
 
 def run(parser, main):

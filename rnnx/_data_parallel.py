@@ -12,21 +12,8 @@ over the ranks once per step, before backward, so that every rank takes the same
 """
 import numpy as np
 
-from . import _check_same, all_reduce, barrier, get_rank, get_world_size, is_initialized
-from ..nn.parallel import DistributedDataParallel
-
-
-class NullStream:
-    """A text stream that drops everything (the progress output of ranks other than 0)."""
-
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
+from .distributed import all_reduce, barrier, check_same, get_rank, get_world_size, is_initialized
+from .nn.parallel import DistributedDataParallel
 
 
 def data_parallel(model, optimizer, settings):
@@ -43,8 +30,8 @@ class DataParallel:
     def __init__(self, model, optimizer, settings):
         self.rank, self.size = get_rank(), get_world_size()
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        _check_same("the Trainer's configuration", {**settings, "optimizer": type(optimizer)
-                                                    .__name__, "param_groups": repr(hyper)})
+        check_same("the Trainer's configuration",
+                   {**settings, "optimizer": type(optimizer).__name__, "param_groups": repr(hyper)})
         if settings["batch_size"] < self.size:
             raise ValueError(f"batch_size {settings['batch_size']} is the global batch: it must "
                              f"be at least the world size {self.size}")
