@@ -23,7 +23,6 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import _cases  # noqa: E402
 import _harness  # noqa: E402
 
 COMPARISONS = {

@@ -42,6 +42,7 @@
 #if defined(__unix__) || defined(__APPLE__)
 #define RNNX_POOL 1
 #include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 #else
 #define RNNX_POOL 0
@@ -251,6 +252,11 @@ static inline int rnnx_pool_grow(int n) {
         atfork_registered = 1;
     }
     if (n - 1 > RNNX_MAX_WORKERS) n = RNNX_MAX_WORKERS + 1;
+    /* workers start with every signal blocked (they inherit this thread's mask): signals
+       go to Python's threads, and no handler runs on a kernel thread */
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
     while (rnnx_pool_state.started < n - 1) {
         pthread_t thread;
         pthread_attr_t attr;
@@ -262,6 +268,7 @@ static inline int rnnx_pool_grow(int n) {
         if (failed) break;
         rnnx_pool_state.started++;
     }
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
     return rnnx_pool_state.started + 1 < n ? rnnx_pool_state.started + 1 : n;
 #else
     (void)n;
