@@ -261,15 +261,17 @@ def parse_args(argv):
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--libs", default=",".join(LIBS))
-    p.add_argument("--rounds", type=int, default=20, help="timed rounds per case (20)")
-    p.add_argument("--steps", type=int, default=50, help="calls per round (50)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds (2)")
+    p.add_argument("--rounds", type=int, help="timed rounds per case (20; --quick 4)")
+    p.add_argument("--steps", type=int, help="calls per round (50; --quick 20)")
+    p.add_argument("--warmup", type=int, help="untimed rounds (2; --quick 1)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                  "results"))
     args = p.parse_args(argv)
     if args.quick:
         args.shapes, args.batches, args.threads = "2x128", "1", "1"
-        args.rounds, args.steps, args.warmup = 4, 20, 1
+    for name, full, quick in (("rounds", 20, 4), ("steps", 50, 20), ("warmup", 2, 1)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     return args
 
 
