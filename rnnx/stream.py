@@ -116,10 +116,16 @@ class Stream:
 
     step(x): x is the next chunk of all B streams in the model's own layout (a layer's
     (T, B, I), (B, T, I) if batch_first; a cell's (B, I); token ids (T, B) before an
-    Embedding); the result is bitwise what the model returns for these steps when called once
-    on the whole sequence fed so far. The state in the result is a read-only view of the
-    stream's own buffers, updated in place by the next step or reset: keep it with
-    step(x, copy=True), which returns copies.
+    Embedding); the result is what the model returns for these steps when called once on the
+    whole sequence fed so far, at any thread count. Bit for bit for the recurrent layers and
+    cells under the "microkernel" GEMM backend, and under "auto" (the default) unless B >= 16
+    and a layer direction's weights exceed 512 KiB (its input projection then runs as one
+    BLAS product over all T * B rows, whose rounding depends on T); likewise for the modules
+    after a LastTimeStep / LastHidden, which see B rows either way. A Linear on every step
+    (before the recurrent layer) runs on the chunk's rows, the whole call's on all rows: to
+    rounding. The result's arrays may be buffers reused by the next step (the state is a
+    read-only view of the stream's own, updated in place by the next step or a reset):
+    step(x, copy=True) returns arrays of the caller's own.
 
     state: the carried state in PyTorch's layout: h, or (h, c) for an LSTM(Cell), of shape
     (num_layers, B, P) / (num_layers, B, H) for a layer, (B, H) for a cell; a tuple of these
