@@ -70,6 +70,18 @@ class _PerStep:
         return self.module(x)
 
 
+class _LastStep:
+    """A LastTimeStep: the chunk's last step is the last step fed so far (indexed directly,
+    as LastTimeStep without lengths computes it)."""
+
+    def __init__(self, module):
+        self.time_axis = 1 if module.batch_first else 0
+
+    def step(self, x):
+        steps = x[0] if isinstance(x, tuple) else x
+        return steps[:, -1] if self.time_axis else steps[-1]
+
+
 def _stages(model, batch_size, name="model"):
     """The model as a list of stages (_Recurrent, _PerStep); ValueError/TypeError for a module
     Stream cannot run step by step."""
@@ -85,7 +97,9 @@ def _stages(model, batch_size, name="model"):
         return [_Recurrent(model, batch_size)]
     if isinstance(model, RNNCellBase):
         return [_Recurrent(model, batch_size)]
-    if isinstance(model, (LastTimeStep, LastHidden)) or model.acts_per_position:
+    if type(model) is LastTimeStep:
+        return [_LastStep(model)]
+    if isinstance(model, LastHidden) or model.acts_per_position:
         return [_PerStep(model)]
     raise ValueError(f"Stream: {what} cannot run chunk by chunk: Stream takes recurrent layers "
                      f"and cells, modules that act per time step (Embedding, Linear, "
