@@ -203,7 +203,7 @@ def run_case(shape, batch, threads, libs, rounds, steps, warmup, workdir, log):
             t = np.array(times[lib]) * 1e6
             row = rows[lib] = {"p50_us": float(np.percentile(t, 50)),
                                "p99_us": float(np.percentile(t, 99)), "calls": int(t.size),
-                               "gb_per_s": hello["bytes"] / (np.percentile(t, 50) * 1e3)}
+                               "gb_per_s": float(hello["bytes"] / (np.percentile(t, 50) * 1e3))}
             if hello["check"] is not None and reference is not None:
                 row["max_abs_diff"] = float(np.max(np.abs(np.array(hello["check"]) -
                                                           np.array(reference))))
@@ -222,9 +222,9 @@ def judge(row_set, layers, hidden):
     floor_us = weight_bytes(layers, hidden) / (floor["gb_per_s"] * 1e3) if "gb_per_s" in floor \
         else None
     target = max(x for x in (0.5 * ort.get("p50_us", 0), 1.15 * (floor_us or 0)))
-    return {"floor_us": floor_us, "target_p50_us": target or None,
-            "p50_met": (ours["p50_us"] <= target) if target else None,
-            "p99_met": ours["p99_us"] <= 2 * ours["p50_us"]}
+    return {"floor_us": floor_us, "target_p50_us": float(target) or None,
+            "p50_met": bool(ours["p50_us"] <= target) if target else None,
+            "p99_met": bool(ours["p99_us"] <= 2 * ours["p50_us"])}
 
 
 def table(results):
