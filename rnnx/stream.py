@@ -27,7 +27,7 @@ class _Recurrent:
 
     def __init__(self, module, batch_size):
         self.module = module
-        layer = isinstance(module, RNNBase)
+        self.layer = layer = isinstance(module, RNNBase)
         dtype = module.dtype
         H = module.hidden_size
         if layer:
@@ -50,7 +50,7 @@ class _Recurrent:
         """The module over chunk x from the carried state; the state advanced in place.
         Returns what the module returns, its state replaced by the read-only views."""
         y = self.module(x, self.hx)
-        if isinstance(self.module, RNNBase):
+        if self.layer:
             out, new = y
         else:
             out, new = None, y
@@ -175,10 +175,7 @@ class Stream:
     def step(self, x, copy=False):
         """The model's result for the next chunk x of every stream (see the class docstring);
         copy=True returns arrays of the caller's own instead of views of reused buffers."""
-        if not self._lock.acquire(blocking=False):
-            raise RuntimeError("Stream.step: another thread is stepping this stream; a stream "
-                               "carries one state, so its steps must come one after another "
-                               "(give each thread a Stream of its own)")
+        self._acquire("step")
         try:
             self._check_eval()
             shape = np.shape(x)
@@ -188,21 +185,24 @@ class Stream:
                                  f"got shape {shape}")
             for stage in self._stages:
                 x = stage.step(x)
+            return _copied(x) if copy else x     # under the lock: no step in between
         finally:
             self._lock.release()
-        return _copied(x) if copy else x
 
     def reset(self, rows=None):
         """Zero the state of every stream (rows=None), or of the rows given: a bool mask of
         shape (B,) or integer indices in [-B, B). The other streams go on untouched."""
         index = slice(None) if rows is None else self._rows(rows)
-        with self._exclusive("reset"):
+        self._acquire("reset")
+        try:
             for stage in self._recurrent:
                 for buffer in stage.buffers:
                     if stage.batch_axis == 1:
                         buffer[:, index] = 0
                     else:
                         buffer[index] = 0
+        finally:
+            self._lock.release()
 
     def _rows(self, rows):
         B = self.batch_size
@@ -221,18 +221,13 @@ class Stream:
                              f"{rows.min()}..{rows.max()}")
         return rows
 
-    def _exclusive(self, what):
-        """The stream's lock for `what`, RuntimeError if a step holds it."""
-        stream = self
-
-        class _Held:
-            def __enter__(self):
-                if not stream._lock.acquire(blocking=False):
-                    raise RuntimeError(f"Stream.{what}: another thread is stepping this stream")
-
-            def __exit__(self, *exc):
-                stream._lock.release()
-        return _Held()
+    def _acquire(self, what):
+        """Take the stream's lock for `what` without waiting: RuntimeError if a step of
+        another thread holds it."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(f"Stream.{what}: another thread is stepping this stream; a "
+                               f"stream carries one state, so its steps must come one after "
+                               f"another (give each thread a Stream of its own)")
 
     @property
     def state(self):
@@ -248,10 +243,13 @@ class Stream:
                              f"(one per recurrent module), got {type(value).__name__}")
         checked = [_checked_state(stage, v, i) for i, (stage, v) in
                    enumerate(zip(self._recurrent, values))]
-        with self._exclusive("state"):
+        self._acquire("state")
+        try:
             for stage, arrays in zip(self._recurrent, checked):
                 for buffer, array in zip(stage.buffers, arrays):
                     np.copyto(buffer, array)
+        finally:
+            self._lock.release()
 
 
 def _checked_state(stage, value, index):
