@@ -6,7 +6,8 @@ OpenMP is used when the compiler supports it; the build succeeds without it.
 The recurrent kernels (_recurrent.pyx) are compiled once per instruction-set level, each
 into its own module _recurrent_<level> (a one-line .pyx that includes the shared source):
 on x86-64 baseline (-march=x86-64-v2: SSE4.2), avx2 (x86-64-v3: AVX2, FMA) and avx512
-(x86-64-v4), each where the compiler accepts it; elsewhere (aarch64: NEON) baseline alone.
+(x86-64-v4), each where the compiler accepts it; on aarch64 baseline alone (-march=armv8-a:
+NEON); elsewhere baseline alone, for the compiler's default target.
 rnnx._kernels._recurrent imports the best one the CPU runs, so one wheel runs fast anywhere.
 RNNX_MARCH=native (or another -march value, or "" for the compiler's default) builds a
 single level, "local", for that target instead: the quickest local build.
@@ -39,14 +40,26 @@ DIRECTIVES = {
     "embedsignature": True,
 }
 
+# The kernel levels of each architecture and their -march flags; another architecture builds
+# one baseline for the compiler's default target. aarch64's baseline is ARMv8.0-A (NEON, which
+# every aarch64 CPU has). tests/c/run_checks.py reads these two literals (with ast), so that the
+# C tests of the kernels' headers build them as the kernels are built, for aarch64 too.
+LEVEL_FLAGS = {
+    "x86_64": {"baseline": ["-march=x86-64-v2"], "avx2": ["-march=x86-64-v3"],
+               "avx512": ["-march=x86-64-v4"]},
+    "aarch64": {"baseline": ["-march=armv8-a"]},
+}
+# No -ffast-math: vmath.h relies on IEEE rounding. Not trapping lets gcc vectorize the
+# branch-free selects in the gate loops.
+KERNEL_FLAGS = ["-fno-math-errno", "-fno-trapping-math"]
+
+MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(),
+                                                      platform.machine().lower())
 MARCH = os.environ.get("RNNX_MARCH")
 if MARCH is not None:
     LEVELS = {"local": [f"-march={MARCH}"] if MARCH else []}
-elif platform.machine().lower() in ("x86_64", "amd64"):
-    LEVELS = {"baseline": ["-march=x86-64-v2"], "avx2": ["-march=x86-64-v3"],
-              "avx512": ["-march=x86-64-v4"]}
 else:
-    LEVELS = {"baseline": []}
+    LEVELS = LEVEL_FLAGS.get(MACHINE, {"baseline": []})
 
 
 def _compiler_accepts(compiler_cmd, flags, src="int main(void){return 0;}\n"):
@@ -126,9 +139,7 @@ def extension(name):
                  "rnnx/_kernels/_blas.pxd", "rnnx/_kernels/microgemm512.h",
                  "rnnx/_kernels/fingerprint.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        # No -ffast-math: vmath.h relies on IEEE rounding. Not trapping lets gcc vectorize
-        # the branch-free selects in the gate loops.
-        extra_compile_args=opt + ["-fno-math-errno", "-fno-trapping-math"] + san_compile,
+        extra_compile_args=opt + KERNEL_FLAGS + san_compile,
         extra_link_args=san_link,
     )
 

@@ -1,2 +1,2 @@
-"""The version of rnnx (also in pyproject.toml)."""
+"""The version of rnnx: the one place it is written (pyproject.toml reads it from here)."""
 __version__ = "0.1.0"

@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
+import rnnx._kernels
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-KERNELS = os.path.join(os.path.dirname(HERE), "rnnx", "_kernels")
+KERNELS = os.path.dirname(rnnx._kernels.__file__)   # the headers ship with the package
 
 
 def test_avx512_step_gemm_bitwise_equal_to_256_bit_kernel(tmp_path):

@@ -383,10 +383,11 @@ cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating 
     same order whichever thread owns it (the micro-kernel's dot products do not depend on the
     rows of a call; BLAS's do, so it always runs block by block): the result does not depend
     on the thread count, nor do the sums, each column's rows being added in order."""
-    cdef intp w = _panel_width(c), blocks = (m + 127) // 128, k0, kc
+    cdef intp w = _panel_width(c), blocks = (m + 127) // 128, k0 = 0, kc = 0
     cdef intp chunk = K_CHUNK * ((n + w - 1) // w) * w
-    cdef int me, size
-    cdef floating *buf
+    # Initialised: the parallel block below copies them into each thread (firstprivate).
+    cdef int me = 0, size = 1
+    cdef floating *buf = NULL
     if num_threads <= 1 or blocks <= 1:
         for k0 in range(0, k, K_CHUNK):
             kc = min(K_CHUNK, k - k0)

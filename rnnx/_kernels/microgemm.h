@@ -21,12 +21,18 @@
 typedef float rnnx_v8f __attribute__((vector_size(32)));
 typedef double rnnx_v4d __attribute__((vector_size(32)));
 
+/* The vectors travel by pointer or through this macro, never as a function's argument or
+ * result: below AVX (the x86-64 baseline level, other architectures) a 32-byte vector has no
+ * fixed calling convention (gcc's -Wpsabi). Reads one vector of type V from p, any alignment. */
+#define RNNX_VLOAD(V, p) __extension__ ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
+
 #define RNNX_DEFINE_GEMM_NN(NAME, T, V, W)                                                    \
-static inline V NAME##_load(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }           \
-/* Store the first nj (<= 2W) columns of the row (v0, v1) at p, adding to p when asked. */    \
-static inline void NAME##_store(T *p, V v0, V v1, ptrdiff_t nj, int accumulate) {             \
+/* Store the first nj (<= 2W) columns of the row (*r0, *r1) at p, adding to p when asked. */  \
+static inline void NAME##_store(T *p, const V *r0, const V *r1, ptrdiff_t nj,                 \
+                                int accumulate) {                                             \
+    V v0 = *r0, v1 = *r1;                                                                     \
     if (nj == 2 * W) {                                                                        \
-        if (accumulate) { v0 += NAME##_load(p); v1 += NAME##_load(p + W); }                   \
+        if (accumulate) { v0 += RNNX_VLOAD(V, p); v1 += RNNX_VLOAD(V, p + W); }               \
         memcpy(p, &v0, sizeof v0);                                                            \
         memcpy(p + W, &v1, sizeof v1);                                                        \
         return;                                                                               \
@@ -36,28 +42,28 @@ static inline void NAME##_store(T *p, V v0, V v1, ptrdiff_t nj, int accumulate) 
     memcpy(row + W, &v1, sizeof v1);                                                          \
     for (ptrdiff_t q = 0; q < nj; q++) p[q] = accumulate ? p[q] + row[q] : row[q];            \
 }                                                                                             \
-/* One row of C (n columns) = a (k, strided by aps) @ B [+ C]: four panels at a time, so    \
-   that eight independent accumulators hide the FMA latency (batch 1 is this row alone). */  \
+/* One row of C (n columns) = a (k, strided by aps) @ B [+ C]: four panels at a time, so      \
+   that eight independent accumulators hide the FMA latency (batch 1 is this row alone). */   \
 static void NAME##_row(ptrdiff_t n, ptrdiff_t k, const T *a, ptrdiff_t aps, const T *Bp,      \
                        ptrdiff_t panel_stride, int accumulate, T *c) {                        \
     ptrdiff_t j, p;                                                                           \
     for (j = 0; j + 6 * W < n; j += 8 * W) {           /* a fourth panel starts before n */   \
-        const T *b0 = Bp + j / (2 * W) * panel_stride, *b1 = b0 + panel_stride,              \
+        const T *b0 = Bp + j / (2 * W) * panel_stride, *b1 = b0 + panel_stride,               \
                 *b2 = b1 + panel_stride, *b3 = b2 + panel_stride;                             \
         V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0},        \
           c31 = {0};                                                                          \
         for (p = 0; p < k; p++) {                                                             \
             T av = a[p * aps];                                                                \
             ptrdiff_t q = 2 * W * p;                                                          \
-            c00 += av * NAME##_load(b0 + q); c01 += av * NAME##_load(b0 + q + W);             \
-            c10 += av * NAME##_load(b1 + q); c11 += av * NAME##_load(b1 + q + W);             \
-            c20 += av * NAME##_load(b2 + q); c21 += av * NAME##_load(b2 + q + W);             \
-            c30 += av * NAME##_load(b3 + q); c31 += av * NAME##_load(b3 + q + W);             \
+            c00 += av * RNNX_VLOAD(V, b0 + q); c01 += av * RNNX_VLOAD(V, b0 + q + W);         \
+            c10 += av * RNNX_VLOAD(V, b1 + q); c11 += av * RNNX_VLOAD(V, b1 + q + W);         \
+            c20 += av * RNNX_VLOAD(V, b2 + q); c21 += av * RNNX_VLOAD(V, b2 + q + W);         \
+            c30 += av * RNNX_VLOAD(V, b3 + q); c31 += av * RNNX_VLOAD(V, b3 + q + W);         \
         }                                                                                     \
-        NAME##_store(c + j, c00, c01, 2 * W, accumulate);                                     \
-        NAME##_store(c + j + 2 * W, c10, c11, 2 * W, accumulate);                             \
-        NAME##_store(c + j + 4 * W, c20, c21, 2 * W, accumulate);                             \
-        NAME##_store(c + j + 6 * W, c30, c31, n - j - 6 * W < 2 * W ? n - j - 6 * W : 2 * W,  \
+        NAME##_store(c + j, &c00, &c01, 2 * W, accumulate);                                   \
+        NAME##_store(c + j + 2 * W, &c10, &c11, 2 * W, accumulate);                           \
+        NAME##_store(c + j + 4 * W, &c20, &c21, 2 * W, accumulate);                           \
+        NAME##_store(c + j + 6 * W, &c30, &c31, n - j - 6 * W < 2 * W ? n - j - 6 * W : 2 * W, \
                      accumulate);                                                             \
     }                                                                                         \
     for (; j < n; j += 2 * W) {                                                               \
@@ -65,16 +71,16 @@ static void NAME##_row(ptrdiff_t n, ptrdiff_t k, const T *a, ptrdiff_t aps, cons
         V c00 = {0}, c01 = {0};                                                               \
         for (p = 0; p < k; p++) {                                                             \
             T av = a[p * aps];                                                                \
-            c00 += av * NAME##_load(b0 + 2 * W * p);                                          \
-            c01 += av * NAME##_load(b0 + 2 * W * p + W);                                      \
+            c00 += av * RNNX_VLOAD(V, b0 + 2 * W * p);                                        \
+            c01 += av * RNNX_VLOAD(V, b0 + 2 * W * p + W);                                    \
         }                                                                                     \
-        NAME##_store(c + j, c00, c01, n - j < 2 * W ? n - j : 2 * W, accumulate);             \
+        NAME##_store(c + j, &c00, &c01, n - j < 2 * W ? n - j : 2 * W, accumulate);           \
     }                                                                                         \
 }                                                                                             \
-/* C (m, n) = A (m, k) @ B (k, n) [+ C when accumulate]; A[i, p] = A[i * ars + p * aps]      \
+/* C (m, n) = A (m, k) @ B (k, n) [+ C when accumulate]; A[i, p] = A[i * ars + p * aps]       \
    (row-major A: ars = lda, aps = 1; A stored transposed: ars = 1, aps = lda); ldc: row       \
-   stride of C; Bp: B in ceil(n / 2W) zero-padded panels (see above) that start panel_stride \
-   elements apart (k * 2W for a whole B; more when B is rows [k0, k0 + k) of a taller one). */\
+   stride of C; Bp: B in ceil(n / 2W) zero-padded panels (see above) that start panel_stride  \
+   elements apart (k * 2W for a whole B; more when B is rows [k0, k0 + k) of a taller one). */ \
 static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ars,            \
                  ptrdiff_t aps, const T *Bp, ptrdiff_t panel_stride, int accumulate, T *C,    \
                  ptrdiff_t ldc) {                                                             \
@@ -90,7 +96,8 @@ static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ar
             V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0},               \
               c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};               \
             for (p = 0; p < k; p++) {                                                         \
-                V b0 = NAME##_load(panel + 2 * W * p), b1 = NAME##_load(panel + 2 * W * p + W);\
+                V b0 = RNNX_VLOAD(V, panel + 2 * W * p);                                      \
+                V b1 = RNNX_VLOAD(V, panel + 2 * W * p + W);                                  \
                 ptrdiff_t q = p * aps;                                                        \
                 c00 += a0[q] * b0; c01 += a0[q] * b1;                                         \
                 c10 += a1[q] * b0; c11 += a1[q] * b1;                                         \
@@ -100,12 +107,12 @@ static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ar
                 c50 += a5[q] * b0; c51 += a5[q] * b1;                                         \
             }                                                                                 \
             T *c = C + i * ldc + j;                                                           \
-            NAME##_store(c, c00, c01, nj, accumulate); c += ldc;                              \
-            NAME##_store(c, c10, c11, nj, accumulate); c += ldc;                              \
-            NAME##_store(c, c20, c21, nj, accumulate); c += ldc;                              \
-            NAME##_store(c, c30, c31, nj, accumulate); c += ldc;                              \
-            NAME##_store(c, c40, c41, nj, accumulate); c += ldc;                              \
-            NAME##_store(c, c50, c51, nj, accumulate);                                        \
+            NAME##_store(c, &c00, &c01, nj, accumulate); c += ldc;                            \
+            NAME##_store(c, &c10, &c11, nj, accumulate); c += ldc;                            \
+            NAME##_store(c, &c20, &c21, nj, accumulate); c += ldc;                            \
+            NAME##_store(c, &c30, &c31, nj, accumulate); c += ldc;                            \
+            NAME##_store(c, &c40, &c41, nj, accumulate); c += ldc;                            \
+            NAME##_store(c, &c50, &c51, nj, accumulate);                                      \
         }                                                                                     \
     }                                                                                         \
     i = i0 + (i1 - i0) / 6 * 6;                                                               \
@@ -117,7 +124,8 @@ static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ar
             V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0},               \
               c30 = {0}, c31 = {0};                                                           \
             for (p = 0; p < k; p++) {                                                         \
-                V b0 = NAME##_load(panel + 2 * W * p), b1 = NAME##_load(panel + 2 * W * p + W);\
+                V b0 = RNNX_VLOAD(V, panel + 2 * W * p);                                      \
+                V b1 = RNNX_VLOAD(V, panel + 2 * W * p + W);                                  \
                 ptrdiff_t q = p * aps;                                                        \
                 c00 += a0[q] * b0; c01 += a0[q] * b1;                                         \
                 c10 += a1[q] * b0; c11 += a1[q] * b1;                                         \
@@ -125,10 +133,10 @@ static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t ar
                 c30 += a3[q] * b0; c31 += a3[q] * b1;                                         \
             }                                                                                 \
             T *c = C + i * ldc + j;                                                           \
-            NAME##_store(c, c00, c01, nj, accumulate); c += ldc;                              \
-            NAME##_store(c, c10, c11, nj, accumulate); c += ldc;                              \
-            NAME##_store(c, c20, c21, nj, accumulate); c += ldc;                              \
-            NAME##_store(c, c30, c31, nj, accumulate);                                        \
+            NAME##_store(c, &c00, &c01, nj, accumulate); c += ldc;                            \
+            NAME##_store(c, &c10, &c11, nj, accumulate); c += ldc;                            \
+            NAME##_store(c, &c20, &c21, nj, accumulate); c += ldc;                            \
+            NAME##_store(c, &c30, &c31, nj, accumulate);                                      \
         }                                                                                     \
         i += 4;                                                                               \
     }                                                                                         \

@@ -60,6 +60,8 @@ static inline void rnnx_release_threads(int n) {
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define RNNX_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define RNNX_PAUSE() __asm__ __volatile__("yield")
 #else
 #define RNNX_PAUSE() ((void)0)
 #endif
