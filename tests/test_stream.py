@@ -94,18 +94,31 @@ def test_bigger_weights_small_batch_bitwise_under_auto():
     assert_layer_matches(whole, pieces, False)
 
 
-@pytest.mark.xfail(strict=True, reason="known: under the 'auto' GEMM backend, a batch of 16+ "
-                   "rows whose weights exceed 512 KiB projects every step's input up front in "
-                   "one BLAS call over T * B rows (projects_per_step is False, "
-                   "SEQUENCE_PRODUCT), whose bits depend on T: a chunk's rows round "
-                   "differently from the whole sequence's (~1 ulp). To be removed when the "
-                   "kernel layer projects in blocks that do not depend on T.")
-def test_bigger_weights_large_batch_under_auto_is_not_yet_bitwise():
+def large_batch_big_weights_under_auto():
+    """(whole, pieces) of the one case not yet bitwise: see the xfail below."""
     rnnx.set_gemm_backend("auto")
     model = big_layer(rnnx.LSTM)
     assert not projects_per_step(int(Cell.LSTM), 20, 192, 192, 192, 4)
     x = RNG.standard_normal((6, 20, 192)).astype(np.float32)
     whole, pieces, _ = whole_and_chunked(model, x, [0, 1, 2, 3, 4, 5, 6])
+    return whole, pieces
+
+
+def test_bigger_weights_large_batch_under_auto_agrees_to_rounding():
+    (out, (h, c)), pieces = large_batch_big_weights_under_auto()
+    np.testing.assert_allclose(np.concatenate([p[0] for p in pieces]), out, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(pieces[-1][1][1], c, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.xfail(reason="known: under the 'auto' GEMM backend, a batch of 16+ rows whose "
+                   "weights exceed 512 KiB projects every step's input up front in one BLAS "
+                   "call over T * B rows (projects_per_step is False, SEQUENCE_PRODUCT), whose "
+                   "bits depend on T with OpenBLAS: a chunk's rows round differently from the "
+                   "whole sequence's (~1 ulp). To be made strict when the kernel layer "
+                   "projects in blocks that do not depend on T.")
+def test_bigger_weights_large_batch_under_auto_bitwise():
+    whole, pieces = large_batch_big_weights_under_auto()
     assert_layer_matches(whole, pieces, False)
 
 
