@@ -26,7 +26,6 @@ cimport numpy as cnp
 from libc.stdint cimport uint32_t
 from libc.string cimport memcmp, memcpy
 import numpy as np
-from cython.parallel cimport parallel, prange
 
 from ._blas cimport floating, gemm
 
@@ -190,6 +189,8 @@ cdef extern from "team.h":
     void rnnx_barrier_wait(rnnx_barrier *b, int *local_sense) noexcept nogil
     int rnnx_team_size() noexcept nogil
     int rnnx_team_member() noexcept nogil
+    ctypedef void (*rnnx_job)(void *ctx) noexcept nogil
+    void rnnx_pool_run(int size, rnnx_job job, void *ctx) noexcept nogil
     int rnnx_claim_threads(int want) noexcept nogil
     int rnnx_team_allowed() noexcept nogil
     void rnnx_team_review(const rnnx_barrier *b, long steps) noexcept nogil
@@ -385,23 +386,51 @@ cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating 
     on the thread count, nor do the sums, each column's rows being added in order."""
     cdef intp w = _panel_width(c), blocks = (m + 127) // 128, k0 = 0, kc = 0
     cdef intp chunk = K_CHUNK * ((n + w - 1) // w) * w
-    # Initialised: the parallel block below copies them into each thread (firstprivate).
-    cdef int me = 0, size = 1
-    cdef floating *buf = NULL
     if num_threads <= 1 or blocks <= 1:
         for k0 in range(0, k, K_CHUNK):
             kc = min(K_CHUNK, k - k0)
             _chunk_blocks(blas, 0, 1, blocks if blas else 1, m, n, kc, a + k0 * lda, lda,
                           _pack_chunk(blas, rows, k0, kc, n, chunks), c, acc, acc2, n2)
         return
-    with parallel(num_threads=num_threads):
-        me = rnnx_team_member()
-        size = rnnx_team_size()
-        buf = chunks + me * chunk
-        for k0 in range(0, k, K_CHUNK):
-            kc = min(K_CHUNK, k - k0)
-            _chunk_blocks(blas, me, size, blocks, m, n, kc, a + k0 * lda, lda,
-                          _pack_chunk(blas, rows, k0, kc, n, buf), c, acc, acc2, n2)
+    cdef TnJob job
+    job.blas, job.is_float, job.m, job.n, job.k = blas, floating is float, m, n, k
+    job.a, job.lda, job.rows, job.chunks, job.chunk = a, lda, rows, chunks, chunk
+    job.c, job.acc, job.acc2, job.n2, job.blocks = c, acc, acc2, n2, blocks
+    rnnx_pool_run(num_threads, _tn_job, &job)
+
+
+cdef struct TnJob:
+    # _gemm_tn_accumulate's arguments, for its members (_tn_job)
+    bint blas, is_float
+    intp m, n, k, lda, chunk, blocks, n2
+    const void *a
+    const Rows *rows
+    void *chunks
+    void *c
+    void *acc
+    void *acc2
+
+
+cdef void _tn_job(void *ctx) noexcept nogil:
+    cdef TnJob *j = <TnJob *> ctx
+    if j.is_float:
+        _tn_member[float](j, <float *> j.chunks)
+    else:
+        _tn_member[double](j, <double *> j.chunks)
+
+
+cdef void _tn_member(TnJob *j, floating *chunks) noexcept nogil:
+    """This member's row blocks of every chunk of a _gemm_tn_accumulate, packing B's chunks
+    into its own part of the scratch."""
+    cdef int me = rnnx_team_member(), size = rnnx_team_size()
+    cdef floating *buf = chunks + me * j.chunk
+    cdef const floating *a = <const floating *> j.a
+    cdef intp k0, kc
+    for k0 in range(0, j.k, K_CHUNK):
+        kc = min(K_CHUNK, j.k - k0)
+        _chunk_blocks(j.blas, me, size, j.blocks, j.m, j.n, kc, a + k0 * j.lda, j.lda,
+                      _pack_chunk(j.blas, j.rows, k0, kc, j.n, buf), <floating *> j.c,
+                      <floating *> j.acc, <floating *> j.acc2, j.n2)
 
 
 cpdef intp x_chunks_size(intp I, intp itemsize, int num_threads) noexcept nogil:
@@ -417,16 +446,45 @@ cdef void _parallel_step_gemm(bint blas, intp m, intp n, intp k, const floating 
     """A whole-sequence C (m, n) (+)= A (m, k) @ B (k, n) (see _product) over blocks of rows
     of C on up to num_threads threads. Every element is the same dot product whichever block
     computes it, so the result is independent of threads; BLAS always runs block by block."""
-    cdef intp blocks = (m + 191) // 192, i, r0, r1, panel_stride = k * _panel_width(c)
+    cdef intp blocks = (m + 191) // 192, panel_stride = k * _panel_width(c)
     if not blas and (num_threads <= 1 or blocks <= 1):
         _panel_gemm(m, n, k, a, lda, 1, bp, panel_stride, accumulate, c, ldc)
         return
-    for i in prange(blocks, num_threads=num_threads, schedule="static",
-                    use_threads_if=num_threads > 1 and blocks > 1):
-        r0 = i * m // blocks
-        r1 = (i + 1) * m // blocks
-        _product(blas, r1 - r0, n, k, a + r0 * lda, lda, 1, bp, panel_stride, b, ldb, trans_b,
-                 accumulate, c + r0 * ldc, ldc)
+    cdef StepJob job
+    job.blas, job.is_float, job.m, job.n, job.k, job.a, job.lda = blas, floating is float, m, n, k, a, lda
+    job.bp, job.b, job.ldb, job.trans_b, job.accumulate = bp, b, ldb, trans_b, accumulate
+    job.c, job.ldc, job.blocks, job.panel_stride = c, ldc, blocks, panel_stride
+    rnnx_pool_run(num_threads if blocks > 1 else 1, _step_gemm_job, &job)
+
+
+cdef struct StepJob:
+    # _parallel_step_gemm's arguments, for its members (_step_gemm_job)
+    bint blas, is_float, trans_b, accumulate
+    intp m, n, k, lda, ldb, ldc, blocks, panel_stride
+    const void *a
+    const void *bp
+    const void *b
+    void *c
+
+
+cdef void _step_gemm_job(void *ctx) noexcept nogil:
+    cdef StepJob *j = <StepJob *> ctx
+    if j.is_float:
+        _step_gemm_member[float](j, <float *> j.c)
+    else:
+        _step_gemm_member[double](j, <double *> j.c)
+
+
+cdef void _step_gemm_member(StepJob *j, floating *c) noexcept nogil:
+    """This member's share of the row blocks of a _parallel_step_gemm (a contiguous range)."""
+    cdef int me = rnnx_team_member(), size = rnnx_team_size()
+    cdef intp i, r0, r1
+    for i in range(me * j.blocks // size, (me + 1) * j.blocks // size):
+        r0 = i * j.m // j.blocks
+        r1 = (i + 1) * j.m // j.blocks
+        _product(j.blas, r1 - r0, j.n, j.k, <const floating *> j.a + r0 * j.lda, j.lda, 1,
+                 <const floating *> j.bp, j.panel_stride, <const floating *> j.b, j.ldb,
+                 j.trans_b, j.accumulate, c + r0 * j.ldc, j.ldc)
 
 
 cdef inline void _tanh(floating *a, intp n) noexcept nogil:
@@ -920,7 +978,7 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
                      Dir *dirs, int num_threads) noexcept nogil:
     """Run every (direction, row block) task of the time loop, on parallel threads when there
     are several tasks."""
-    cdef intp nblocks, ntasks, task
+    cdef intp nblocks, ntasks
     cdef intp[MAX_BLOCKS + 1] bounds
     cdef rnnx_barrier barrier
     _row_blocks(T, bs, ndir, num_threads,
@@ -928,32 +986,61 @@ cdef void _run_tasks(bint forward, int typenum, int cell, bint training, intp nd
                 &nblocks, bounds)
     ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
+    cdef TasksJob job
+    job.forward, job.typenum, job.cell, job.training, job.T, job.bs, job.of = (
+        forward, typenum, cell, training, T, bs, of)
+    job.inputs, job.H, job.P, job.buf, job.ld, job.dirs = I, H, P, buf, ld, dirs
+    job.nblocks, job.ntasks, job.bounds, job.barrier = nblocks, ntasks, bounds, NULL
     if (shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr_panels != NULL, num_threads)
             and rnnx_team_allowed()):
         # too few rows for the threads: they share the time loop, split by hidden units
         rnnx_barrier_init(&barrier)
-        with parallel(num_threads=num_threads):
-            if forward and typenum == cnp.NPY_FLOAT32:
-                _team_forward(cell, training, T, bs, of, I, H, P, <float *> buf, ld, dirs,
-                              &barrier)
-            elif forward:
-                _team_forward(cell, training, T, bs, of, I, H, P, <double *> buf, ld, dirs,
-                              &barrier)
-            elif typenum == cnp.NPY_FLOAT32:
-                _team_backward(cell, T, bs, of, H, P, <float *> buf, ld, dirs, &barrier)
-            else:
-                _team_backward(cell, T, bs, of, H, P, <double *> buf, ld, dirs, &barrier)
+        job.barrier = &barrier
+        rnnx_pool_run(num_threads, _team_job, &job)
         rnnx_team_review(&barrier, T)
         return
-    if threads <= 1:
-        # no parallel region at all on one thread (a forked child must not enter one)
-        for task in range(ntasks):
-            _task(forward, typenum, cell, training, task, nblocks, bounds, T, bs, of, I, H, P,
-                  buf, ld, dirs)
-        return
-    for task in prange(ntasks, num_threads=threads, schedule="static"):
-        _task(forward, typenum, cell, training, task, nblocks, bounds, T, bs, of, I, H, P, buf,
-              ld, dirs)
+    # one thread: no job for the pool at all (nor in a forked child)
+    rnnx_pool_run(threads, _tasks_job, &job)
+
+
+cdef struct TasksJob:
+    # _run_tasks's arguments, for its members (_team_job, _tasks_job)
+    bint forward, training
+    int typenum, cell
+    intp T, inputs, H, P, ld, nblocks, ntasks     # inputs: I (complex.h makes I a macro)
+    const intp *bs
+    const intp *of
+    const intp *bounds
+    void *buf
+    Dir *dirs
+    rnnx_barrier *barrier
+
+
+cdef void _team_job(void *ctx) noexcept nogil:
+    """A member of the team sharing the time loop of one direction."""
+    cdef TasksJob *j = <TasksJob *> ctx
+    if j.forward and j.typenum == cnp.NPY_FLOAT32:
+        _team_forward(j.cell, j.training, j.T, j.bs, j.of, j.inputs, j.H, j.P, <float *> j.buf, j.ld,
+                      j.dirs, j.barrier)
+    elif j.forward:
+        _team_forward(j.cell, j.training, j.T, j.bs, j.of, j.inputs, j.H, j.P, <double *> j.buf,
+                      j.ld, j.dirs, j.barrier)
+    elif j.typenum == cnp.NPY_FLOAT32:
+        _team_backward(j.cell, j.T, j.bs, j.of, j.H, j.P, <float *> j.buf, j.ld, j.dirs,
+                       j.barrier)
+    else:
+        _team_backward(j.cell, j.T, j.bs, j.of, j.H, j.P, <double *> j.buf, j.ld, j.dirs,
+                       j.barrier)
+
+
+cdef void _tasks_job(void *ctx) noexcept nogil:
+    """This member's share of the (direction, row block) tasks (a contiguous range)."""
+    cdef TasksJob *j = <TasksJob *> ctx
+    cdef int me = rnnx_team_member(), size = rnnx_team_size()
+    cdef intp task
+    for task in range(me * j.ntasks // size, (me + 1) * j.ntasks // size):
+        _task(j.forward, j.typenum, j.cell, j.training, task, j.nblocks, j.bounds, j.T, j.bs,
+              j.of, j.inputs, j.H, j.P, j.buf, j.ld, j.dirs)
 
 
 cdef inline void _task(bint forward, int typenum, int cell, bint training, intp task,
