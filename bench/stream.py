@@ -11,11 +11,13 @@ state and gives y (B, 32) and the new state:
   rnnx-call    out, hx = lstm(x, hx); y = head(out[-1])   (frozen modules)
   torch        the same under torch.inference_mode()
   onnxruntime  a session of rnnx.onnx.export(lstm) plus the head (Gather + Gemm), h/c fed back
-  floor        not a library: a float32 matrix-vector product over a matrix of the weights'
-               bytes (NumPy's BLAS); floor = weight bytes / that read rate (GB/s)
-Each library runs in a process of its own (threads set through the environment before import);
-the parent alternates rounds between them (a round = --steps calls, the order rotated every
-round) so that machine noise falls on all alike. p50 / p99 over every timed call.
+  floor        not a library: the read rate (GB/s) of a float32 matrix-vector product over a
+               matrix of the weights' bytes (bench/_probe.c through machine.py; NumPy's
+               product without a C compiler); floor = weight bytes / that rate
+Each library runs in a worker process of its own (_harness.worker_env: threads and CPU set
+before import); _harness.alternate gives them turns of back-to-back calls in rounds, the
+order rotated every round, waiting for the last worker's threads to go idle before the next
+turn. p50 / p99 over every timed call.
 Writes --out/stream.json and prints a Markdown table.
 """
 import argparse
@@ -27,6 +29,11 @@ import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _harness  # noqa: E402
+import machine  # noqa: E402
 
 HEAD = 32
 LIBS = ("rnnx-stream", "rnnx-call", "torch", "onnxruntime", "floor")
@@ -122,19 +129,21 @@ def onnx_session(lstm, head, layers, hidden, batch, workdir):
     return step, reset
 
 
-def matvec_rate(nbytes, steps):
-    """(step, GB/s): a float32 matrix-vector product over a square matrix of ~nbytes."""
+def matvec_rate(nbytes):
+    """A step timing a float32 matrix-vector product over a square matrix of ~nbytes (the
+    floor without a C compiler), and the bytes it reads."""
     n = max(64, int((nbytes / 4) ** 0.5))
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     v = np.ones(n, np.float32)
 
     def step(_x):
         return a @ v
-    return step, lambda: None, 4 * n * n
+    return step, 4 * n * n
 
 
 def worker(lib, layers, hidden, batch, workdir):
-    """Serve timing rounds on stdin/stdout: 'round N' -> N per-call seconds (JSON)."""
+    """Serve _harness requests on stdin/stdout: {"op": "time", "calls": n} -> {"times": [n
+    per-call seconds]}; first, a hello line with the outputs of three steps (the check)."""
     import rnnx
     threads = int(os.environ["OMP_NUM_THREADS"])
     rnnx.set_num_threads(threads)
@@ -143,74 +152,81 @@ def worker(lib, layers, hidden, batch, workdir):
         torch.set_num_threads(threads)
     rng = np.random.default_rng(1)
     inputs = rng.standard_normal((8, 1, batch, hidden)).astype(np.float32)
-    if lib == "floor":
-        step, reset, read = matvec_rate(weight_bytes(layers, hidden), 0)
+    if lib == "numpy-matvec":
+        step, read = matvec_rate(weight_bytes(layers, hidden))
         check = None
     else:
         step, reset = build(lib, layers, hidden, batch, workdir)
         check = [np.array(step(x)).tolist() for x in inputs[:3]]
         reset()
         read = weight_bytes(layers, hidden)
-    print(json.dumps({"ready": True, "check": check, "bytes": read}), flush=True)
+    print(json.dumps({"check": check, "bytes": read}), flush=True)
     for line in sys.stdin:
-        n = int(line.split()[1])
+        request = json.loads(line)
         times = []
-        for i in range(n):
+        for i in range(request["calls"]):
             x = inputs[i % 8]
             t0 = time.perf_counter()
             step(x)
             times.append(time.perf_counter() - t0)
-        print(json.dumps(times), flush=True)
+        print(json.dumps({"times": times}), flush=True)
 
 
 # -- parent side -----------------------------------------------------------------------------
-def start(lib, shape, batch, threads, workdir):
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads)}
-    layers, hidden = shape
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", lib,
-                             f"{layers}x{hidden}", str(batch), workdir],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    hello = proc.stdout.readline()
-    if not hello:
-        proc.wait()
-        raise RuntimeError(f"{lib} worker failed (exit {proc.returncode})")
-    return proc, json.loads(hello)
+class StreamWorker(_harness.Worker):
+    """A worker process of this script for one library (the harness's settle and request)."""
+
+    def __init__(self, lib, shape, batch, threads, cores, workdir):
+        env, cpus = _harness.worker_env(threads, cores, False)
+        layers, hidden = shape
+        self.libs = [lib]
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", lib, f"{layers}x{hidden}",
+             str(batch), workdir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=env, preexec_fn=cpus and (lambda: os.sched_setaffinity(0, cpus)))
+        hello = self.proc.stdout.readline()
+        if not hello:
+            raise RuntimeError(f"{lib} worker failed (exit {self.proc.wait()})")
+        self.hello = json.loads(hello)
 
 
-def run_case(shape, batch, threads, libs, rounds, steps, warmup, workdir, log):
+def floor_rate(probe, nbytes, threads, seconds):
+    """GB/s of bench/_probe.c's matrix-vector product over nbytes of float32 (best of 3)."""
+    kib = max(1, nbytes // 1024)
+    return max(machine._probe(probe, "matvec", threads, kib, seconds)["gbs"] for _ in range(3))
+
+
+def run_case(shape, batch, threads, libs, rounds, budget, cores, probe, workdir, log):
     workers, rows = {}, {}
+    timed = [lib for lib in libs if lib != "floor" or probe is None]
     try:
-        for lib in libs:
+        for lib in timed:
+            name = "numpy-matvec" if lib == "floor" else lib
             try:
-                workers[lib] = start(lib, shape, batch, threads, workdir)
+                workers[lib] = StreamWorker(name, shape, batch, threads, cores, workdir)
             except Exception as exc:     # a library missing or failing is reported, not fatal
                 rows[lib] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
                 log(f"  {lib}: {rows[lib]['error']}")
-        times = {lib: [] for lib in workers}
-        order = list(workers)
-        for r in range(warmup + rounds):
-            k = r % len(order)
-            for lib in order[k:] + order[:k]:
-                proc = workers[lib][0]
-                proc.stdin.write(f"round {steps}\n")
-                proc.stdin.flush()
-                got = json.loads(proc.stdout.readline())
-                if r >= warmup:
-                    times[lib] += got
-        reference = workers.get("rnnx-stream", (None, {}))[1].get("check")
-        for lib, (_, hello) in workers.items():
-            t = np.array(times[lib]) * 1e6
-            row = rows[lib] = {"p50_us": float(np.percentile(t, 50)),
-                               "p99_us": float(np.percentile(t, 99)), "calls": int(t.size),
-                               "gb_per_s": float(hello["bytes"] / (np.percentile(t, 50) * 1e3))}
-            if hello["check"] is not None and reference is not None:
-                row["max_abs_diff"] = float(np.max(np.abs(np.array(hello["check"]) -
+        turns = []
+        for lib, w in workers.items():
+            warm = w.request("time", calls=3)["times"]
+            turns.append((lib, w, {}, float(np.median(warm))))
+        timings = _harness.alternate(turns, rounds, budget)
+        reference = workers["rnnx-stream"].hello["check"] if "rnnx-stream" in workers else None
+        for lib, w in workers.items():
+            t = np.array(timings[lib]["all"]) * 1e6
+            p50 = float(np.percentile(t, 50))
+            row = rows[lib] = {"p50_us": p50, "p99_us": float(np.percentile(t, 99)),
+                               "calls": int(t.size), "gb_per_s": w.hello["bytes"] / (p50 * 1e3)}
+            if w.hello["check"] is not None and reference is not None:
+                row["max_abs_diff"] = float(np.max(np.abs(np.array(w.hello["check"]) -
                                                           np.array(reference))))
     finally:
-        for proc, _ in workers.values():
-            proc.stdin.close()
-            proc.wait()
+        for w in workers.values():
+            w.close()
+    if "floor" in libs and probe is not None:
+        rows["floor"] = {"gb_per_s": floor_rate(probe, weight_bytes(*shape), threads, 0.2),
+                         "probe": "bench/_probe.c matvec"}
     return rows
 
 
@@ -261,15 +277,15 @@ def parse_args(argv):
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--libs", default=",".join(LIBS))
-    p.add_argument("--rounds", type=int, help="timed rounds per case (20; --quick 4)")
-    p.add_argument("--steps", type=int, help="calls per round (50; --quick 20)")
-    p.add_argument("--warmup", type=int, help="untimed rounds (2; --quick 1)")
+    p.add_argument("--rounds", type=int, help="timed rounds per case (30; --quick 4)")
+    p.add_argument("--budget", type=float,
+                   help="seconds of rounds per case, never below 3 rounds (20; --quick 2)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                  "results"))
     args = p.parse_args(argv)
     if args.quick:
         args.shapes, args.batches, args.threads = "2x128", "1", "1"
-    for name, full, quick in (("rounds", 20, 4), ("steps", 50, 20), ("warmup", 2, 1)):
+    for name, full, quick in (("rounds", 30, 4), ("budget", 20.0, 2.0)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     return args
@@ -283,14 +299,19 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"--libs: unknown {sorted(unknown)}; choose from {', '.join(LIBS)}")
     results = []
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        list(range(os.cpu_count() or 1))
     with tempfile.TemporaryDirectory() as workdir:
+        probe, how = machine.compile_probe(workdir)
+        if probe is None:
+            log(f"floor: {how}; NumPy's matrix-vector product instead")
         for threads in (int(t) for t in args.threads.split(",")):
             for text in args.shapes.split(","):
                 layers, hidden = shape_of(text)
                 for batch in (int(b) for b in args.batches.split(",")):
                     log(f"threads {threads}, {layers}x{hidden}, B = {batch}")
                     rows = run_case((layers, hidden), batch, threads, libs, args.rounds,
-                                    args.steps, args.warmup, workdir, log)
+                                    args.budget, cores, probe, workdir, log)
                     r = {"threads": threads, "layers": layers, "hidden": hidden,
                          "batch": batch, "weight_bytes": weight_bytes(layers, hidden),
                          "libs": rows}

@@ -17,7 +17,7 @@ def installed(lib):
 
 def test_quick_stream_bench(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stream.py"), "--quick",
-                           "--rounds", "2", "--steps", "5", "--out", str(tmp_path)],
+                           "--rounds", "3", "--budget", "1", "--out", str(tmp_path)],
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp_path / "stream.json") as f:
@@ -28,11 +28,11 @@ def test_quick_stream_bench(tmp_path):
     libs = case["libs"]
     expected = {"rnnx-stream", "rnnx-call", "floor"} | {lib for lib in PEERS if installed(lib)}
     assert expected <= set(libs) and not any("error" in libs[lib] for lib in expected), libs
-    for lib in expected:
+    assert libs["floor"]["gb_per_s"] > 0
+    for lib in expected - {"floor"}:
         row = libs[lib]
-        assert row["calls"] == 10 and 0 < row["p50_us"] <= row["p99_us"] and row["gb_per_s"] > 0
-        if lib != "floor":
-            assert row["max_abs_diff"] <= 1e-5, (lib, row)   # the same model everywhere
+        assert row["calls"] >= 3 and 0 < row["p50_us"] <= row["p99_us"] and row["gb_per_s"] > 0
+        assert row["max_abs_diff"] <= 1e-5, (lib, row)   # the same model everywhere
     assert libs["rnnx-call"]["max_abs_diff"] == 0.0             # rnnx's two ways: bitwise
     assert case["targets"]["floor_us"] > 0
     assert "**Quick run (smoke test)" in proc.stdout and "| 1 | 2x128 | 1 |" in proc.stdout
