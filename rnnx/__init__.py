@@ -17,6 +17,7 @@ from ._backend import get_gemm_backend, set_gemm_backend
 from .serialization import save, load
 from .train import Trainer
 from .nn.parallel import DistributedDataParallel
+from .stream import Stream
 from ._grad_mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from . import nn, optim, utils, distributed
 from ._version import __version__
