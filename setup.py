@@ -2,7 +2,9 @@
 
 Global Cython directives: bounds and wraparound checks off, C division on.
 Set RNNX_DEBUG=1 at build time to turn the checks back on (and -O0 -g).
-OpenMP is used when the compiler supports it; the build succeeds without it.
+The kernels' threads are their own pool (rnnx/_kernels/team.h, POSIX threads; no OpenMP, so
+that rnnx never shares or configures another library's OpenMP runtime); without POSIX threads
+(Windows) the kernels run on the calling thread.
 The recurrent kernels (_recurrent.pxi and the pieces it includes) are compiled once per
 instruction-set level, each into its own module _recurrent_<level> (a one-line .pyx that
 includes the shared source, generated here at build time, not kept in git):
@@ -80,7 +82,7 @@ def _compiler_accepts(compiler_cmd, flags, src="int main(void){return 0;}\n"):
 
 
 class BuildExt(build_ext):
-    """Adds -fopenmp to every extension and each level's -march flags to its kernels when the
+    """Adds -pthread to every extension and each level's -march flags to its kernels when the
     compiler supports them (a level it does not is left out, except the first, which is then
     built for the compiler's default target); builds the extensions in parallel."""
 
@@ -91,8 +93,7 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         cc = list(self.compiler.compiler_so[:1]) if hasattr(self.compiler, "compiler_so") else ["cc"]
-        omp_src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
-        use_openmp = sys.platform != "win32" and _compiler_accepts(cc, ["-fopenmp"], omp_src)
+        use_pthread = sys.platform != "win32" and _compiler_accepts(cc, ["-pthread"])
         kept = []
         for ext in self.extensions:
             level = ext.name.rpartition("_recurrent_")[2] if "._recurrent_" in ext.name else None
@@ -109,10 +110,9 @@ class BuildExt(build_ext):
                 ext.extra_compile_args.extend(flags)
                 ext.define_macros.append(("RNNX_BUILD_FLAGS", '"%s"' % " ".join(flags)))
             kept.append(ext)
-            if use_openmp:
-                ext.extra_compile_args.append("-fopenmp")
-                ext.extra_link_args.append("-fopenmp")
-            ext.define_macros.append(("RNNX_OPENMP", "1" if use_openmp else "0"))
+            if use_pthread:
+                ext.extra_compile_args.append("-pthread")
+                ext.extra_link_args.append("-pthread")
         self.extensions = kept
         super().build_extensions()
 

@@ -3,10 +3,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnx._kernels._layout import NUM_GATES_BY_NAME as NUM_GATES
-
 CELLS = ("LSTM", "GRU", "RNN")
 PHASES = ("train", "infer")
+NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,8 @@ CASES = {c.name: c for c in (
          about="T 100, B 64, I 512, H 512"),
     Case("long", Shape(1000, 16, 32, 64), Shape(100, 4, 8, 16),
          about="T 1000, B 16, I 32, H 64"),
+    Case("deepbench", Shape(25, 16, 1024, 1024), Shape(5, 16, 64, 64),
+         about="DeepBench inference: T 25, B 16, I 1024, H 1024"),
     Case("batch1", Shape(100, 1, 128, 256), Shape(10, 1, 16, 32),
          about="latency: T 100, B 1, I 128, H 256"),
     Case("mnist1", Shape(28, 1, 28, 128, 2), Shape(28, 1, 28, 32, 2),
@@ -72,12 +73,21 @@ def variants(case):
 
 
 def make_weights(cell, shape, seed=0):
-    """torch-named float32 weights of an rnnx model (rnnx's own initialisation)."""
-    import rnnx
-    rnnx.manual_seed(seed)
-    model = getattr(rnnx, cell)(shape.I, shape.H, num_layers=shape.layers,
-                                bidirectional=shape.bidirectional)
-    return dict(model.state_dict())
+    """torch-named float32 weights, drawn as PyTorch and rnnx initialise them (every weight
+    and bias U(-1/sqrt(H), 1/sqrt(H))) with NumPy alone, so that a worker process that times
+    another library never imports rnnx."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(shape.H)
+    GH = NUM_GATES[cell] * shape.H
+    weights = {}
+    for layer in range(shape.layers):
+        inputs = shape.I if layer == 0 else shape.D * shape.H
+        for suffix in ("", "_reverse")[:shape.D]:
+            for name, dims in (("weight_ih", (GH, inputs)), ("weight_hh", (GH, shape.H)),
+                               ("bias_ih", (GH,)), ("bias_hh", (GH,))):
+                weights[f"{name}_l{layer}{suffix}"] = rng.uniform(
+                    -bound, bound, dims).astype(np.float32)
+    return weights
 
 
 def make_inputs(shape, variant, seed=1):
@@ -107,3 +117,17 @@ def forward_flops(cell, shape, lengths):
 def flops(cell, shape, lengths, phase):
     """FLOPs of one timed call: the forward's, three times that for a training step."""
     return forward_flops(cell, shape, lengths) * (3 if phase == "train" else 1)
+
+
+def weight_bytes(cell, shape, itemsize=4):
+    """Weight bytes one call must read when each step streams the recurrent weights (the
+    small-batch bound): T * (recurrent weights) + the input weights once."""
+    G, H, D = NUM_GATES[cell], shape.H, shape.D
+    recurrent = shape.layers * D * G * H * H
+    inputs = sum(D * G * H * (shape.I if layer == 0 else D * H) for layer in range(shape.layers))
+    return itemsize * (shape.T * recurrent + inputs)
+
+
+def recurrent_bytes(cell, shape, itemsize=4):
+    """Bytes of all the recurrent weights: the set streamed at every step."""
+    return itemsize * shape.layers * shape.D * NUM_GATES[cell] * shape.H * shape.H

@@ -6,11 +6,26 @@ step t updates the first bs[t] columns only. Backward is batched back-propagatio
 time written here: the recurrent part step by step, then the weight and input gradients
 as one GEMM each over all steps.
 """
+import importlib.util
+import os
+
 import numpy as np
 
-from rnnx import _reference as ref
-from rnnx._kernels._layout import NUM_GATES_BY_NAME as NUM_GATES
 
+def _load_reference():
+    """rnnx/_reference.py (NumPy only) loaded by path, without importing the rnnx package:
+    the NumPy peer's worker must not load rnnx's kernels or change what they change."""
+    package = importlib.util.find_spec("rnnx")  # finds, does not import, a top-level package
+    path = os.path.join(os.path.dirname(package.origin), "_reference.py")
+    spec = importlib.util.spec_from_file_location("_rnnx_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ref = _load_reference()
+
+NUM_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 def _resize(state, n):

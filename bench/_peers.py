@@ -47,20 +47,29 @@ class Runner:
 
 
 def configure_threads(threads, libs):
-    """Thread count of the libraries' intra-op pools (ONNX Runtime: per session in build;
-    JAX: before import, see run.py)."""
-    import rnnx
-    rnnx.set_num_threads(threads)
-    if available("threadpoolctl"):
+    """Set the thread count of the hosted libraries' own pools, and nothing else (ONNX
+    Runtime: per session in build; JAX: before import, see run.py). Only libraries in `libs`
+    are imported."""
+    if any(lib.startswith("rnnx") for lib in libs):
+        import rnnx
+        rnnx.set_num_threads(threads)  # its kernels, and NumPy's BLAS
+    elif "numpy" in libs and available("threadpoolctl"):
         from threadpoolctl import threadpool_limits
-        threadpool_limits(threads)  # numpy's BLAS (the NumPy peer, the sgemm peak)
+        threadpool_limits(threads)  # NumPy's BLAS (the NumPy peer)
     if "torch" in libs:
         import torch
         torch.set_num_threads(threads)
 
 
-def build(lib, cell, shape, weights, x, grad_out, lengths, phase, threads):
-    return _BUILDERS[lib](cell, shape, weights, x, grad_out, lengths, phase, threads)
+def build(lib, cell, shape, weights, x, grad_out, lengths, phase, threads, quiet_threads=False):
+    """The Runner of `lib` on one case. quiet_threads (the in-process mode): peers whose
+    idle threads spin by default (ONNX Runtime) are told to sleep, since they would take the
+    cores from the library timed next in the same process."""
+    builder = _BUILDERS[lib]
+    if lib == "onnxruntime":
+        return builder(cell, shape, weights, x, grad_out, lengths, phase, threads,
+                       quiet_threads)
+    return builder(cell, shape, weights, x, grad_out, lengths, phase, threads)
 
 
 def _rnnx(cell, shape, weights, x, grad_out, lengths, phase, threads, backend="auto",
@@ -172,15 +181,17 @@ def onnx_model(cell, shape, weights, with_lengths):
     return model
 
 
-def _onnxruntime(cell, shape, weights, x, grad_out, lengths, phase, threads):
+def _onnxruntime(cell, shape, weights, x, grad_out, lengths, phase, threads,
+                 quiet_threads=False):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # ORT's pool threads spin after each call by default, taking the cores from whichever
-    # library the interleaved rounds time next; they sleep here, as the others' threads do.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if quiet_threads:
+        # ORT's pool threads spin after each call by default, taking the cores from the
+        # library timed next in the same process
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = onnx_model(cell, shape, weights, lengths is not None)
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])

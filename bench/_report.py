@@ -12,15 +12,53 @@ QUICK_CHART_NOTE = ("QUICK RUN: shapes too small to compare the libraries; uneve
                     "memory figures not meaningful. Run without --quick to measure.")
 
 
-def derive(results, peaks):
-    """Add gflops, pct_peak, vs_torch and (main variants) vs_base to the timed rows."""
+PEERS = ("torch", "onnxruntime", "jax", "numpy")  # "best peer" is the fastest of these
+SMALL_BATCH = 16  # inference at batch <= this reads its weights every step: GB/s reported
+
+
+def peaks(machine, threads_list):
+    """({threads: peak GFLOP/s}, what it is): the measured FMA peak (bench/machine.py), else
+    NumPy's sgemm, else nothing."""
+    if machine and machine["fma_gflops"]:
+        return ({t: machine["fma_gflops"][str(t)] for t in threads_list},
+                "FMA peak (bench/_probe.c)")
+    if machine:
+        return ({t: machine["sgemm_gflops"][str(t)] for t in threads_list},
+                f"NumPy sgemm {machine['sgemm_n']}³ (no C compiler for the FMA probe)")
+    return {}, None
+
+
+def bandwidth_limit(machine, threads, kib):
+    """Matrix-vector read bandwidth (GB/s) at the smallest probed size holding `kib` KiB of
+    weights (the largest size if none does), with that size; (None, None) if not measured."""
+    table = (machine or {}).get("matvec_gbs", {}).get(str(threads))
+    if not table:
+        return None, None
+    sizes = sorted(int(k) for k in table)
+    size = next((k for k in sizes if k >= kib), sizes[-1])
+    return table[str(size)], size
+
+
+def derive(results, peaks, machine=None):
+    """Add gflops, pct_peak, vs_torch, (rnnx) vs_best, (inference at batch <= SMALL_BATCH)
+    weight_gbs and bandwidth_gbs, and (main variants) vs_base to the timed rows."""
     by_key = {(r["threads"], r["cell"], r["case"], r["phase"], r["variant"], r["lib"]): r
               for r in results if "median_ms" in r}
     for (threads, cell, case, phase, variant, lib), r in by_key.items():
-        r["gflops"] = r["gflop"] / (r["median_ms"] / 1e3)
-        r["pct_peak"] = 100 * r["gflops"] / peaks[threads]
+        seconds = r["median_ms"] / 1e3
+        r["gflops"] = r["gflop"] / seconds
+        r["pct_peak"] = 100 * r["gflops"] / peaks[threads] if threads in peaks else None
         torch = by_key.get((threads, cell, case, phase, variant, "torch"))
         r["vs_torch"] = r["median_ms"] / torch["median_ms"] if torch else None
+        peers = [by_key[k] for k in ((threads, cell, case, phase, variant, p) for p in PEERS)
+                 if k in by_key and by_key[k].get("agrees", True)]
+        if lib == "rnnx" and peers:
+            best = min(peers, key=lambda p: p["median_ms"])
+            r["best_peer"], r["vs_best"] = best["lib"], r["median_ms"] / best["median_ms"]
+        if phase == "infer" and r.get("batch", SMALL_BATCH + 1) <= SMALL_BATCH:
+            r["weight_gbs"] = r["weight_gb"] / seconds
+            r["bandwidth_gbs"], r["bandwidth_kib"] = bandwidth_limit(
+                machine, threads, r["recurrent_kib"])
         if variant == "main" and len(_cases.variants(_cases.CASES[case])) > 1:
             base_name = _cases.variants(_cases.CASES[case])[1].name
             base = by_key.get((threads, cell, case, phase, base_name, lib))
@@ -53,6 +91,23 @@ def _time_cell(r):
     return text + (" ⚠" if r.get("agrees") is False else "")
 
 
+def _workers_lines(workers):
+    """Which worker hosted what, and which of rnnx / torch / onnxruntime / jax it imported."""
+    if not workers:
+        return []
+    lines = ["Workers (libraries hosted: modules found in sys.modules at the end):"]
+    for w in workers:
+        imported = [m for m, yes in w["imported"].items() if yes]
+        lines.append(f"- threads {w['threads']}, {', '.join(LABELS[lib] for lib in w['libs'])}: "
+                     f"imported {', '.join(imported) or 'none of rnnx, torch, onnxruntime, jax'}"
+                     + (" — rnnx imported by a peer's worker!" if "rnnx" in imported
+                        and len(w["libs"]) == 1 and not w["libs"][0].startswith("rnnx")
+                        else "")
+                     + (f"; env {', '.join(f'{k}={v}' for k, v in w['env'].items())}"
+                        if w["env"] else ""))
+    return lines
+
+
 def markdown(data):
     """The whole report as Markdown."""
     meta, results = data["meta"], data["results"]
@@ -65,38 +120,56 @@ def markdown(data):
     threads_list = meta["threads"]
     caveat = [QUICK_NOTE, ""] if meta["quick"] else []  # before every table of a quick run
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
+    mode = meta.get("mode", "separate")
+    how = ("each library in a worker process of its own, with its own defaults and the same "
+           "thread count; turns alternating between the processes" if mode == "separate" else
+           "**in-process mode**: every library in one process (one library's settings and "
+           "idle threads can affect another's; see bench/README.md)")
     out = [f"# rnnx benchmark ({meta['date']})", "",
            f"{meta['cpu']}, {meta['cores']} cores; {versions}.",
-           f"{'Quick' if meta['quick'] else 'Full'} run: median of up to {meta['repeat']} "
-           f"interleaved rounds after {meta['warmup']} warm-up round(s); float32; "
-           f"times in ms.", "",
+           f"{'Quick' if meta['quick'] else 'Full'} run, {how}. Each figure is the median "
+           f"over up to {meta['repeat']} rounds of the median of a turn of back-to-back calls "
+           f"(about {meta.get('turn_s', 0.05) * 1e3:.0f} ms, at least 1 call) after "
+           f"{meta['warmup']} warm-up call(s); float32; times in ms.", "",
            f"1-minute load average {meta['load_avg']['start']:.2f} at the start, "
            f"{meta['load_avg']['end']:.2f} at the end"
            + (" (other processes were busy: expect noise, see README)"
-              if meta["load_avg"]["start"] > 0.5 else "") + "."
-           + "".join(f" Worker at {t}: " + ", ".join(f"{k}={v}" for k, v in env.items()) + "."
-                     for t, env in meta["env"].items()), "",
-           f"sgemm peak (NumPy float32 {meta['sgemm_n']}³ matmul, best run before or after "
-           "the cases): " + "; ".join(
-               f"{t} thread{'s' * (t > 1)}: {data['sgemm_peak_gflops'][str(t)]:.1f} GFLOP/s"
-               for t in threads_list) + ".", ""]
+              if meta["load_avg"]["start"] > 0.5 else "") + ".", ""]
+    out += _workers_lines(meta.get("workers", [])) + [""]
+    if data.get("machine"):
+        import machine as _machine
+        out += [_machine.markdown(data["machine"]), ""]
     for t in threads_list:
         out += [f"## Time per call, threads = {t}", "",
                 "Median ms; in parentheses the time relative to PyTorch's (< 1: faster). "
                 "GFLOP: GEMM FLOPs per call (training = 3 × forward). "
-                "⚠: output differs from rnnx's.", ""] + caveat
+                "rnnx / best: rnnx's time over the fastest peer's (PyTorch, ONNX Runtime, JAX, "
+                "NumPy). % peak: rnnx's GFLOP/s over the "
+                f"{meta.get('peak_source') or 'peak (not measured)'} at {t} thread(s). "
+                "Weights GB/s (inference at batch ≤ 16): weight bytes a call must read "
+                "(the recurrent weights at every step, the input weights once) per second, "
+                "rnnx's and the best peer's, beside the measured matrix-vector bandwidth for "
+                "that many recurrent weights. ⚠: output differs from rnnx's.", ""] + caveat
         rows = []
         for cell, case, phase in keys:
             main = {lib: index.get((t, cell, case, phase, "main", lib)) for lib in libs}
-            rx = main.get("rnnx")
+            rx = main.get("rnnx") or {}
             any_row = next((r for r in main.values() if r), None)
+            best = main.get(rx.get("best_peer")) or {}
+            bw = "–"
+            if rx.get("weight_gbs"):
+                bw = f"{rx['weight_gbs']:.3g} / {_fmt(best.get('weight_gbs'))}"
+                if rx.get("bandwidth_gbs"):
+                    bw += f" (limit {rx['bandwidth_gbs']:.3g})"
             rows.append([cell, case, phase, _fmt(any_row["gflop"]) if any_row else "–"]
                         + [_time_cell(main[lib]) for lib in libs]
-                        + [_fmt(rx.get("gflops")) if rx else "–",
-                           _fmt(rx.get("pct_peak"), 2) if rx else "–"])
+                        + [f"**{rx['vs_best']:.2f}** ({LABELS[rx['best_peer']]})"
+                           if rx.get("vs_best") else "–",
+                           _fmt(rx.get("gflops")), _fmt(rx.get("pct_peak"), 2), bw])
         out += [_table(["cell", "case", "phase", "GFLOP"] + [LABELS[lib] for lib in libs]
-                       + ["rnnx GFLOP/s", "rnnx % peak"], rows,
-                       "lll" + "r" * (len(libs) + 3)), ""]
+                       + ["rnnx / best", "rnnx GFLOP/s", "rnnx % peak",
+                          "weights GB/s rnnx / best"], rows,
+                       "lll" + "r" * (len(libs) + 5)), ""]
         for kind, title, note in (
                 ("uneven", "Uneven lengths: time / time of the same batch at full lengths",
                  "Lengths spread evenly over 1..T, so sum(lengths) ≈ T·B/2: a packed "
@@ -146,12 +219,13 @@ def markdown(data):
     detail = [[str(r["threads"]), r["cell"], r["case"], r["phase"], r["variant"],
                LABELS[r["lib"]], _fmt(r.get("median_ms")), _fmt(r.get("min_ms")),
                _fmt(r.get("vs_torch")), _fmt(r.get("gflops")), _fmt(r.get("pct_peak"), 2),
+               _fmt(r.get("weight_gbs")),
                f"{r['max_rel_err']:.1e}" if "max_rel_err" in r else "–"]
               for r in results]
     out += ["<details><summary>All measurements</summary>", ""] + caveat + [
             _table(["threads", "cell", "case", "phase", "variant", "library", "median ms",
-                    "min ms", "× PyTorch", "GFLOP/s", "% peak", "rel. err vs rnnx"], detail,
-                   "llllll" + "r" * 6), "", "</details>", ""]
+                    "min ms", "× PyTorch", "GFLOP/s", "% peak", "weights GB/s",
+                    "rel. err vs rnnx"], detail, "llllll" + "r" * 7), "", "</details>", ""]
     return "\n".join(out)
 
 

@@ -4,8 +4,11 @@
     python bench/run.py --quick              # smoke run, small shapes, < 1 min
     python bench/run.py --threads 1,2 --cases mnist,large --cells LSTM --phases train
 
-Writes bench/results/latest.json, latest.md (also printed) and latest.png; see
-bench/README.md for what the columns mean and how memory and the sgemm peak are measured.
+Each library runs in a worker process of its own (bench/_worker.py), with its own defaults
+and the same thread count; rounds alternate between the workers (bench/_harness.py);
+`--mode shared` times them all in one process instead. Writes bench/results/latest.json,
+latest.md (also printed) and latest.png; see bench/README.md for what the columns mean and
+how the machine's limits (bench/machine.py) and memory are measured.
 """
 import argparse
 import concurrent.futures
@@ -13,19 +16,27 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _cases  # noqa: E402
+import _harness  # noqa: E402
 import _peers  # noqa: E402
 import _report  # noqa: E402
 
 QUICK_CASES = ["tiny", "uneven"]
-ENV_NOTED = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "XLA_FLAGS")  # as the workers saw them
+AGREE_TOL = 1e-3  # max |peer - rnnx| / max |rnnx| over out, grad_x, grad_weight_hh_l0
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _cores():
@@ -76,7 +87,14 @@ def parse_args(argv):
                         "than 3 rounds (default 20; --quick: 2)")
     p.add_argument("--quick", action="store_true",
                    help=f"small shapes, 3 rounds, cases {','.join(QUICK_CASES)} unless --cases")
+    p.add_argument("--mode", choices=("separate", "shared"), default="separate",
+                   help="separate (default): each library in a worker process of its own, "
+                        "turns alternating between processes; shared: every library in one "
+                        "process, as the harness once did (labelled in the report)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    p.add_argument("--no-machine", action="store_true",
+                   help="skip bench/machine.py (FMA peak, matrix-vector bandwidth): no "
+                        "%% of peak nor bandwidth limit in the report")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     args = p.parse_args(argv)
@@ -86,35 +104,95 @@ def parse_args(argv):
     return args
 
 
-def worker_env(threads, cores):
-    """Environment and CPU set of the worker for `threads` (see README: Threads)."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    # OpenBLAS's idle threads (NumPy's matmuls) spin for about 2^28 cycles by default, taking
-    # the cores from whichever library is timed next; 2^4 makes them sleep at once, as the
-    # OpenMP (PASSIVE) and ONNX Runtime threads do.
-    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    if threads == 1:
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                            "intra_op_parallelism_threads=1").strip()
-    cpus = set(cores[:threads]) if threads < len(cores) else None
-    return env, cpus
+def worker_groups(libs, shared):
+    """The libraries of each worker process: in separate mode one per library (rnnx's
+    variants share rnnx's worker), in shared mode all in one."""
+    if shared:
+        return [libs]
+    groups = {}
+    for lib in libs:
+        groups.setdefault("rnnx" if lib.startswith("rnnx") else lib, []).append(lib)
+    return list(groups.values())
 
 
-def run_worker(cfg, threads, cores, tmp):
-    cfg = dict(cfg, threads=threads)
-    config_path = os.path.join(tmp, f"config{threads}.json")
-    out_path = os.path.join(tmp, f"out{threads}.json")
-    with open(config_path, "w") as f:
-        json.dump(cfg, f)
-    env, cpus = worker_env(threads, cores)
+def run_case(cfg, workers, cell, case, phase, threads, tmp):
+    """Build, check and time every library on every variant of one case; result dicts."""
+    shape = case.quick if cfg["quick"] else case.full
+    turns, rows, outputs = [], {}, {}
+    for variant in _cases.variants(case):
+        _, _, lengths = _cases.make_inputs(shape, variant)
+        gflop = _cases.flops(cell, shape, lengths, phase) / 1e9
+        for worker in workers:
+            for lib in worker.libs:
+                if phase == "train" and lib in _peers.INFER_ONLY:
+                    continue
+                row = dict(threads=threads, cell=cell, case=case.name, phase=phase,
+                           variant=variant.name, lib=lib, gflop=gflop,
+                           batch=shape.B, weight_gb=_cases.weight_bytes(cell, shape) / 1e9,
+                           recurrent_kib=_cases.recurrent_bytes(cell, shape) / 1024)
+                rows[lib, variant.name] = row
+                path = os.path.join(tmp, f"{lib}-{variant.name}.npz".replace(" ", "_"))
+                fields = dict(lib=lib, variant=variant.name)
+                reply = worker.request("build", cell=cell, case=case.name, phase=phase,
+                                       quick=cfg["quick"], warmup=cfg["warmup"], outputs=path,
+                                       **fields)
+                if "error" in reply:
+                    row["error"] = reply["error"]
+                    log(f"  {lib} failed on {cell} {case.name} {phase} {variant.name}: "
+                        f"{reply['error']}")
+                    continue
+                with np.load(path) as f:
+                    outputs[lib, variant.name] = dict(f)
+                turns.append(((lib, variant.name), worker, fields, reply["call_s"]))
+    for (lib, variant), out in outputs.items():
+        reference = outputs.get(("rnnx", variant))
+        if lib != "rnnx" and reference is not None:
+            rows[lib, variant]["max_rel_err"] = _peers.max_rel_err(out, reference)
+            rows[lib, variant]["agrees"] = rows[lib, variant]["max_rel_err"] <= AGREE_TOL
+    timed = _harness.alternate(turns, cfg["repeat"], cfg["budget"])
+    for key, t in timed.items():
+        rows[key].update(median_ms=1e3 * statistics.median(t["rounds"]),
+                         min_ms=1e3 * min(t["all"]), calls_per_round=t["calls"],
+                         times_ms=[1e3 * s for s in t["rounds"]])
+    for worker in workers:
+        worker.request("clear")
+    log(f"{cell:4} {case.name:8} {phase:5} " + "  ".join(
+        f"{lib} {row['median_ms']:.3g}" for (lib, v), row in rows.items()
+        if v == "main" and "median_ms" in row) + "  (ms)")
+    return list(rows.values())
+
+
+def run_threads(cfg, threads, cores):
+    """Every case at one thread count: the workers, their results and what they imported."""
+    workers = [_harness.Worker(group, threads, cores, cfg["shared"])
+               for group in worker_groups(cfg["libs"], cfg["shared"])]
     if threads > len(cores):
-        print(f"warning: {threads} threads on {len(cores)} cores", file=sys.stderr)
-    subprocess.run([sys.executable, os.path.join(HERE, "_worker.py"), config_path, out_path],
-                   env=env, check=True, preexec_fn=cpus and (lambda: os.sched_setaffinity(0, cpus)))
-    with open(out_path) as f:
-        return json.load(f)
+        log(f"warning: {threads} threads on {len(cores)} cores")
+    results = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for cell in cfg["cells"]:
+                for name in cfg["cases"]:
+                    for phase in cfg["phases"]:
+                        results += run_case(cfg, workers, cell, _cases.CASES[name], phase,
+                                            threads, tmp)
+        infos = [w.request("info") for w in workers]
+    finally:
+        for w in workers:
+            w.close()
+    return results, infos
+
+
+def run_machine(args):
+    """bench/machine.py in a process of its own (its BLAS threads must not outlive it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "machine.json")
+        flags = ["--repeat", "1", "--seconds", "0.1", "--sgemm-n", "1024"] if args.quick else []
+        subprocess.run([sys.executable, os.path.join(HERE, "machine.py"), "--threads",
+                        ",".join(map(str, args.threads)), "--json", path, *flags],
+                       check=True, stdout=subprocess.DEVNULL)
+        with open(path) as f:
+            return json.load(f)
 
 
 def run_memory(args, threads, cores):
@@ -164,14 +242,17 @@ def main(argv=None):
     if "rnnx" not in libs:
         sys.exit("rnnx must be importable")
     load_start = os.getloadavg()[0]
+    machine = None if args.no_machine else run_machine(args)
     cfg = dict(cells=args.cells, cases=args.cases, phases=args.phases, libs=libs,
                quick=args.quick, repeat=args.repeat, warmup=args.warmup, budget=args.budget,
-               env_noted=ENV_NOTED)
-    with tempfile.TemporaryDirectory() as tmp:
-        workers = [run_worker(cfg, t, cores, tmp) for t in args.threads]
-    peaks = {w["threads"]: w["sgemm_peak_gflops"] for w in workers}
-    results = [r for w in workers for r in w["results"]]
-    _report.derive(results, peaks)
+               shared=args.mode == "shared")
+    results, workers = [], []
+    for t in args.threads:
+        rows, infos = run_threads(cfg, t, cores)
+        results += rows
+        workers += infos
+    peaks, peak_source = _report.peaks(machine, args.threads)
+    _report.derive(results, peaks, machine)
     memory = []
     if not args.no_memory and "train" in args.phases:
         if args.quick:
@@ -188,15 +269,18 @@ def main(argv=None):
                  "argv": sys.argv[1:] if argv is None else argv, "cpu": cpu_name(),
                  "cores": len(cores), "python": platform.python_version(),
                  "versions": versions, "threads": args.threads, "quick": args.quick,
-                 "repeat": args.repeat, "warmup": args.warmup, "budget_s": args.budget,
-                 "sgemm_n": workers[0]["sgemm_n"], "skipped": skipped,
+                 "mode": args.mode, "repeat": args.repeat, "warmup": args.warmup,
+                 "budget_s": args.budget, "turn_s": _harness.TURN_SECONDS,
+                 "skipped": skipped,
                  "load_avg": {"start": load_start, "end": os.getloadavg()[0]},
-                 "env": {f"threads={w['threads']}": w["env"] for w in workers},
+                 "workers": workers,
                  "shapes": {name: vars(c.quick if args.quick else c.full)
                             for name, c in _cases.CASES.items() if name in args.cases},
                  "flops": "forward = sum over layers and directions of 2*N*G*H*(I_l + H), "
-                          "N = sum(lengths), G = 4/3/1 gates; training = 3 * forward"},
-        "sgemm_peak_gflops": {str(t): p for t, p in peaks.items()},
+                          "N = sum(lengths), G = 4/3/1 gates; training = 3 * forward",
+                 "peak_source": peak_source},
+        "machine": machine,
+        "peak_gflops": {str(t): p for t, p in peaks.items()},
         "results": results,
         "memory": memory,
     }

@@ -1,10 +1,4 @@
 """rnnx: fast CPU recurrent networks with a torch.nn-compatible API (numpy + scipy only)."""
-import os as _os
-
-# Idle OpenMP threads sleep instead of spinning (unless the user chose otherwise): rnnx's
-# parallel regions are coarse, and spinning threads steal the cores of a busy machine.
-# Read by the OpenMP runtime when the kernels load it, so it must come first.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ._random import manual_seed, get_rng_state, set_rng_state
 from .nn import (Module, Parameter, LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, Linear, Dropout,
                  CrossEntropyLoss, MSELoss, Sequential, LastHidden, LastTimeStep,
@@ -23,6 +17,7 @@ from ._backend import get_gemm_backend, set_gemm_backend
 from .serialization import save, load
 from .train import Trainer
 from .nn.parallel import DistributedDataParallel
+from .stream import Stream
 from ._grad_mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from . import nn, optim, utils, distributed
 from ._version import __version__

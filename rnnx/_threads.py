@@ -3,16 +3,18 @@
 `set_num_threads(n)` / `get_num_threads()`; the default is every core this process may run
 on. The kernels split their work into blocks (independent (direction, batch rows) time loops
 or a team split by hidden units; row blocks of the whole-sequence GEMMs) and run them on
-OpenMP threads, each block a single-threaded BLAS call. The BLAS that scipy loaded (the one
-the kernels call) is therefore kept at one thread, so OpenMP and BLAS threads never
+rnnx's own pool of threads (rnnx/_kernels/team.h; no OpenMP runtime, whose settings would be
+shared with every other library in the process), each block a single-threaded BLAS call. The
+BLAS that scipy loaded (the one the kernels call) is therefore kept at one thread, so kernel
+and BLAS threads never
 oversubscribe the cores, and every element is computed the same way whatever the thread
 count. NumPy's own BLAS (behind `Linear` and any matmul between rnnx calls, never run
 inside a kernel) follows n, when it is a library of its own. threadpoolctl finds and sets
 both pools (OpenBLAS, MKL, BLIS; any platform).
 
-GNU OpenMP (libgomp) is not fork-safe: a child forked after the parent's kernels ran
-parallel regions hangs in its first one. A forked child (multiprocessing's default on Linux)
-is therefore put on one kernel thread, which enters no parallel region, and may not raise it.
+Threads do not survive fork: a forked child (multiprocessing's default on Linux) has none of
+the parent's pool. It is put on one kernel thread, which runs every job itself, and may not
+raise it.
 """
 import numbers
 import os
@@ -78,7 +80,7 @@ def set_num_threads(n):
                          f"(4 per available core, at least 64)")
     if _forked and n > 1:
         raise RuntimeError(
-            f"rnnx.set_num_threads({n}) in a forked process: the OpenMP runtime does not "
+            f"rnnx.set_num_threads({n}) in a forked process: kernel threads do not "
             "survive fork, so rnnx runs on one thread here; start worker processes with "
             "multiprocessing's 'spawn' or 'forkserver' method to use more")
     n = int(n)

@@ -31,11 +31,19 @@ def run_bench(out, *flags):
 
 def test_quick_tiny_run_writes_report(tmp_path):
     data, printed = run_bench(tmp_path, "--cases", "tiny", "--no-memory")
-    assert set(data) >= {"meta", "sgemm_peak_gflops", "results", "memory"}
+    assert set(data) >= {"meta", "machine", "peak_gflops", "results", "memory"}
     assert data["memory"] == []
     threads = data["meta"]["threads"]
-    assert set(data["sgemm_peak_gflops"]) == {str(t) for t in threads}
-    assert all(v > 0 for v in data["sgemm_peak_gflops"].values())
+    assert data["meta"]["mode"] == "separate"
+    assert set(data["peak_gflops"]) == {str(t) for t in threads}
+    assert all(v > 0 for v in data["peak_gflops"].values())
+    assert all(v > 0 for v in data["machine"]["sgemm_gflops"].values())
+    # one worker per library (rnnx's variants share one); only rnnx's imported rnnx
+    for worker in data["meta"]["workers"]:
+        hosts_rnnx = any(lib.startswith("rnnx") for lib in worker["libs"])
+        assert hosts_rnnx == all(lib.startswith("rnnx") for lib in worker["libs"])
+        assert worker["imported"]["rnnx"] == hosts_rnnx, worker
+        assert not worker["imported"]["torch"] or worker["libs"] == ["torch"], worker
     results = data["results"]
     errors = [r for r in results if "error" in r]
     assert not errors, errors
@@ -52,11 +60,16 @@ def test_quick_tiny_run_writes_report(tmp_path):
     for r in results:
         assert set(r) >= {"threads", "cell", "case", "phase", "variant", "lib", "gflop",
                           "median_ms", "min_ms", "times_ms", "gflops", "pct_peak", "vs_torch"}
+        if r["lib"] == "rnnx":
+            assert r["vs_best"] > 0 and r["best_peer"] in PEERS
+        if r["phase"] == "infer":  # tiny's batch is 4: weight-streaming figures
+            assert r["weight_gbs"] > 0 and r["bandwidth_gbs"] > 0
         assert r["median_ms"] > 0 and r["gflops"] > 0 and len(r["times_ms"]) >= 3
         if installed("torch"):
             assert r["vs_torch"] > 0
     md = (tmp_path / "latest.md").read_text()
     assert md in printed and "| cell | case | phase | GFLOP | rnnx |" in md
+    assert "rnnx / best" in md and "FMA peak GFLOP/s" in md
     assert md.count("**Quick run (smoke test):**") == 2  # the time table and the details
     assert (tmp_path / "latest.png").exists() == (installed("matplotlib") and installed("torch"))
 
@@ -64,12 +77,13 @@ def test_quick_tiny_run_writes_report(tmp_path):
 def test_without_peers_and_with_variants(tmp_path):
     """Only rnnx + NumPy: no PyTorch ratios, no chart; the uneven case times its baseline."""
     data, _ = run_bench(tmp_path, "--cases", "uneven", "--cells", "GRU", "--phases", "infer",
-                        "--libs", "rnnx,numpy", "--no-memory", "--threads", "1")
+                        "--libs", "rnnx,numpy", "--no-memory", "--threads", "1", "--no-machine")
     rows = {(r["variant"], r["lib"]): r for r in data["results"]}
     assert set(rows) == {(v, lib) for v in ("main", "full lengths") for lib in ("rnnx", "numpy")}
     assert rows["main", "rnnx"]["vs_base"] > 0 and rows["main", "rnnx"]["vs_torch"] is None
     assert rows["main", "numpy"]["agrees"]
     assert "chart" in data["meta"]["skipped"]
+    assert data["machine"] is None and rows["main", "rnnx"]["pct_peak"] is None
     assert not (tmp_path / "latest.png").exists()
     # quick shapes are too small for the uneven-length ratios: left out, and said so
     md = (tmp_path / "latest.md").read_text()
@@ -120,3 +134,13 @@ def test_mnist_vs_torch(tmp_path):
     for lib in ("rnnx", "torch"):
         (epoch,) = data[lib]
         assert epoch["train_seconds"] > 0 and 0 <= epoch["test_accuracy"] <= 1
+
+
+def test_shared_mode_is_labelled(tmp_path):
+    """--mode shared: every library in one worker process, and the report says so."""
+    data, printed = run_bench(tmp_path, "--cases", "tiny", "--cells", "RNN", "--phases", "infer",
+                              "--libs", "rnnx,numpy", "--no-memory", "--threads", "1",
+                              "--mode", "shared", "--no-machine")
+    (worker,) = data["meta"]["workers"]
+    assert worker["libs"] == ["rnnx", "numpy"] and data["meta"]["mode"] == "shared"
+    assert "in-process mode" in printed

@@ -91,6 +91,7 @@ def test_cell_equals_one_step_sequence_module(name, kw):
 @pytest.mark.parametrize("name,kw", CELLS)
 def test_cell_finite_differences(name, kw):
     I, H, B = 3, 4, 2
+    rnnx.manual_seed(2)  # fixed weights: a ReLU pre-activation within eps of 0 would fail
     cell = getattr(rnnx, name)(I, H, dtype=np.float64, **kw)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((B, I))

@@ -84,3 +84,20 @@ def test_weight_gradient(backend, dtype, m, n, k):
 def test_mismatched_operands_are_refused(call, match):
     with pytest.raises(ValueError, match=match):
         call(np.ones((3, 5), np.float32))
+
+
+def test_the_reference_and_bench_count_gates_as_the_kernels():
+    """rnnx._reference and bench keep NUM_GATES of their own (they run without the kernels):
+    the same as the kernels' one home, _layout."""
+    import importlib.util
+    import os
+
+    from rnnx import _reference
+    from rnnx._kernels._layout import NUM_GATES_BY_NAME
+    assert _reference.NUM_GATES == NUM_GATES_BY_NAME
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                        "_cases.py")
+    spec = importlib.util.spec_from_file_location("_bench_cases", path)
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    assert cases.NUM_GATES == NUM_GATES_BY_NAME

@@ -1,8 +1,8 @@
-"""rnnx's wheel (with its own copy of GNU OpenMP) and PyTorch (with its own) in one process.
+"""rnnx's wheel (its own thread pool, no OpenMP runtime) and PyTorch (its OpenMP) in one process.
 
 argv[1] is "torch-first" or "rnnx-first", the import order. Both libraries run an LSTM on 2
-threads (rnnx's given PyTorch's weights: the outputs must agree), each OpenMP runtime found
-by threadpoolctl; then the process forks and the child runs an rnnx layer, which must give
+threads (rnnx's given PyTorch's weights: the outputs must agree), and the OpenMP runtimes
+threadpoolctl finds must be PyTorch's alone (none from rnnx's wheel); then the process forks and the child runs an rnnx layer, which must give
 the parent's numbers (rnnx puts a forked child on one thread, bitwise the same results),
 and PyTorch runs again in the parent. A hang is caught by alarms, not waited out."""
 import os
@@ -38,8 +38,8 @@ assert np.allclose(out, torch_out, atol=1e-5), np.abs(out - torch_out).max()
 assert torch.get_num_threads() == 2 and rnnx.get_num_threads() == 2
 openmp = [lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "openmp"]
 print(f"{order}: both LSTMs agree on 2 threads each; OpenMP runtimes loaded: {openmp}")
-if not any("rnnx" in path for path in openmp):
-    sys.exit("the OpenMP runtime of rnnx's wheel (rnnx.libs/) is not the one loaded")
+if any("rnnx" in path for path in openmp):
+    sys.exit("rnnx's wheel loaded an OpenMP runtime of its own: its kernels use their own threads")
 
 lstm.eval()
 parent_out, _ = lstm(x)

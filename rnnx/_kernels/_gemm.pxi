@@ -215,11 +215,8 @@ cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating 
     rows of a call; BLAS's do, so it always runs block by block): the result does not depend
     on the thread count, nor do the sums, each column's rows being added in order."""
     cdef intp w = _panel_width(c), blocks = (m + WEIGHT_GRAD_ROWS - 1) // WEIGHT_GRAD_ROWS
-    cdef intp chunks_of_k = (k + K_CHUNK - 1) // K_CHUNK, kb = 0, k0 = 0, kc = 0
+    cdef intp chunks_of_k = (k + K_CHUNK - 1) // K_CHUNK, kb, k0, kc
     cdef intp chunk = K_CHUNK * ((n + w - 1) // w) * w
-    # Initialised: the parallel block below copies them into each thread (firstprivate).
-    cdef int me = 0, size = 1
-    cdef floating *buf = NULL
     if num_threads <= 1 or blocks <= 1:
         for kb in range(chunks_of_k):
             k0 = kb * K_CHUNK
@@ -227,15 +224,46 @@ cdef void _gemm_tn_accumulate(bint blas, intp m, intp n, intp k, const floating 
             _chunk_blocks(blas, 0, 1, blocks if blas else 1, m, n, kc, a + k0 * lda, lda,
                           _pack_chunk(blas, rows, k0, kc, n, chunks), c, acc, acc2, n2)
         return
-    with parallel(num_threads=num_threads):
-        me = rnnx_team_member()
-        size = rnnx_team_size()
-        buf = chunks + me * chunk
-        for kb in range(chunks_of_k):
-            k0 = kb * K_CHUNK
-            kc = min(K_CHUNK, k - k0)
-            _chunk_blocks(blas, me, size, blocks, m, n, kc, a + k0 * lda, lda,
-                          _pack_chunk(blas, rows, k0, kc, n, buf), c, acc, acc2, n2)
+    cdef TnJob job
+    job.blas, job.is_float, job.m, job.n, job.k = blas, floating is float, m, n, k
+    job.a, job.lda, job.rows, job.chunks, job.chunk = a, lda, rows, chunks, chunk
+    job.c, job.acc, job.acc2, job.n2, job.blocks = c, acc, acc2, n2, blocks
+    rnnx_pool_run(num_threads, _tn_job, &job)
+
+
+cdef struct TnJob:
+    # _gemm_tn_accumulate's arguments, for its members (_tn_job)
+    bint blas, is_float
+    intp m, n, k, lda, chunk, blocks, n2
+    const void *a
+    const Rows *rows
+    void *chunks
+    void *c
+    void *acc
+    void *acc2
+
+
+cdef void _tn_job(void *ctx) noexcept nogil:
+    cdef TnJob *j = <TnJob *> ctx
+    if j.is_float:
+        _tn_member[float](j, <float *> j.chunks)
+    else:
+        _tn_member[double](j, <double *> j.chunks)
+
+
+cdef void _tn_member(TnJob *j, floating *chunks) noexcept nogil:
+    """This member's row blocks of every chunk of a _gemm_tn_accumulate, packing B's chunks
+    into its own part of the scratch."""
+    cdef int me = rnnx_team_member(), size = rnnx_team_size()
+    cdef floating *buf = chunks + me * j.chunk
+    cdef const floating *a = <const floating *> j.a
+    cdef intp kb, k0, kc
+    for kb in range((j.k + K_CHUNK - 1) // K_CHUNK):
+        k0 = kb * K_CHUNK
+        kc = min(K_CHUNK, j.k - k0)
+        _chunk_blocks(j.blas, me, size, j.blocks, j.m, j.n, kc, a + k0 * j.lda, j.lda,
+                      _pack_chunk(j.blas, j.rows, k0, kc, j.n, buf), <floating *> j.c,
+                      <floating *> j.acc, <floating *> j.acc2, j.n2)
 
 
 cdef void _parallel_step_gemm(bint blas, intp m, intp n, intp k, const floating *a, intp lda,
@@ -245,15 +273,45 @@ cdef void _parallel_step_gemm(bint blas, intp m, intp n, intp k, const floating 
     """A whole-sequence C (m, n) (+)= A (m, k) @ B (k, n) (see _product) over blocks of rows
     of C on up to num_threads threads. Every element is the same dot product whichever block
     computes it, so the result is independent of threads; BLAS always runs block by block."""
-    cdef intp blocks = (m + SEQUENCE_ROWS - 1) // SEQUENCE_ROWS, i, r0, r1, panel_stride = k * _panel_width(c)
+    cdef intp blocks = (m + SEQUENCE_ROWS - 1) // SEQUENCE_ROWS, panel_stride = k * _panel_width(c)
     if not blas and (num_threads <= 1 or blocks <= 1):
         _panel_gemm(m, n, k, a, lda, 1, bp, panel_stride, accumulate, c, ldc)
         return
-    for i in prange(blocks, num_threads=num_threads, schedule="static",
-                    use_threads_if=num_threads > 1 and blocks > 1):
-        r0 = i * m // blocks
-        r1 = (i + 1) * m // blocks
-        _product(blas, r1 - r0, n, k, a + r0 * lda, lda, 1, bp, panel_stride, b, ldb, trans_b,
-                 accumulate, c + r0 * ldc, ldc)
+    cdef StepJob job
+    job.blas, job.is_float, job.m, job.n, job.k, job.a = blas, floating is float, m, n, k, a
+    job.lda, job.bp, job.b, job.ldb, job.trans_b = lda, bp, b, ldb, trans_b
+    job.accumulate, job.c, job.ldc, job.blocks, job.panel_stride = (accumulate, c, ldc, blocks,
+                                                                    panel_stride)
+    rnnx_pool_run(num_threads if blocks > 1 else 1, _step_gemm_job, &job)
+
+
+cdef struct StepJob:
+    # _parallel_step_gemm's arguments, for its members (_step_gemm_job)
+    bint blas, is_float, trans_b, accumulate
+    intp m, n, k, lda, ldb, ldc, blocks, panel_stride
+    const void *a
+    const void *bp
+    const void *b
+    void *c
+
+
+cdef void _step_gemm_job(void *ctx) noexcept nogil:
+    cdef StepJob *j = <StepJob *> ctx
+    if j.is_float:
+        _step_gemm_member[float](j, <float *> j.c)
+    else:
+        _step_gemm_member[double](j, <double *> j.c)
+
+
+cdef void _step_gemm_member(StepJob *j, floating *c) noexcept nogil:
+    """This member's share of the row blocks of a _parallel_step_gemm (a contiguous range)."""
+    cdef int me = rnnx_team_member(), size = rnnx_team_size()
+    cdef intp i, r0, r1
+    for i in range(me * j.blocks // size, (me + 1) * j.blocks // size):
+        r0 = i * j.m // j.blocks
+        r1 = (i + 1) * j.m // j.blocks
+        _product(j.blas, r1 - r0, j.n, j.k, <const floating *> j.a + r0 * j.lda, j.lda, 1,
+                 <const floating *> j.bp, j.panel_stride, <const floating *> j.b, j.ldb,
+                 j.trans_b, j.accumulate, c + r0 * j.ldc, j.ldc)
 
 

@@ -31,7 +31,6 @@
 # constants, cell kinds and buffer layout are _layout's, compiled once.
 cimport numpy as cnp
 from libc.string cimport memcmp, memcpy
-from cython.parallel cimport parallel, prange
 import numpy as np
 
 from ._blas cimport floating, gemm
@@ -67,6 +66,24 @@ cdef extern from *:
 
 # The instruction-set flags this module was compiled with (setup.py's LEVELS).
 BUILD_FLAGS = (<bytes> RNNX_BUILD_FLAGS).decode()
+
+# The kernels' own pool of threads and its teams (team.h), for every piece.
+cdef extern from "team.h":
+    ctypedef struct rnnx_barrier:
+        pass
+    void rnnx_barrier_init(rnnx_barrier *b) noexcept nogil
+    void rnnx_barrier_join(rnnx_barrier *b, int size) noexcept nogil
+    void rnnx_barrier_wait(rnnx_barrier *b, int *local_sense) noexcept nogil
+    int rnnx_team_size() noexcept nogil
+    int rnnx_team_member() noexcept nogil
+    ctypedef void (*rnnx_job)(void *ctx) noexcept nogil
+    void rnnx_pool_run(int size, rnnx_job job, void *ctx) noexcept nogil
+    int rnnx_claim_threads(int want) noexcept nogil
+    int rnnx_team_allowed() noexcept nogil
+    void rnnx_team_review(const rnnx_barrier *b, long steps) noexcept nogil
+    void rnnx_release_threads(int n) noexcept nogil
+    int rnnx_busy_threads
+
 
 include "_gemm.pxi"
 include "_packing.pxi"

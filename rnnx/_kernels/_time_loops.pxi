@@ -69,21 +69,6 @@ cdef extern from "gates.h":
                                  double *dgh, double *dh) noexcept nogil
 
 
-cdef extern from "team.h":
-    ctypedef struct rnnx_barrier:
-        pass
-    void rnnx_barrier_init(rnnx_barrier *b) noexcept nogil
-    void rnnx_barrier_join(rnnx_barrier *b, int size) noexcept nogil
-    void rnnx_barrier_wait(rnnx_barrier *b, int *local_sense) noexcept nogil
-    int rnnx_team_size() noexcept nogil
-    int rnnx_team_member() noexcept nogil
-    int rnnx_claim_threads(int want) noexcept nogil
-    int rnnx_team_allowed() noexcept nogil
-    void rnnx_team_review(const rnnx_barrier *b, long steps) noexcept nogil
-    void rnnx_release_threads(int n) noexcept nogil
-    int rnnx_busy_threads
-
-
 cdef inline void _tanh(floating *a, intp n) noexcept nogil:
     """a[:n] = tanh(a[:n]), vectorized."""
     if floating is float:
@@ -519,10 +504,10 @@ cdef void _row_blocks(intp T, const intp *bs, intp ndir, int num_threads, intp a
 cdef void _run_tasks(bint forward, int cell, bint training, intp ndir, intp T, const intp *bs,
                      const intp *of, intp I, intp H, intp P, floating *buf, intp ld, Dir *dirs,
                      int num_threads) noexcept nogil:
-    """Run every (direction, row block) task of the time loop, on parallel threads when there
-    are several tasks. buf: the layer output (forward) or its gradient (backward, or NULL),
-    ld apart, direction k in columns k*P:(k+1)*P."""
-    cdef intp nblocks, ntasks, task
+    """Run every (direction, row block) task of the time loop, on the pool's threads when
+    there are several tasks. buf: the layer output (forward) or its gradient (backward, or
+    NULL), ld apart, direction k in columns k*P:(k+1)*P."""
+    cdef intp nblocks, ntasks
     cdef intp[MAX_BLOCKS + 1] bounds
     cdef rnnx_barrier barrier
     _row_blocks(T, bs, ndir, num_threads,
@@ -530,25 +515,68 @@ cdef void _run_tasks(bint forward, int cell, bint training, intp ndir, intp T, c
                 &nblocks, bounds)
     ntasks = ndir * nblocks
     cdef int threads = num_threads if num_threads < ntasks else <int> ntasks
+    cdef TasksJob job
+    job.forward, job.is_float, job.cell, job.training, job.T, job.bs, job.of = (
+        forward, floating is float, cell, training, T, bs, of)
+    job.inputs, job.H, job.P, job.buf, job.ld, job.dirs = I, H, P, buf, ld, dirs
+    job.nblocks, job.ntasks, job.bounds, job.barrier = nblocks, ntasks, bounds, NULL
     if (shares_time_loop(cell, bs[0], ndir, H, P, dirs[0].w_hr_panels != NULL, num_threads)
             and rnnx_team_allowed()):
         # too few rows for the threads: they share the time loop, split by hidden units
         rnnx_barrier_init(&barrier)
-        with parallel(num_threads=num_threads):
-            if forward:
-                _team_forward(cell, training, T, bs, of, I, H, P, buf, ld, dirs, &barrier)
-            else:
-                _team_backward(cell, T, bs, of, H, P, buf, ld, dirs, &barrier)
+        job.barrier = &barrier
+        rnnx_pool_run(num_threads, _team_job, &job)
         rnnx_team_review(&barrier, T)
         return
-    if threads <= 1:
-        # no parallel region at all on one thread (a forked child must not enter one)
-        for task in range(ntasks):
-            _task(forward, cell, training, task, nblocks, bounds, T, bs, of, I, H, P, buf, ld,
-                  dirs)
-        return
-    for task in prange(ntasks, num_threads=threads, schedule="static"):
-        _task(forward, cell, training, task, nblocks, bounds, T, bs, of, I, H, P, buf, ld, dirs)
+    # one thread: no job for the pool at all (nor in a forked child)
+    rnnx_pool_run(threads, _tasks_job, &job)
+
+
+cdef struct TasksJob:
+    # _run_tasks's arguments, for its members (_team_job, _tasks_job)
+    bint forward, training, is_float
+    int cell
+    intp T, inputs, H, P, ld, nblocks, ntasks     # inputs: I (complex.h makes I a macro)
+    const intp *bs
+    const intp *of
+    const intp *bounds
+    void *buf
+    Dir *dirs
+    rnnx_barrier *barrier
+
+
+cdef void _team_job(void *ctx) noexcept nogil:
+    """A member of the team sharing the time loop of one direction."""
+    cdef TasksJob *j = <TasksJob *> ctx
+    if j.is_float:
+        _team_member[float](j, <float *> j.buf)
+    else:
+        _team_member[double](j, <double *> j.buf)
+
+
+cdef void _team_member(TasksJob *j, floating *buf) noexcept nogil:
+    if j.forward:
+        _team_forward(j.cell, j.training, j.T, j.bs, j.of, j.inputs, j.H, j.P, buf, j.ld,
+                      j.dirs, j.barrier)
+    else:
+        _team_backward(j.cell, j.T, j.bs, j.of, j.H, j.P, buf, j.ld, j.dirs, j.barrier)
+
+
+cdef void _tasks_job(void *ctx) noexcept nogil:
+    """This member's share of the (direction, row block) tasks (a contiguous range)."""
+    cdef TasksJob *j = <TasksJob *> ctx
+    if j.is_float:
+        _tasks_member[float](j, <float *> j.buf)
+    else:
+        _tasks_member[double](j, <double *> j.buf)
+
+
+cdef void _tasks_member(TasksJob *j, floating *buf) noexcept nogil:
+    cdef int me = rnnx_team_member(), size = rnnx_team_size()
+    cdef intp task
+    for task in range(me * j.ntasks // size, (me + 1) * j.ntasks // size):
+        _task(j.forward, j.cell, j.training, task, j.nblocks, j.bounds, j.T, j.bs, j.of,
+              j.inputs, j.H, j.P, buf, j.ld, j.dirs)
 
 
 cdef inline void _task(bint forward, int cell, bint training, intp task, intp nblocks,

@@ -1,9 +1,10 @@
 /* The kernels' C headers on their own, on any architecture the compiler targets: vmath.h's
  * exp, sigmoid and tanh against libm, gates.h's LSTM and GRU rows against the formulas of
  * its header comment computed in double, microgemm.h's products against a plain triple
- * loop (every tile shape), team.h's barrier and thread budget on real OpenMP threads.
+ * loop (every tile shape), team.h's pool, barrier and thread budget on real threads.
  * Built with the kernels' flags of one level and run by run_checks.py (natively, or for
  * aarch64 under qemu-user). Prints one line per failure and "ok" or "FAIL" at the end. */
+#define _GNU_SOURCE   /* team.h's CPU_COUNT, as Python.h defines it for the kernels */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,27 @@ static void check_gemms(void) {
 }
 
 /* -- team.h ----------------------------------------------------------------------------- */
+enum { TEAM_THREADS = 3, TEAM_ROUNDS = 2000 };
+static int team_seen[TEAM_THREADS], team_wrong = 0, team_size_seen = 0;
+static rnnx_barrier team_barrier;
+
+/* A pool job: each member writes the round number, meets the others, checks that every
+   member's number is this round's, and meets them again before the next write. */
+static void team_rounds(void *unused) {
+    (void)unused;
+    int size = rnnx_team_size(), me = rnnx_team_member(), sense = 0, wrong = 0;
+    if (me == 0) team_size_seen = size;
+    rnnx_barrier_join(&team_barrier, size);
+    for (int round = 1; round <= TEAM_ROUNDS; round++) {
+        __atomic_store_n(&team_seen[me], round, __ATOMIC_RELAXED);
+        rnnx_barrier_wait(&team_barrier, &sense);   /* every member has written ... */
+        for (int t = 0; t < size; t++)              /* ... so all see this round */
+            wrong += __atomic_load_n(&team_seen[t], __ATOMIC_RELAXED) != round;
+        rnnx_barrier_wait(&team_barrier, &sense);   /* nobody writes before all have read */
+    }
+    __atomic_add_fetch(&team_wrong, wrong, __ATOMIC_RELAXED);
+}
+
 static void check_team(void) {
     int cores = rnnx_cores();
     int got = rnnx_claim_threads(cores + 8);
@@ -211,25 +233,12 @@ static void check_team(void) {
     if (more != 1) fail("claim from a spent budget", 3, more, 1);
     rnnx_release_threads(got + more);
     if (rnnx_busy_threads != 0) fail("release", 0, rnnx_busy_threads, 0);
-#ifdef _OPENMP
-    enum { THREADS = 3, ROUNDS = 2000 };
-    int seen[THREADS] = {0}, wrong = 0;
-    rnnx_barrier barrier;
-    rnnx_barrier_init(&barrier);
-    #pragma omp parallel num_threads(THREADS) reduction(+:wrong)
-    {
-        int size = rnnx_team_size(), me = rnnx_team_member(), sense = 0;
-        rnnx_barrier_join(&barrier, size);
-        for (int round = 1; round <= ROUNDS; round++) {
-            __atomic_store_n(&seen[me], round, __ATOMIC_RELAXED);
-            rnnx_barrier_wait(&barrier, &sense);      /* every member has written ... */
-            for (int t = 0; t < size; t++)            /* ... so all see this round */
-                wrong += __atomic_load_n(&seen[t], __ATOMIC_RELAXED) != round;
-            rnnx_barrier_wait(&barrier, &sense);      /* nobody writes before all have read */
-        }
-    }
-    if (wrong) fail("barrier: members that saw another round", 0, wrong, 0);
-#endif
+    /* the pool: a job on 3 threads whose members meet at the barrier 2 x ROUNDS times */
+    rnnx_barrier_init(&team_barrier);
+    rnnx_pool_run(TEAM_THREADS, team_rounds, NULL);
+    if (team_size_seen != rnnx_pool_grow(TEAM_THREADS))
+        fail("pool: team size", TEAM_THREADS, team_size_seen, rnnx_pool_grow(TEAM_THREADS));
+    if (team_wrong) fail("barrier: members that saw another round", 0, team_wrong, 0);
 }
 
 int main(void) {

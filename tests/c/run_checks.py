@@ -63,7 +63,7 @@ def build_and_run(cc, flags, run_prefix, source="headers_check.c", timeout=300):
     not ended after `timeout` seconds, a hung barrier say, fails)."""
     with tempfile.TemporaryDirectory() as tmp:
         exe = os.path.join(tmp, "check")
-        cmd = [cc, "-O3", *flags, "-fopenmp", "-Wall", "-Wextra", "-Werror",
+        cmd = [cc, "-O3", *flags, "-pthread", "-Wall", "-Wextra", "-Werror",
                "-I", kernel_headers(), os.path.join(HERE, source), "-o", exe, "-lm"]
         build = subprocess.run(cmd, capture_output=True, text=True)
         if build.returncode != 0:
