@@ -38,6 +38,7 @@ cdef inline intp panel_width(intp itemsize) noexcept nogil:
     return PANEL_BYTES // itemsize
 
 
+cpdef tuple panels_shape(intp k, intp n, intp itemsize)
 cpdef intp x_chunks_size(intp I, intp itemsize, int num_threads) noexcept nogil
 cpdef bint weights_fit_cache(int cell, intp I, intp P, intp H, intp itemsize) noexcept nogil
 cpdef bint projects_per_step(int cell, intp B, intp I, intp P, intp H,

@@ -24,7 +24,7 @@ NUM_GATES_BY_NAME = {"LSTM": NUM_GATES[<int> LSTM], "GRU": NUM_GATES[<int> GRU],
                      "RNN": NUM_GATES[<int> RNN_TANH]}
 
 
-def panels_shape(intp k, intp n, intp itemsize):
+cpdef tuple panels_shape(intp k, intp n, intp itemsize):
     """Shape (ceil(n / width), k, width) of a (k, n) matrix packed in the kernels' column
     panels of width = PANEL_BYTES // itemsize columns (microgemm.h)."""
     cdef intp w = panel_width(itemsize)
@@ -90,7 +90,7 @@ cdef class LayerPlan:
         if num_directions < 1 or num_directions > 2:
             raise ValueError("one or two directions expected")
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
+        if self.dtype.num != cnp.NPY_FLOAT32 and self.dtype.num != cnp.NPY_FLOAT64:
             raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
         if cell != LSTM and state_size != hidden_size:
             raise ValueError(f"state_size: expected hidden_size ({hidden_size}) without an "
@@ -114,8 +114,8 @@ cdef class LayerPlan:
 
     cdef _check_packing(self, batch_sizes, offsets):
         for name, a in (("batch_sizes", batch_sizes), ("offsets", offsets)):
-            if (not isinstance(a, np.ndarray) or a.dtype != np.intp or a.ndim != 1
-                    or not a.flags.c_contiguous):
+            if (not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(a) != cnp.NPY_INTP
+                    or cnp.PyArray_NDIM(a) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
                 raise TypeError(f"{name}: expected a 1-d C-contiguous intp array, got "
                                 f"{type(a).__name__} {getattr(a, 'dtype', '')}")
         cdef intp T = batch_sizes.shape[0], t
