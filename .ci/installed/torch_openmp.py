@@ -38,7 +38,8 @@ assert np.allclose(out, torch_out, atol=1e-5), np.abs(out - torch_out).max()
 assert torch.get_num_threads() == 2 and rnnx.get_num_threads() == 2
 openmp = [lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "openmp"]
 print(f"{order}: both LSTMs agree on 2 threads each; OpenMP runtimes loaded: {openmp}")
-if any("rnnx" in path for path in openmp):
+rnnx_dir = os.path.dirname(rnnx.__file__)     # the package, and auditwheel's rnnx.libs/
+if any(path.startswith((rnnx_dir + os.sep, rnnx_dir + ".libs" + os.sep)) for path in openmp):
     sys.exit("rnnx's wheel loaded an OpenMP runtime of its own: its kernels use their own threads")
 
 lstm.eval()
