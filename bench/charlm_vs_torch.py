@@ -48,13 +48,11 @@ def train_torch(model, codes, *, steps, seconds, batch, bptt, lr):
     data = torch.from_numpy(charlm.streams(codes, batch))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    state, t, done, start = None, 0, 0, time.perf_counter()
+    windows = charlm.bptt_windows(data, bptt)
+    state, done, start = None, 0, time.perf_counter()
     while done < steps and time.perf_counter() - start < seconds:
-        if t + bptt + 1 > data.shape[0]:
-            t, state = 0, None
-        x, y = data[t:t + bptt], data[t + 1:t + 1 + bptt]
-        t += bptt
-        logits, state = model(x, state)
+        x, y, restart = next(windows)
+        logits, state = model(x, None if restart else state)
         state = tuple(s.detach() for s in state)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, charlm.VOCAB), y.reshape(-1))
         opt.zero_grad()

@@ -73,6 +73,19 @@ def streams(codes, batch):
     return np.ascontiguousarray(codes[:length * batch].reshape(batch, length).T)
 
 
+def bptt_windows(data, bptt):
+    """Endless truncated-BPTT windows over data (L, B): (x, y, restart) with x = data[t:t+bptt]
+    and y the same steps one later; restart is True where the windows wrap to the start (the
+    carried state must be dropped there)."""
+    t = 0
+    while True:
+        restart = t + bptt + 1 > data.shape[0]
+        if restart:
+            t = 0
+        yield data[t:t + bptt], data[t + 1:t + 1 + bptt], restart
+        t += bptt
+
+
 class CharLM(nn.Module):
     """logits (T, B, VOCAB) = head(lstm(embedding(ids (T, B)), state))."""
 
@@ -121,14 +134,11 @@ def train(model, codes, *, steps, seconds, batch, bptt, lr, log=print, log_every
     data = streams(codes, batch)
     opt = optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    state, t, start, loss = None, 0, time.perf_counter(), float("nan")
-    done = 0
+    windows = bptt_windows(data, bptt)
+    state, start, loss, done = None, time.perf_counter(), float("nan"), 0
     while done < steps and time.perf_counter() - start < seconds:
-        if t + bptt + 1 > data.shape[0]:
-            t, state = 0, None
-        x, y = data[t:t + bptt], data[t + 1:t + 1 + bptt]
-        t += bptt
-        logits, state = model(x, state)
+        x, y, restart = next(windows)
+        logits, state = model(x, None if restart else state)
         state = tuple(s.copy() for s in state)
         loss = loss_fn(logits.reshape(-1, VOCAB), y.reshape(-1)) / np.log(2)
         opt.zero_grad()
