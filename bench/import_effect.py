@@ -99,7 +99,7 @@ def main(argv=None):
           f"launches; 1-minute load average {load_start:.2f} at the start, "
           f"{os.getloadavg()[0]:.2f} at the end{' (quick shapes)' if args.quick else ''}.")
     for info in infos[:2]:
-        print(f"- worker imported: " + ", ".join(m for m, yes in info["imported"].items() if yes)
+        print("- worker imported: " + ", ".join(m for m, yes in info["imported"].items() if yes)
               + "; env " + ", ".join(f"{k}={v}" for k, v in info["env"].items()))
     print()
     print("| case | A ms (median of launches) | B ms | B / A per launch | B / A median |")

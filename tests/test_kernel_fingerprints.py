@@ -56,7 +56,6 @@ def _digest(*arrays):
 
 def _sequence_cases(rnnx):
     """(name, make module, T, B, lengths, packed): the sequence layers' cases."""
-    from rnnx.utils.rnn import pack_padded_sequence  # noqa: F401
     cases = []
     kinds = [("LSTM", lambda **k: rnnx.LSTM(**k)), ("GRU", lambda **k: rnnx.GRU(**k)),
              ("RNN_TANH", lambda **k: rnnx.RNN(nonlinearity="tanh", **k)),
